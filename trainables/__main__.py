@@ -1,0 +1,98 @@
+"""`python -m trainables run --config FILE.yaml [--set key=value ...]`: one trial, without Ray:
+train, evaluate, log to MLflow, print a short summary."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from trainables.config import ConfigError, TrialConfig, parse_overrides
+from trainables.data import DatasetNotFoundError
+from trainables.tracking import DEFAULT_EXPERIMENT, MlflowTrialLogger, resolve_tracking_uri
+from trainables.train import TrialResult, has_checkpoint, run_trial
+
+RUN_ID_FILE = "mlflow_run_id"
+SUMMARY_KEYS = ("clean/error", "clean/nll", "clean/ece", "corrupt/error", "corrupt/nll", "corrupt/ece",
+                "train/loss", "train/error")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m trainables", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="train, evaluate and log one trial")
+    run.add_argument("--config", type=Path, help="YAML file of TrialConfig keys (omit for the defaults)")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override one config key; repeatable")
+    run.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="MLflow experiment name")
+    run.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, "
+                     "else sqlite:///mlflow.db in the working directory)")
+    run.add_argument("--run-name", help="MLflow run name")
+    run.add_argument("--checkpoint-dir", type=Path, help="save a checkpoint there after every epoch; "
+                     "if it already holds one, continue that trial (and its MLflow run)")
+    return parser.parse_args(argv)
+
+
+def build_config(path: Path | None, overrides: list[str]) -> TrialConfig:
+    values = parse_overrides(overrides)
+    return TrialConfig.from_yaml(path, values) if path else TrialConfig.from_dict(values)
+
+
+def start_logger(args: argparse.Namespace, cfg: TrialConfig) -> MlflowTrialLogger:
+    """A new MLflow run, or the interrupted one when resuming from the checkpoint folder."""
+    folder = args.checkpoint_dir
+    run_id_file = folder / RUN_ID_FILE if folder else None
+    run_id = run_id_file.read_text().strip() if has_checkpoint(folder) and run_id_file.exists() else None
+    logger = MlflowTrialLogger(cfg, experiment=args.experiment, tracking_uri=args.tracking_uri,
+                               run_name=args.run_name, run_id=run_id)
+    if run_id_file:
+        folder.mkdir(parents=True, exist_ok=True)
+        run_id_file.write_text(logger.run_id)
+    return logger
+
+
+def print_epoch(metrics: dict[str, float], checkpoint: Path | None = None) -> None:
+    shown = "  ".join(f"{k} {metrics[k]:.4f}" for k in ("train/loss", "train/error", "clean/error") if k in metrics)
+    print(f"epoch {int(metrics['epoch']):3d}  {shown}  ({metrics['train/images_per_s']:.0f} img/s)", flush=True)
+
+
+def print_summary(cfg: TrialConfig, result: TrialResult, logger: MlflowTrialLogger, seconds: float) -> None:
+    molly = f"roles {cfg.roles}, beta {cfg.beta:g}, label mode {cfg.label_mode}" if cfg.mollify else "off"
+    print(f"\n{cfg.dataset} / {cfg.model} / augment {cfg.augment} / mollification {molly}")
+    for key in SUMMARY_KEYS:
+        if key in result.metrics:
+            print(f"  {key:<14} {result.metrics[key]:.4f}")
+    print(f"done in {seconds:.1f} s; MLflow run {logger.run_id} at {logger.client.tracking_uri}")
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = build_config(args.config, args.overrides)
+    logger = start_logger(args, cfg)
+    start = time.perf_counter()
+
+    def report(metrics: dict[str, float], checkpoint: Path | None) -> None:
+        logger.report(metrics, checkpoint)
+        print_epoch(metrics)
+
+    try:
+        result = run_trial(cfg, report=report, checkpoint_dir=args.checkpoint_dir)
+    except BaseException:
+        logger.fail()
+        raise
+    logger.finish(result)
+    print_summary(cfg, result, logger, time.perf_counter() - start)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        return run(args)
+    except (ConfigError, DatasetNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""The configuration of one trial: a frozen dataclass built and validated once, at the edge, from
+the flat dict that Ray and Optuna hand over or from a YAML file. An unknown key or value fails
+here, before any work, naming it and the valid choices."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from trainables.augment import AUGMENTATIONS
+from trainables.data import DATASETS
+from trainables.losses import LOSSES
+from trainables.models import MODELS
+from trainables.mollify import LABEL_MODES, check_roles
+from trainables.pipeline import PRECISIONS
+
+
+class ConfigError(ValueError):
+    """A trial configuration that cannot run; the message names the key and the valid values."""
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    # --- data ---
+    dataset: str = "synthetic"  # DATASETS
+    data_root: str = "data"  # folder holding the dataset in its official layout
+    num_classes: int | None = None  # keep the first N classes; None = all
+    image_size: int | None = None  # resize once at load time; None = native
+    train_size: int | None = None  # synthetic only: number of training images
+    # --- model and optimisation (the paper: preactresnet50, SGD 0.01, cosine over 300 epochs) ---
+    model: str = "smallcnn"  # MODELS
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    compile: bool = False  # torch.compile the model
+    # --- base augmentation ---
+    augment: str = "fcr"  # "none" or '+'-joined AUGMENTATIONS names, e.g. "fcr+trivaug"
+    # --- mollification (METHOD.md section 1) ---
+    mollify: bool = True
+    roles: str = "xnb"  # x clean, n noise, b blur, e pure noise
+    alpha: float = 1.0  # t ~ Beta(alpha, beta)
+    beta: float = 2.0  # the amount of mollification: the paper uses 2, 4, 9
+    npow: float = 1.0  # gamma_noise = sin^2(pi t / 2)^npow
+    bpow: float = 1.0  # gamma_blur = t^bpow
+    smooth_labels: bool = True  # False: the "no label smoothing" ablation
+    label_mode: str = "ls"  # ls, ld, la, lm
+    loss: str = "ce"  # LOSSES
+    sigma_min: float = 0.3
+    sigma_max: float | None = None  # None: the image width
+    # --- run ---
+    seed: int = 0
+    device: str = "auto"  # auto, cpu, cuda, cuda:N
+    eval_every: int = 1  # evaluate on the clean test set every N epochs (and always at the end)
+    eval_batch_size: int = 500
+    # --- limits for quick runs ---
+    limit_train_batches: int | None = None  # batches per epoch
+    limit_eval_images: int | None = None  # first N test images
+
+    def __post_init__(self) -> None:
+        _check_choices(self)
+        _check_ranges(self)
+
+    @property
+    def sink_class(self) -> bool:
+        """la/lm modes train an extra (K+1)-th output; only when mollification is on."""
+        return self.mollify and self.label_mode in ("la", "lm")
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "TrialConfig":
+        unknown = sorted(set(values) - set(FIELD_TYPES))
+        if unknown:
+            raise ConfigError(f"unknown config key(s) {unknown}; valid keys: {', '.join(FIELD_TYPES)}")
+        return cls(**{key: _coerce(key, value) for key, value in values.items()})
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: Mapping[str, Any] | None = None) -> "TrialConfig":
+        values = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: expected a mapping of config keys, got {type(values).__name__}")
+        return cls.from_dict({**values, **(overrides or {})})
+
+    def replace(self, **changes: Any) -> "TrialConfig":
+        return TrialConfig.from_dict({**self.to_dict(), **changes})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+FIELD_TYPES: dict[str, Any] = typing.get_type_hints(TrialConfig)
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """`key=value` strings (the CLI's --set) to a dict; values are read as YAML scalars."""
+    out = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep:
+            raise ConfigError(f"--set takes key=value, got {pair!r}")
+        out[key.strip()] = yaml.safe_load(raw)
+    return out
+
+
+# --- validation ----------------------------------------------------------------------------------
+
+def _coerce(key: str, value: Any) -> Any:
+    """Check a value against the field's annotation; ints are accepted for floats and the
+    string 'none'/'null' (from --set or a grid) for optional fields."""
+    hint = FIELD_TYPES[key]
+    optional = isinstance(hint, types.UnionType) and type(None) in typing.get_args(hint)
+    base = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
+    if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "null")):
+        if optional:
+            return None
+        raise ConfigError(f"config key {key!r} must be a {base.__name__}, not None")
+    if base in (int, float) and isinstance(value, str):
+        value = _number(key, value, base)  # YAML 1.1 reads "1e-3" as a string
+    if base is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if base is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if base in (int, float) and isinstance(value, bool) or not isinstance(value, base):
+        raise ConfigError(f"config key {key!r} must be a {base.__name__}, got {value!r}")
+    return value
+
+
+def _number(key: str, text: str, base: type) -> int | float:
+    try:
+        return base(float(text)) if base is float else int(text)
+    except ValueError:
+        raise ConfigError(f"config key {key!r} must be a {base.__name__}, got {text!r}") from None
+
+
+def _choice(key: str, value: str, valid: Any) -> None:
+    if value not in valid:
+        raise ConfigError(f"unknown {key} {value!r}; valid: {', '.join(sorted(valid))}")
+
+
+def _check_choices(cfg: TrialConfig) -> None:
+    _choice("dataset", cfg.dataset, DATASETS)
+    _choice("model", cfg.model, MODELS)
+    _choice("loss", cfg.loss, LOSSES)
+    _choice("label_mode", cfg.label_mode, LABEL_MODES)
+    _choice("precision", cfg.precision, PRECISIONS)
+    if cfg.augment != "none":
+        for name in cfg.augment.split("+"):
+            _choice("augment", name, AUGMENTATIONS)
+    try:
+        check_roles(cfg.roles)
+    except ValueError as err:
+        raise ConfigError(f"config key 'roles': {err}") from None
+    if cfg.device != "auto" and cfg.device.split(":")[0] not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"unknown device {cfg.device!r}; valid: auto, cpu, cuda, cuda:N")
+
+
+def _check_ranges(cfg: TrialConfig) -> None:
+    positive = ("epochs", "batch_size", "lr", "alpha", "beta", "npow", "bpow", "sigma_min",
+                "eval_every", "eval_batch_size", "num_classes", "image_size", "train_size",
+                "limit_train_batches", "limit_eval_images", "sigma_max")
+    for key in positive:
+        value = getattr(cfg, key)
+        if value is not None and value <= 0:
+            raise ConfigError(f"config key {key!r} must be positive, got {value!r}")
+    for key in ("momentum", "weight_decay"):
+        if getattr(cfg, key) < 0:
+            raise ConfigError(f"config key {key!r} must be >= 0, got {getattr(cfg, key)!r}")
+    if cfg.sigma_max is not None and cfg.sigma_max <= cfg.sigma_min:
+        raise ConfigError(f"sigma_max ({cfg.sigma_max}) must exceed sigma_min ({cfg.sigma_min})")

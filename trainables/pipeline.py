@@ -1,0 +1,42 @@
+"""Small pieces shared by training and evaluation: device and precision choice, and turning a
+uint8 batch on the device into the network's normalised float input."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import ContextManager, Sequence
+
+import torch
+from torch import Tensor
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` is CUDA when present, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} asked for, but torch sees no CUDA device; use 'cpu' or 'auto'")
+    return torch.device(name)
+
+
+def autocast(device: torch.device, precision: str) -> ContextManager:
+    """bf16 autocast (the paper's mixed precision) on CUDA under `auto`; full fp32 on the CPU,
+    where bf16 matmuls are slower than fp32 on most machines."""
+    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    if not use_bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def to_unit(images: Tensor) -> Tensor:
+    """uint8 (B, C, H, W) -> float32 in [0, 1]."""
+    return images.float().div_(255)
+
+
+def normalize(x: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+    """Per-channel (x - mean) / std on a float batch (B, C, H, W)."""
+    m = torch.tensor(mean, device=x.device, dtype=x.dtype)[:, None, None]
+    s = torch.tensor(std, device=x.device, dtype=x.dtype)[:, None, None]
+    return (x - m) / s

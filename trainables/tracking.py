@@ -1,0 +1,108 @@
+"""MLflow logging of one trial: params (the flattened config), per-epoch metrics, final metrics,
+tags (git commit, seed) and the config as an artifact.
+
+It uses an explicit `MlflowClient` bound to one tracking URI rather than MLflow's fluent API, whose
+active run and tracking URI are process-wide state: a trial must not depend on, or change, what
+else runs in its process. Default store: `sqlite:///<cwd>/mlflow.db`; `MLFLOW_TRACKING_URI`
+overrides it, and an explicit URI overrides both.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Mapping
+
+from mlflow.entities import Metric, Param, RunStatus
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from trainables.config import TrialConfig
+
+DEFAULT_EXPERIMENT = "mollify-lab"
+DEFAULT_DB = "mlflow.db"
+BATCH_LIMIT = 1000  # MLflow's log_batch accepts at most 1000 metrics per call
+PARENT_TAG = "mlflow.parentRunId"
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """An explicit URI, else $MLFLOW_TRACKING_URI, else a SQLite file in the working directory."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / DEFAULT_DB}"
+
+
+def git_commit() -> str:
+    """The commit of the code that ran, or 'unknown' outside a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=10, check=True)
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def ensure_experiment(client: MlflowClient, name: str) -> str:
+    """The id of experiment `name`, created if missing. A SQLite store keeps artifacts in
+    `mlartifacts/` beside its database file, so that moving the two together keeps the runs whole."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    uri = client.tracking_uri
+    location = None
+    if uri.startswith("sqlite:///"):
+        location = (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts" / name).as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:  # created meanwhile by a concurrent trial
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def _metrics(values: Mapping[str, float], step: int) -> list[Metric]:
+    now = int(time.time() * 1000)
+    return [Metric(key, float(value), now, step) for key, value in values.items() if key != "epoch"]
+
+
+class MlflowTrialLogger:
+    """One trial's MLflow run. `report` is the trial's per-epoch callback; `finish` and `fail` end
+    the run. Pass `run_id` to continue a run after a restart instead of starting a second one."""
+
+    def __init__(self, cfg: TrialConfig, *, experiment: str = DEFAULT_EXPERIMENT,
+                 tracking_uri: str | None = None, run_name: str | None = None,
+                 parent_run_id: str | None = None, run_id: str | None = None,
+                 tags: Mapping[str, str] | None = None) -> None:
+        self.client = MlflowClient(resolve_tracking_uri(tracking_uri))
+        if run_id is not None:
+            self.run_id = run_id
+            self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+            return
+        all_tags = {"mollify.seed": str(cfg.seed), "mlflow.source.git.commit": git_commit(),
+                    **({PARENT_TAG: parent_run_id} if parent_run_id else {}), **(tags or {})}
+        experiment_id = ensure_experiment(self.client, experiment)
+        run = self.client.create_run(experiment_id, run_name=run_name, tags=all_tags)
+        self.run_id = run.info.run_id
+        params = [Param(key, str(value)) for key, value in cfg.to_dict().items()]
+        self.client.log_batch(self.run_id, params=params)
+        self.client.log_dict(self.run_id, cfg.to_dict(), "config.yaml")
+
+    def log_metrics(self, values: Mapping[str, float], step: int) -> None:
+        metrics = _metrics(values, step)
+        for start in range(0, len(metrics), BATCH_LIMIT):
+            self.client.log_batch(self.run_id, metrics=metrics[start : start + BATCH_LIMIT])
+
+    def report(self, metrics: Mapping[str, float], checkpoint: Path | None = None) -> None:
+        self.log_metrics(metrics, step=int(metrics["epoch"]))
+
+    def finish(self, result) -> None:
+        """Log the final metrics not already logged at the last epoch, the reliability bins as
+        JSON artifacts, and mark the run finished."""
+        last = result.history[-1] if result.history else {}
+        fresh = {k: v for k, v in result.metrics.items() if last.get(k) != v}
+        self.log_metrics(fresh, step=int(last.get("epoch", 0)))
+        for name, bins in result.reliability.items():
+            self.client.log_dict(self.run_id, bins, f"reliability/{name}.json")
+        self.client.set_tag(self.run_id, "mollify.status", "finished")
+        self.client.set_terminated(self.run_id, RunStatus.to_string(RunStatus.FINISHED))
+
+    def fail(self) -> None:
+        self.client.set_terminated(self.run_id, RunStatus.to_string(RunStatus.FAILED))

@@ -1,0 +1,198 @@
+"""One trial: train a classifier with or without supervised mollification, evaluate it, report.
+
+The training split lives on the device as uint8; each step draws a batch there, augments it as a
+whole batch, normalises, mollifies, and takes one SGD step. Per-step statistics stay on the device
+and are read once per epoch, so the loop never waits on the host. `run_trial` is a plain function
+of the config and a `report(metrics, checkpoint)` callback: Ray sits outside it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from trainables.augment import create_augmentation
+from trainables.config import TrialConfig
+from trainables.data import ImageSet, load_dataset
+from trainables.evaluate import classification_metrics, predict_logits, reliability_bins
+from trainables.losses import create_loss
+from trainables.models import create_model
+from trainables.mollify import mollify
+from trainables.pipeline import autocast, normalize, resolve_device, to_unit
+
+CHECKPOINT_FILE = "checkpoint.pt"
+Report = Callable[[dict[str, float], "Path | None"], None]
+
+
+@dataclass
+class TrialResult:
+    metrics: dict[str, float]  # final metrics, named as MLflow stores them (clean/error, ...)
+    history: list[dict[str, float]] = field(default_factory=list)  # one entry per epoch
+    reliability: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # per eval set
+
+
+@dataclass
+class TrainState:
+    """Everything a restarted trial needs to continue exactly where it stopped."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    generator: torch.Generator  # draws batch order, augmentation and mollification
+    epoch: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def save(self, folder: Path) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / (CHECKPOINT_FILE + ".tmp")
+        torch.save(
+            {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "generator": self.generator.get_state(),
+                "epoch": self.epoch,
+                "history": self.history,
+            },
+            tmp,
+        )
+        os.replace(tmp, folder / CHECKPOINT_FILE)  # atomic: a crash never leaves half a file
+        return folder
+
+    def load(self, folder: Path) -> None:
+        state = torch.load(folder / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["generator"])
+        self.epoch, self.history = state["epoch"], state["history"]
+
+
+def has_checkpoint(folder: Path | None) -> bool:
+    return folder is not None and (Path(folder) / CHECKPOINT_FILE).exists()
+
+
+# --- setup -----------------------------------------------------------------------------------------
+
+def load_splits(cfg: TrialConfig, device: torch.device) -> tuple[ImageSet, ImageSet]:
+    def load(split: str, size: int | None) -> ImageSet:
+        return load_dataset(cfg.dataset, cfg.data_root, split, num_classes=cfg.num_classes,
+                            image_size=cfg.image_size, device=device, seed=cfg.seed, synthetic_size=size)
+
+    train, test = load("train", cfg.train_size), load("test", None)
+    if cfg.limit_eval_images:
+        test = ImageSet(test.images[: cfg.limit_eval_images], test.labels[: cfg.limit_eval_images],
+                        test.class_names, test.mean, test.std)
+    return train, test
+
+
+def build_state(cfg: TrialConfig, num_classes: int, steps: int, device: torch.device) -> TrainState:
+    torch.manual_seed(cfg.seed)  # model initialisation
+    model = create_model(cfg.model, num_classes + cfg.sink_class).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                weight_decay=cfg.weight_decay)
+    # Cosine annealing per step rather than per epoch: identical over long runs, and a 1-3 epoch
+    # CPU study still sees the schedule.
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    return TrainState(model, optimizer, scheduler, generator)
+
+
+def steps_per_epoch(cfg: TrialConfig, n_train: int) -> int:
+    steps = max(1, n_train // cfg.batch_size)  # full batches only, as fast trainers do
+    return min(steps, cfg.limit_train_batches) if cfg.limit_train_batches else steps
+
+
+# --- one epoch -------------------------------------------------------------------------------------
+
+def make_batch(cfg: TrialConfig, train: ImageSet, index: Tensor, generator: torch.Generator,
+               augment: Callable) -> tuple[Tensor, Tensor]:
+    """Draw, augment, normalise and mollify one batch on the device: (x, soft labels)."""
+    x = to_unit(train.images[index])  # (B, C, H, W) in [0, 1]
+    y = F.one_hot(train.labels[index], train.num_classes).float()  # (B, K)
+    x, y = augment(x, y, generator)
+    x = normalize(x, train.mean, train.std)
+    if cfg.mollify:
+        x, y, _, _ = mollify(x, y, roles=cfg.roles, alpha=cfg.alpha, beta=cfg.beta, npow=cfg.npow,
+                             bpow=cfg.bpow, label_mode=cfg.label_mode, smooth_labels=cfg.smooth_labels,
+                             sigma_min=cfg.sigma_min, sigma_max=cfg.sigma_max, generator=generator)
+    if x.device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, y
+
+
+def train_epoch(cfg: TrialConfig, state: TrainState, net: nn.Module, train: ImageSet,
+                steps: int) -> dict[str, float]:
+    augment, loss_fn = create_augmentation(cfg.augment), create_loss(cfg.loss)
+    device, k = train.images.device, train.num_classes
+    net.train()
+    order = torch.randperm(len(train), device=device, generator=state.generator)
+    loss_sum = torch.zeros((), device=device)
+    wrong = torch.zeros((), device=device)
+    start = time.perf_counter()
+    for step in range(steps):
+        index = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+        x, y = make_batch(cfg, train, index, state.generator, augment)
+        with autocast(device, cfg.precision):
+            logits = net(x)
+        loss = loss_fn(logits, y)
+        state.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        state.optimizer.step()
+        state.scheduler.step()
+        loss_sum += loss.detach()
+        wrong += (logits[:, :k].argmax(dim=1) != train.labels[index]).sum()
+    mean_loss, n_wrong = (loss_sum / steps).item(), wrong.item()  # the epoch's only device sync
+    seconds = time.perf_counter() - start  # after the sync, so it covers all queued device work
+    images = steps * min(cfg.batch_size, len(train))
+    return {"train/loss": mean_loss, "train/error": n_wrong / images, "train/images_per_s": images / seconds}
+
+
+def evaluate_clean(cfg: TrialConfig, model: nn.Module, test: ImageSet) -> tuple[dict[str, float], dict]:
+    logits = predict_logits(model, test.images, test.mean, test.std, num_classes=test.num_classes,
+                            batch_size=cfg.eval_batch_size, precision=cfg.precision)
+    metrics = {f"clean/{name}": value for name, value in classification_metrics(logits, test.labels).items()}
+    return metrics, reliability_bins(logits.softmax(dim=1), test.labels)
+
+
+# --- the trial -----------------------------------------------------------------------------------
+
+def run_trial(cfg: TrialConfig, report: Report | None = None, checkpoint_dir: str | Path | None = None,
+              ) -> TrialResult:
+    """Train and evaluate one configuration. After each epoch, `report(metrics, checkpoint)` gets
+    that epoch's metrics and, when `checkpoint_dir` is given, the folder holding a checkpoint.
+    A `checkpoint_dir` that already holds one is resumed from: the trial continues where it stopped."""
+    device = resolve_device(cfg.device)
+    train, test = load_splits(cfg, device)
+    steps = steps_per_epoch(cfg, len(train))
+    state = build_state(cfg, train.num_classes, steps * cfg.epochs, device)
+    folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    if has_checkpoint(folder):
+        state.load(folder)
+    net = torch.compile(state.model) if cfg.compile else state.model
+    reliability: dict = {}
+    while state.epoch < cfg.epochs:
+        metrics = {"epoch": float(state.epoch + 1), "lr": state.scheduler.get_last_lr()[0]}
+        metrics |= train_epoch(cfg, state, net, train, steps)
+        state.epoch += 1
+        if state.epoch % cfg.eval_every == 0 or state.epoch == cfg.epochs:
+            clean, reliability = evaluate_clean(cfg, state.model, test)
+            metrics |= clean
+        state.history.append(metrics)
+        saved = state.save(folder) if folder is not None else None
+        if report is not None:
+            report(metrics, saved)
+    if not reliability:  # resumed after the last epoch had already finished
+        clean, reliability = evaluate_clean(cfg, state.model, test)
+        state.history[-1] |= clean
+    final = {k: v for k, v in state.history[-1].items() if k.startswith(("clean/", "train/"))}
+    return TrialResult(metrics=final, history=state.history, reliability={"clean": reliability})
