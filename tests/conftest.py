@@ -1,0 +1,57 @@
+"""Shared fixtures. Real datasets are read from the shared data folder beside the repository
+(``../shared/data``, or ``$MOLLIFY_SHARED_DATA``) and never copied into the repository itself;
+tests that need them skip with a reason when they are absent."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_ARCHIVES = ("train-000-099.tar.gz", "train-100-249.tar.gz", "val.tar.gz")
+
+
+def shared_data_dir() -> Path:
+    """The shared data folder: $MOLLIFY_SHARED_DATA, else ../shared/data next to the repository."""
+    override = os.environ.get("MOLLIFY_SHARED_DATA")
+    return Path(override).expanduser() if override else REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_imagenet_root() -> Path:
+    """Real Tiny ImageNet (250 train images per class, full val), extracted once into
+    ``<repo>/.cache/tiny-imagenet-200`` (git-ignored) and reused while the archives are unchanged."""
+    source = shared_data_dir() / "tiny-imagenet-200"
+    missing = [name for name in TINY_ARCHIVES if not (source / name).is_file()]
+    if missing:
+        pytest.skip(f"../shared/data/tiny-imagenet-200 not present: {source} lacks "
+                    f"{', '.join(missing)} (set MOLLIFY_SHARED_DATA to the folder holding "
+                    "tiny-imagenet-200/)")
+    return _extract_once([source / name for name in TINY_ARCHIVES], REPO / ".cache")
+
+
+def _extract_once(archives: list[Path], cache: Path) -> Path:
+    """Extract the archives (each holding tiny-imagenet-200/...) into cache, unless a previous
+    extraction of these very archives completed; a marker written last records that."""
+    target = cache / "tiny-imagenet-200"
+    marker = cache / "tiny-imagenet-200.complete"
+    stamp = "".join(f"{a.name}\t{a.stat().st_size}\t{a.stat().st_mtime_ns}\n" for a in archives)
+    if target.is_dir() and marker.is_file() and marker.read_text() == stamp:
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    # Extract beside the target and move it into place, so an interrupted run never leaves a
+    # half-extracted folder that looks complete.
+    with tempfile.TemporaryDirectory(dir=cache, prefix="extract-") as tmp:
+        for archive in archives:
+            with tarfile.open(archive, "r:gz") as tar:
+                tar.extractall(tmp, filter="data")
+        marker.unlink(missing_ok=True)
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(Path(tmp) / "tiny-imagenet-200", target)
+    marker.write_text(stamp)
+    return target
