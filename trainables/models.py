@@ -1,0 +1,281 @@
+"""Image classifiers for small RGB inputs (CIFAR 32x32, Tiny ImageNet 64x64; any side >= 16).
+
+Every network ends in adaptive average pooling, so the input size only changes the cost.
+`MODELS` maps a name to a constructor taking `num_classes`; `create_model` looks one up.
+
+- `preactresnet18`: pre-activation ResNet (He et al. 2016, "Identity Mappings in Deep Residual
+  Networks"), basic blocks [2, 2, 2, 2], widths 64/128/256/512, 3x3 stride-1 stem, no max-pool,
+  final BN-ReLU before pooling.
+- `preactresnet50`: the supervised-mollification paper's model: pre-activation bottleneck blocks
+  [3, 4, 6, 3] (expansion 4), same CIFAR stem.
+- `resnet18`: torchvision's `resnet18` with the usual CIFAR stem (3x3 stride-1 conv, no max-pool).
+- `wrn40_2`, `wrn28_10`: Wide ResNets (Zagoruyko & Komodakis 2016, "Wide Residual Networks"),
+  depth 40 width 2 (AugMix's model) and depth 28 width 10, pre-activation blocks, no dropout.
+- `smallcnn`: a small conv-BN-ReLU network (about 0.29M parameters) in the style of KellerJordan's
+  cifar10-airbench (blocks of widths 32/64/128 after a 16-channel stem), for CPU-scale studies.
+
+torchvision provides only the post-activation ResNets: the pre-activation ResNets and the Wide
+ResNets are written here by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torchvision
+from torch import nn
+
+__all__ = ["MODELS", "create_model"]
+
+
+def _init_weights(model: nn.Module) -> nn.Module:
+    """torchvision's ResNet init: kaiming normal (fan_out) convs, BN weight 1 and bias 0."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    return model
+
+
+def _conv3x3(c_in: int, c_out: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(c_in, c_out, kernel_size=3, stride=stride, padding=1, bias=False)
+
+
+def _conv1x1(c_in: int, c_out: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(c_in, c_out, kernel_size=1, stride=stride, bias=False)
+
+
+class _Head(nn.Module):
+    """Final BN-ReLU of a pre-activation net, global average pool, linear classifier."""
+
+    def __init__(self, channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, C, H, W)
+        x = self.pool(torch.relu(self.bn(x)))  # (B, C, 1, 1)
+        return self.fc(torch.flatten(x, 1))  # (B, K)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pre-activation ResNet (He et al. 2016, "Identity Mappings"); not in torchvision.
+# ---------------------------------------------------------------------------------------------
+
+
+class PreActBasicBlock(nn.Module):
+    """BN-ReLU-conv3x3, BN-ReLU-conv3x3; a 1x1 projection when the shape changes."""
+
+    expansion = 1
+
+    def __init__(self, c_in: int, width: int, stride: int = 1) -> None:
+        super().__init__()
+        c_out = width * self.expansion
+        self.bn1 = nn.BatchNorm2d(c_in)
+        self.conv1 = _conv3x3(c_in, width, stride)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv2 = _conv3x3(width, c_out)
+        self.shortcut = _conv1x1(c_in, c_out, stride) if stride != 1 or c_in != c_out else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, C_in, H, W)
+        out = torch.relu(self.bn1(x))
+        # The projection sees the pre-activated input, as in the paper's full pre-activation unit.
+        skip = x if self.shortcut is None else self.shortcut(out)  # (B, C_out, H/s, W/s)
+        out = self.conv1(out)  # (B, width, H/s, W/s)
+        out = self.conv2(torch.relu(self.bn2(out)))  # (B, C_out, H/s, W/s)
+        return out + skip
+
+
+class PreActBottleneck(nn.Module):
+    """BN-ReLU-conv1x1, BN-ReLU-conv3x3 (strided), BN-ReLU-conv1x1 to 4x the width."""
+
+    expansion = 4
+
+    def __init__(self, c_in: int, width: int, stride: int = 1) -> None:
+        super().__init__()
+        c_out = width * self.expansion
+        self.bn1 = nn.BatchNorm2d(c_in)
+        self.conv1 = _conv1x1(c_in, width)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv2 = _conv3x3(width, width, stride)
+        self.bn3 = nn.BatchNorm2d(width)
+        self.conv3 = _conv1x1(width, c_out)
+        self.shortcut = _conv1x1(c_in, c_out, stride) if stride != 1 or c_in != c_out else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, C_in, H, W)
+        out = torch.relu(self.bn1(x))
+        skip = x if self.shortcut is None else self.shortcut(out)  # (B, 4w, H/s, W/s)
+        out = self.conv1(out)  # (B, w, H, W)
+        out = self.conv2(torch.relu(self.bn2(out)))  # (B, w, H/s, W/s)
+        out = self.conv3(torch.relu(self.bn3(out)))  # (B, 4w, H/s, W/s)
+        return out + skip
+
+
+class PreActResNet(nn.Module):
+    """CIFAR-style pre-activation ResNet: 3x3 stride-1 stem, no max-pool, four stages."""
+
+    def __init__(
+        self,
+        block: type[PreActBasicBlock] | type[PreActBottleneck],
+        num_blocks: tuple[int, int, int, int],
+        num_classes: int,
+    ) -> None:
+        super().__init__()
+        self.stem = _conv3x3(3, 64)
+        stages, c_in = [], 64
+        for i, (width, n) in enumerate(zip((64, 128, 256, 512), num_blocks)):
+            strides = [1 if i == 0 else 2] + [1] * (n - 1)
+            blocks = []
+            for stride in strides:
+                blocks.append(block(c_in, width, stride))
+                c_in = width * block.expansion
+            stages.append(nn.Sequential(*blocks))
+        self.stages = nn.Sequential(*stages)
+        self.head = _Head(c_in, num_classes)
+        _init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, 3, H, W)
+        x = self.stem(x)  # (B, 64, H, W)
+        x = self.stages(x)  # (B, 512 * expansion, H/8, W/8)
+        return self.head(x)  # (B, K)
+
+
+# ---------------------------------------------------------------------------------------------
+# Wide ResNet (Zagoruyko & Komodakis 2016); not in torchvision (its wide_resnet50_2 is a
+# bottleneck ImageNet net). Layout follows AugMix's / the authors' CIFAR code.
+# ---------------------------------------------------------------------------------------------
+
+
+class WideBasicBlock(nn.Module):
+    """BN-ReLU-conv3x3 (strided), [dropout], BN-ReLU-conv3x3; 1x1 projection on shape change."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(c_in)
+        self.conv1 = _conv3x3(c_in, c_out, stride)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.conv2 = _conv3x3(c_out, c_out)
+        self.shortcut = _conv1x1(c_in, c_out, stride) if stride != 1 or c_in != c_out else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, C_in, H, W)
+        out = torch.relu(self.bn1(x))
+        skip = x if self.shortcut is None else self.shortcut(out)  # (B, C_out, H/s, W/s)
+        out = self.conv1(out)  # (B, C_out, H/s, W/s)
+        out = self.conv2(self.dropout(torch.relu(self.bn2(out))))  # (B, C_out, H/s, W/s)
+        return out + skip
+
+
+class WideResNet(nn.Module):
+    """WRN-depth-k: 16-channel 3x3 stem, three stages of (depth - 4) / 6 blocks of widths
+    16k, 32k, 64k, final BN-ReLU."""
+
+    def __init__(self, depth: int, widen: int, num_classes: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        if (depth - 4) % 6 != 0:
+            raise ValueError(f"WideResNet depth must be 6n + 4, got {depth}")
+        n = (depth - 4) // 6
+        self.stem = _conv3x3(3, 16)
+        stages, c_in = [], 16
+        for i, width in enumerate((16 * widen, 32 * widen, 64 * widen)):
+            strides = [1 if i == 0 else 2] + [1] * (n - 1)
+            blocks = []
+            for stride in strides:
+                blocks.append(WideBasicBlock(c_in, width, stride, dropout))
+                c_in = width
+            stages.append(nn.Sequential(*blocks))
+        self.stages = nn.Sequential(*stages)
+        self.head = _Head(c_in, num_classes)
+        _init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, 3, H, W)
+        x = self.stem(x)  # (B, 16, H, W)
+        x = self.stages(x)  # (B, 64k, H/4, W/4)
+        return self.head(x)  # (B, K)
+
+
+# ---------------------------------------------------------------------------------------------
+# Small CNN for CPU-scale studies (airbench-style conv-BN-ReLU blocks).
+# ---------------------------------------------------------------------------------------------
+
+
+class SmallBlock(nn.Module):
+    """airbench's block: conv3x3, [2x2 max-pool], BN-ReLU, conv3x3, BN-ReLU.
+
+    Pooling straight after the first conv (before BN) runs the BN, the ReLU and the second conv at
+    the lower resolution, which is what keeps the network cheap on a CPU.
+    """
+
+    def __init__(self, c_in: int, c_out: int, pool: bool = True) -> None:
+        super().__init__()
+        self.conv1 = _conv3x3(c_in, c_out)
+        self.pool = nn.MaxPool2d(2) if pool else nn.Identity()
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = _conv3x3(c_out, c_out)
+        self.bn2 = nn.BatchNorm2d(c_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, C_in, H, W)
+        x = torch.relu(self.bn1(self.pool(self.conv1(x))))  # (B, C_out, H/2, W/2) when pooling
+        return torch.relu(self.bn2(self.conv2(x)))  # same shape
+
+
+class SmallCNN(nn.Module):
+    """Stem (conv, pool, BN-ReLU) to 16 channels at half resolution, then blocks of widths
+    32, 64 (each halving the resolution) and 128, global average pool, linear classifier.
+
+    About 0.29M parameters and 7.6M multiply-adds per 32x32 image. In a 12-epoch run on a 32 px,
+    10-class subset of Tiny ImageNet it matched (within noise) the costlier variants tried.
+    """
+
+    def __init__(self, num_classes: int, stem_width: int = 16) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(
+            _conv3x3(3, stem_width), nn.MaxPool2d(2), nn.BatchNorm2d(stem_width), nn.ReLU()
+        )
+        self.blocks = nn.Sequential(
+            SmallBlock(stem_width, 32), SmallBlock(32, 64), SmallBlock(64, 128, pool=False)
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(128, num_classes)
+        _init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, 3, H, W)
+        x = self.stem(x)  # (B, 16, H/2, W/2)
+        x = self.blocks(x)  # (B, 128, H/8, W/8)
+        x = self.pool(x)  # (B, 128, 1, 1)
+        return self.fc(torch.flatten(x, 1))  # (B, K)
+
+
+# ---------------------------------------------------------------------------------------------
+# Registry
+# ---------------------------------------------------------------------------------------------
+
+
+def _cifar_resnet18(num_classes: int) -> nn.Module:
+    """torchvision's ResNet-18 with a 3x3 stride-1 stem and no max-pool (the CIFAR variant)."""
+    model = torchvision.models.resnet18(num_classes=num_classes)
+    model.conv1 = _conv3x3(3, 64)
+    nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
+    model.maxpool = nn.Identity()
+    return model
+
+
+MODELS: dict[str, Callable[[int], nn.Module]] = {
+    "preactresnet18": lambda k: PreActResNet(PreActBasicBlock, (2, 2, 2, 2), k),
+    "preactresnet50": lambda k: PreActResNet(PreActBottleneck, (3, 4, 6, 3), k),
+    "resnet18": _cifar_resnet18,
+    "wrn40_2": lambda k: WideResNet(40, 2, k),
+    "wrn28_10": lambda k: WideResNet(28, 10, k),
+    "smallcnn": lambda k: SmallCNN(k),
+}
+
+
+def create_model(name: str, num_classes: int) -> nn.Module:
+    """Build the registered model `name` with `num_classes` outputs."""
+    if name not in MODELS:
+        raise ValueError(f"Unknown model {name!r}; valid models: {', '.join(sorted(MODELS))}")
+    return MODELS[name](num_classes)
