@@ -25,11 +25,20 @@ DEFAULT_EXPERIMENT = "mollify-lab"
 DEFAULT_DB = "mlflow.db"
 BATCH_LIMIT = 1000  # MLflow's log_batch accepts at most 1000 metrics per call
 PARENT_TAG = "mlflow.parentRunId"
+EPOCH_KEY = "train/loss"  # logged once per epoch: its history tells which epochs a run holds
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
-    """An explicit URI, else $MLFLOW_TRACKING_URI, else a SQLite file in the working directory."""
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / DEFAULT_DB}"
+    """An explicit URI, else $MLFLOW_TRACKING_URI, else a SQLite file in the working directory.
+    A SQLite file's folder is created if missing (SQLite creates the file, not its folder)."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / DEFAULT_DB}"
+    ensure_sqlite_folder(uri)
+    return uri
+
+
+def ensure_sqlite_folder(uri: str) -> None:
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
 
 
 def git_commit() -> str:
@@ -72,10 +81,12 @@ class MlflowTrialLogger:
                  parent_run_id: str | None = None, run_id: str | None = None,
                  tags: Mapping[str, str] | None = None) -> None:
         self.client = MlflowClient(resolve_tracking_uri(tracking_uri))
-        if run_id is not None:
+        if run_id is not None:  # a restarted trial continues its run
             self.run_id = run_id
+            self.logged_through = self._last_logged_epoch()
             self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
             return
+        self.logged_through = 0
         all_tags = {"mollify.seed": str(cfg.seed), "mlflow.source.git.commit": git_commit(),
                     **({PARENT_TAG: parent_run_id} if parent_run_id else {}), **(tags or {})}
         experiment_id = ensure_experiment(self.client, experiment)
@@ -90,8 +101,18 @@ class MlflowTrialLogger:
         for start in range(0, len(metrics), BATCH_LIMIT):
             self.client.log_batch(self.run_id, metrics=metrics[start : start + BATCH_LIMIT])
 
+    def _last_logged_epoch(self) -> int:
+        history = self.client.get_metric_history(self.run_id, EPOCH_KEY)
+        return max((m.step for m in history), default=0)
+
     def report(self, metrics: Mapping[str, float], checkpoint: Path | None = None) -> None:
-        self.log_metrics(metrics, step=int(metrics["epoch"]))
+        """Log one epoch. An epoch already logged before a restart (the process died after logging
+        it but before its checkpoint was kept) is not logged twice."""
+        epoch = int(metrics["epoch"])
+        if epoch <= self.logged_through:
+            return
+        self.log_metrics(metrics, step=epoch)
+        self.logged_through = epoch
 
     def finish(self, result) -> None:
         """Log the final metrics not already logged at the last epoch, the reliability bins as

@@ -1,0 +1,123 @@
+"""`python -m study launch|resume|status|list`: studies of supervised mollification.
+
+    python -m study launch smoke
+    python -m study launch quickstart --set dataset=tinyimagenet --set data_root=data/tiny-imagenet-200
+    python -m study launch my-study.yaml --name try2 --address 127.0.0.1:6379 --gpus-per-trial 0.25
+    python -m study resume try2
+    python -m study status try2
+    python -m study list
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from study.launch import StudyError, launch, list_studies, read_record, resume, status, study_dir
+from study.spec import SpecError, StudySpec, parse_spec, preset_names, read_source
+from trainables.config import ConfigError, parse_overrides
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m study", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs"),
+                        help="where study records and Ray's experiment folders live (default ./runs)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    go = commands.add_parser("launch", help="start a study from a preset or a YAML file")
+    go.add_argument("preset", help=f"a preset ({', '.join(preset_names())}) or a spec file")
+    go.add_argument("--name", help="study name (default: the spec's)")
+    go.add_argument("--tracking-uri", help="MLflow (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    go.add_argument("--storage", help="Optuna storage URL (default: sqlite:///optuna.db)")
+    go.add_argument("--address", help="Ray cluster address (default: a local Ray)")
+    go.add_argument("--num-samples", type=int, help="Optuna searches: number of trials")
+    go.add_argument("--gpus-per-trial", type=float, help="fractional values share a GPU between trials")
+    go.add_argument("--cpus-per-trial", type=float)
+    go.add_argument("--max-concurrent", type=int, help="trials at once")
+    go.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="fix a trial config key for every trial; repeatable")
+    go.add_argument("--no-figures", action="store_true", help="skip the analysis figures at the end")
+    back = commands.add_parser("resume", help="finish a study whose driver stopped")
+    back.add_argument("name")
+    back.add_argument("--no-figures", action="store_true")
+    show = commands.add_parser("status", help="trials done / running / failed, best so far")
+    show.add_argument("name")
+    show.add_argument("--json", action="store_true")
+    commands.add_parser("list", help="the studies under --runs-dir")
+    return parser.parse_args(argv)
+
+
+def spec_from_args(args: argparse.Namespace) -> StudySpec:
+    """The spec with the command line's changes folded into its source, validated once."""
+    raw, preset = read_source(args.preset)
+    search, resources = dict(raw.get("search") or {}), dict(raw.get("resources") or {})
+    if args.num_samples is not None:
+        search["num_samples"] = args.num_samples
+    if args.gpus_per_trial is not None:
+        resources["gpus"] = args.gpus_per_trial
+    if args.cpus_per_trial is not None:
+        resources["cpus"] = args.cpus_per_trial
+    raw = {**raw, "search": search, "resources": resources}
+    if args.max_concurrent is not None:
+        raw["max_concurrent"] = args.max_concurrent
+    return parse_spec(raw, preset=preset, name=args.name, overrides=parse_overrides(args.overrides))
+
+
+def make_figures(name: str, tracking_uri: str, runs_dir: Path) -> None:
+    """Regenerate the study's figures (the analysis package), attached to its parent run."""
+    if importlib.util.find_spec("analysis.__main__") is None:
+        return
+    out = study_dir(runs_dir, name) / "figures"
+    cmd = [sys.executable, "-m", "analysis", "figures", "--experiment", name, "--tracking-uri", tracking_uri,
+           "--out", str(out), "--log-to-mlflow"]
+    print(f"[study] figures: {' '.join(cmd[1:])}", flush=True)
+    subprocess.run(cmd, check=False)
+
+
+def print_status(info: dict) -> None:
+    print(f"{info['name']} ({info['preset']}, {info['algorithm']}): {info['finished']}/{info['total']} finished, "
+          f"{info['running']} running, {info['failed']} failed; study run {info['parent_status']}")
+    if info["best"]:
+        b = info["best"]
+        print(f"  best {b['metric']} {b['value']:.4f}  run {b['run_id']}  {b['params']}")
+    print(f"  MLflow: {info['tracking_uri']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # One small checkpoint per epoch is what these trials do; Ray's warning about it is noise here.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    try:
+        if args.command == "launch":
+            spec = spec_from_args(args)
+            record = launch(spec, runs_dir=args.runs_dir, tracking_uri=args.tracking_uri, storage=args.storage,
+                            address=args.address, overrides=parse_overrides(args.overrides))
+        elif args.command == "resume":
+            record = resume(args.name, runs_dir=args.runs_dir)
+        elif args.command == "status":
+            info = status(args.name, runs_dir=args.runs_dir)
+            print(json.dumps(info, indent=2) if args.json else "", end="\n" if args.json else "")
+            if not args.json:
+                print_status(info)
+            return 0
+        else:
+            for name in list_studies(args.runs_dir):
+                print_status(status(name, runs_dir=args.runs_dir))
+            return 0
+    except (SpecError, ConfigError, StudyError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print_status(status(record.name, runs_dir=args.runs_dir))
+    if not args.no_figures:
+        make_figures(record.name, record.tracking_uri, args.runs_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

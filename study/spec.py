@@ -1,0 +1,349 @@
+"""A study, declared in YAML and validated before anything starts.
+
+    name: paper-amount                 # default study name; --name overrides
+    trial: {dataset: cifar10, ...}     # fixed TrialConfig values, for every trial
+    search:
+      algorithm: grid                  # grid | tpe | gp | nsga2
+      objectives: [[corrupt/error, min]]   # two for nsga2, e.g. [[corrupt/error, min], [corrupt/ece, min]]
+      grid: [{roles: [xnb], beta: [2, 4, 9]}]     # grid: a union of cartesian products
+      space: {beta: {type: float, low: 1, high: 10, log: true}}   # Optuna: one domain per config key
+      num_samples: 20                  # Optuna: number of trials
+    seeds: [0, 1, 2]                   # repeats: grid searches cross them with every grid point
+    scheduler: {type: asha, metric: clean/error, mode: min, grace_period: 1, reduction_factor: 2}
+    resources: {cpus: 1, gpus: 0}      # per trial; fractional GPUs share one device
+    max_concurrent: 2                  # trials at once (0: as many as resources allow)
+    max_failures: 2                    # retries of a failed trial, from its last checkpoint
+
+Every key of `trial`, `grid` and `space` is a `TrialConfig` field; every trial the study can run is
+checked as a `TrialConfig` here, so a bad value fails before Ray starts, naming the problem.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import yaml
+
+from trainables.config import FIELD_TYPES, ConfigError, TrialConfig
+
+PRESETS_DIR = Path(__file__).parent / "presets"
+ALGORITHMS = ("grid", "tpe", "gp", "nsga2")
+SCHEDULERS = ("fifo", "asha")
+MODES = ("min", "max")
+DOMAIN_TYPES = ("float", "int", "categorical")
+TRIAL_NUMBER_KEY = "__trial_number"  # Optuna's trial number, or the grid index: the MLflow tag
+
+
+class SpecError(ValueError):
+    """A study spec that cannot run; the message names the key and what is valid."""
+
+
+# Conditional parameters: searched only where they apply (METHOD.md section 1). Each maps a config
+# key to the condition under which it is sampled, given the values fixed or drawn so far.
+CONDITIONS: dict[str, tuple[str, Callable[[Mapping[str, Any]], bool]]] = {
+    "npow": ("noise among the roles, with label smoothing",
+             lambda p: p["mollify"] and "n" in p["roles"] and p["smooth_labels"]),
+    "bpow": ("blur among the roles, with label smoothing",
+             lambda p: p["mollify"] and "b" in p["roles"] and p["smooth_labels"]),
+    "roles": ("mollification on", lambda p: p["mollify"]),
+    "alpha": ("mollification on", lambda p: p["mollify"]),
+    "beta": ("mollification on", lambda p: p["mollify"]),
+    "label_mode": ("mollification on", lambda p: p["mollify"]),
+    "smooth_labels": ("mollification on", lambda p: p["mollify"]),
+}
+# Keys the conditions read are drawn first, so that a condition sees its inputs.
+SAMPLING_ORDER = ("mollify", "roles", "smooth_labels")
+
+
+@dataclass(frozen=True)
+class Domain:
+    """One searched config key: a float or int range (optionally log), or categorical choices."""
+
+    type: str
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: tuple = ()
+
+    def describe(self) -> dict[str, Any]:
+        if self.type == "categorical":
+            return {"type": "categorical", "choices": list(self.choices)}
+        return {"type": self.type, "low": self.low, "high": self.high, "log": self.log}
+
+
+@dataclass(frozen=True)
+class Scheduler:
+    type: str = "fifo"
+    metric: str = "clean/error"
+    mode: str = "min"
+    grace_period: int = 1
+    reduction_factor: int = 2
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    name: str
+    trial: dict[str, Any]
+    algorithm: str = "tpe"
+    objectives: tuple[tuple[str, str], ...] = (("clean/error", "min"),)
+    grid: tuple[dict[str, tuple], ...] = ()
+    space: dict[str, Domain] = field(default_factory=dict)
+    num_samples: int = 1
+    seeds: tuple[int, ...] = (0,)
+    scheduler: Scheduler = Scheduler()
+    cpus: float = 1.0
+    gpus: float = 0.0
+    max_concurrent: int = 0
+    max_failures: int = 2
+    preset: str = "custom"
+    source: dict[str, Any] = field(default_factory=dict)  # the YAML as given, for the record
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    def trial_configs(self) -> list[dict[str, Any]]:
+        """Grid searches: every trial's flat config, in launch order (grid points x seeds)."""
+        return [{**self.trial, **point, "seed": seed} for point in expand_grid(self.grid) for seed in self.seeds]
+
+    def total_trials(self) -> int:
+        return len(self.trial_configs()) if self.algorithm == "grid" else self.num_samples
+
+    def search_space_description(self) -> dict[str, Any]:
+        """What MLflow's parent run records as `mollify.search_space`."""
+        if self.algorithm == "grid":
+            keys = sorted({k for g in self.grid for k in g})
+            return {k: {"type": "grid", "values": sorted({v for g in self.grid for v in g.get(k, ())}, key=str)}
+                    for k in keys}
+        out = {}
+        for key, domain in self.space.items():
+            out[key] = domain.describe()
+            if key in CONDITIONS:
+                out[key]["condition"] = CONDITIONS[key][0]
+        return out
+
+
+# --- grids and define-by-run spaces -----------------------------------------------------------------
+
+def expand_grid(grid: tuple[dict[str, tuple], ...]) -> list[dict[str, Any]]:
+    """A union of cartesian products, in order, without duplicates: [{a: [1, 2]}, {b: [3]}]
+    -> [{a: 1}, {a: 2}, {b: 3}]."""
+    points: list[dict[str, Any]] = []
+    for sub in grid or ({},):
+        keys = list(sub)
+        for values in itertools.product(*(sub[k] for k in keys)):
+            point = dict(zip(keys, values))
+            if point not in points:
+                points.append(point)
+    return points
+
+
+def sample_params(space: Mapping[str, Domain], fixed: Mapping[str, Any], suggest: Any) -> dict[str, Any]:
+    """Draw one point of `space` through Optuna's `trial` (passed as `suggest`), applying CONDITIONS:
+    a conditional key is drawn only where it applies. The only place that calls `suggest_*`."""
+    defaults = TrialConfig().to_dict()
+    current = {**defaults, **fixed}
+    drawn: dict[str, Any] = {}
+    ordered = [k for k in SAMPLING_ORDER if k in space] + [k for k in space if k not in SAMPLING_ORDER]
+    for key in ordered:
+        if key in CONDITIONS and not CONDITIONS[key][1](current):
+            continue
+        domain = space[key]
+        if domain.type == "categorical":
+            value = suggest.suggest_categorical(key, list(domain.choices))
+        elif domain.type == "int":
+            value = suggest.suggest_int(key, int(domain.low), int(domain.high), log=domain.log)
+        else:
+            value = suggest.suggest_float(key, domain.low, domain.high, log=domain.log)
+        drawn[key] = current[key] = value
+    return drawn
+
+
+@dataclass(frozen=True)
+class DefineByRun:
+    """Optuna's define-by-run space for one study; a class, not a closure, because Ray pickles
+    the searcher (and with it this function) into the study's saved state."""
+
+    space: dict[str, Domain]
+    fixed: dict[str, Any]
+
+    def __call__(self, trial: Any) -> dict[str, Any]:
+        sample_params(self.space, self.fixed, trial)  # Ray reads the drawn values off the trial
+        return {TRIAL_NUMBER_KEY: trial.number}  # constants Ray adds to the trial's config
+
+
+# --- loading and validation ---------------------------------------------------------------------------
+
+SPEC_KEYS = ("name", "description", "trial", "search", "seeds", "scheduler", "resources",
+             "max_concurrent", "max_failures")
+SEARCH_KEYS = ("algorithm", "objectives", "grid", "space", "num_samples")
+RESOURCE_KEYS = ("cpus", "gpus")
+
+
+def _mapping(value: Any, where: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise SpecError(f"{where} must be a mapping, got {type(value).__name__}")
+    return value
+
+
+def _known(mapping: Mapping, valid: tuple[str, ...] | Any, where: str) -> None:
+    unknown = sorted(set(mapping) - set(valid))
+    if unknown:
+        raise SpecError(f"unknown key(s) {unknown} in {where}; valid: {', '.join(valid)}")
+
+
+def _config_keys(mapping: Mapping, where: str) -> None:
+    unknown = sorted(set(mapping) - set(FIELD_TYPES))
+    if unknown:
+        raise SpecError(f"unknown config key(s) {unknown} in {where}; valid: {', '.join(FIELD_TYPES)}")
+
+
+def _domain(key: str, raw: Any) -> Domain:
+    where = f"search.space.{key}"
+    if isinstance(raw, list):
+        raw = {"type": "categorical", "choices": raw}
+    raw = dict(_mapping(raw, where))
+    if "choices" in raw:
+        raw.setdefault("type", "categorical")
+    _known(raw, ("type", "low", "high", "log", "choices"), where)
+    kind = raw.get("type", "float")
+    if kind not in DOMAIN_TYPES:
+        raise SpecError(f"{where}: unknown type {kind!r}; valid: {', '.join(DOMAIN_TYPES)}")
+    if kind == "categorical":
+        if not raw.get("choices"):
+            raise SpecError(f"{where}: a categorical domain needs a non-empty 'choices' list")
+        return Domain("categorical", choices=tuple(raw["choices"]))
+    try:
+        low, high = float(raw["low"]), float(raw["high"])
+    except (KeyError, TypeError, ValueError):
+        raise SpecError(f"{where}: a {kind} domain needs numeric 'low' and 'high'") from None
+    if not low < high or (raw.get("log") and low <= 0):
+        raise SpecError(f"{where}: need low < high (and low > 0 with log), got {low}, {high}")
+    return Domain(kind, low, high, bool(raw.get("log", False)))
+
+
+def _objectives(raw: Any) -> tuple[tuple[str, str], ...]:
+    items = raw if isinstance(raw, list) and raw and isinstance(raw[0], list) else [raw]
+    out = []
+    for item in items:
+        if not (isinstance(item, list) and len(item) == 2 and item[1] in MODES):
+            raise SpecError(f"search.objectives: each objective is [metric, min|max], got {item!r}")
+        out.append((str(item[0]), item[1]))
+    return tuple(out)
+
+
+def _grid(raw: Any) -> tuple[dict[str, tuple], ...]:
+    subs = raw if isinstance(raw, list) else [raw]
+    out = []
+    for i, sub in enumerate(subs):
+        sub = _mapping(sub, f"search.grid[{i}]")
+        _config_keys(sub, f"search.grid[{i}]")
+        out.append({k: tuple(v) if isinstance(v, list) else (v,) for k, v in sub.items()})
+    return tuple(out)
+
+
+def _check_trials(spec: StudySpec) -> None:
+    """Build every trial the study can run (grid) or its fixed part (Optuna) as a TrialConfig."""
+    try:
+        if spec.algorithm == "grid":
+            for values in spec.trial_configs():
+                TrialConfig.from_dict(values)
+        else:
+            TrialConfig.from_dict({**spec.trial, "seed": spec.seeds[0]})
+            for key, domain in spec.space.items():
+                for value in (domain.choices or (domain.low, domain.high)):
+                    TrialConfig.from_dict({**spec.trial, key: int(value) if domain.type == "int" else value})
+    except ConfigError as err:
+        raise SpecError(f"study {spec.name!r}: {err}") from None
+
+
+def _check_search(spec: StudySpec) -> None:
+    if spec.algorithm == "grid" and not spec.grid:
+        raise SpecError("search.algorithm 'grid' needs search.grid")
+    if spec.algorithm != "grid":
+        if not spec.space:
+            raise SpecError(f"search.algorithm {spec.algorithm!r} needs search.space")
+        if len(spec.seeds) > 1:
+            raise SpecError("repeats over seeds (several seeds) are for grid searches; an Optuna search "
+                            "draws one seed per trial: put 'seed' in trial, or use algorithm 'grid'")
+    if spec.algorithm == "nsga2" and not spec.multi_objective:
+        raise SpecError("search.algorithm 'nsga2' is multi-objective: give two search.objectives")
+    if spec.multi_objective and spec.algorithm not in ("nsga2", "grid"):
+        raise SpecError(f"several objectives need algorithm 'nsga2' (or 'grid'), not {spec.algorithm!r}")
+    if spec.multi_objective and spec.scheduler.type == "asha":
+        raise SpecError("the ASHA scheduler stops trials on one metric; use scheduler fifo with several objectives")
+    overlap = sorted(set(spec.space) & set(spec.trial))
+    if overlap:
+        raise SpecError(f"key(s) {overlap} are both fixed in trial and searched in search.space; keep one")
+
+
+def parse_spec(raw: Mapping[str, Any], *, preset: str = "custom", name: str | None = None,
+               overrides: Mapping[str, Any] | None = None) -> StudySpec:
+    """Validate a study spec (a dict read from YAML); `overrides` are fixed trial values (--set)."""
+    raw = _mapping(raw, "the study spec")
+    _known(raw, SPEC_KEYS, "the study spec")
+    trial = {**_mapping(raw.get("trial"), "trial"), **(overrides or {})}
+    _config_keys(trial, "trial")
+    search = _mapping(raw.get("search"), "search")
+    _known(search, SEARCH_KEYS, "search")
+    algorithm = search.get("algorithm", "tpe")
+    if algorithm not in ALGORITHMS:
+        raise SpecError(f"unknown search.algorithm {algorithm!r}; valid: {', '.join(ALGORITHMS)}")
+    space_raw = _mapping(search.get("space"), "search.space")
+    _config_keys(space_raw, "search.space")
+    sched_raw = _mapping(raw.get("scheduler"), "scheduler")
+    _known(sched_raw, ("type", "metric", "mode", "grace_period", "reduction_factor"), "scheduler")
+    if sched_raw.get("type", "fifo") not in SCHEDULERS:
+        raise SpecError(f"unknown scheduler type {sched_raw.get('type')!r}; valid: {', '.join(SCHEDULERS)}")
+    resources = _mapping(raw.get("resources"), "resources")
+    _known(resources, RESOURCE_KEYS, "resources")
+    seeds = raw.get("seeds", [trial.get("seed", 0)])
+    if not (isinstance(seeds, list) and seeds and all(isinstance(s, int) for s in seeds)):
+        raise SpecError(f"seeds must be a non-empty list of integers, got {seeds!r}")
+    study_name = name or raw.get("name") or preset
+    spec = StudySpec(
+        name=str(study_name), trial={k: v for k, v in trial.items() if k != "seed"},
+        algorithm=algorithm, objectives=_objectives(search.get("objectives", ["clean/error", "min"])),
+        grid=_grid(search["grid"]) if "grid" in search else (),
+        space={k: _domain(k, v) for k, v in space_raw.items()},
+        num_samples=int(search.get("num_samples", 1)), seeds=tuple(seeds), scheduler=Scheduler(**sched_raw),
+        cpus=float(resources.get("cpus", 1)), gpus=float(resources.get("gpus", 0)),
+        max_concurrent=int(raw.get("max_concurrent", 0)), max_failures=int(raw.get("max_failures", 2)),
+        preset=preset, source=dict(raw),
+    )
+    _check_search(spec)
+    _check_trials(spec)
+    if spec.num_samples < 1 or spec.cpus <= 0 or spec.gpus < 0 or spec.max_failures < 0:
+        raise SpecError("num_samples must be >= 1, resources.cpus > 0, resources.gpus >= 0, max_failures >= 0")
+    return spec
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def read_source(preset_or_file: str) -> tuple[dict[str, Any], str]:
+    """The raw spec of a preset by name (study/presets/NAME.yaml) or of a YAML file, and the
+    preset's name ('custom' for a file)."""
+    path = Path(preset_or_file)
+    if path.suffix in (".yaml", ".yml") and path.exists():
+        preset = "custom"
+    elif (PRESETS_DIR / f"{preset_or_file}.yaml").exists():
+        preset, path = preset_or_file, PRESETS_DIR / f"{preset_or_file}.yaml"
+    else:
+        raise SpecError(f"no preset or spec file {preset_or_file!r}; presets: {', '.join(preset_names())}")
+    try:
+        return _mapping(yaml.safe_load(path.read_text()), str(path)), preset
+    except yaml.YAMLError as err:
+        raise SpecError(f"{path}: not valid YAML: {err}") from None
+
+
+def load_spec(preset_or_file: str, *, name: str | None = None,
+              overrides: Mapping[str, Any] | None = None) -> StudySpec:
+    raw, preset = read_source(preset_or_file)
+    return parse_spec(raw, preset=preset, name=name, overrides=overrides)

@@ -1,0 +1,74 @@
+"""The Ray Tune trial: a few lines around `trainables.run_trial`.
+
+MLflow is logged from inside each trial (`MlflowTrialLogger`, one batched request per epoch) rather
+than by Ray's `MLflowLoggerCallback`: the callback runs in the driver and sends one request per
+metric (slow with the corruption grid's hundreds of metrics), and it starts a fresh run whenever
+the driver restarts, which would duplicate runs on `study resume`. Here a restarted trial finds
+its own run by the `mollify.trial_id` tag and continues it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from mlflow.tracking import MlflowClient
+from ray import tune
+
+from study.spec import TRIAL_NUMBER_KEY
+from trainables.config import TrialConfig
+from trainables.tracking import MlflowTrialLogger, ensure_experiment
+from trainables.train import run_trial
+
+STUDY_KEY = "__study"  # the param_space entry carrying the study's context to every trial
+TRIAL_ID_TAG = "mollify.trial_id"
+
+
+def existing_run(client: MlflowClient, experiment: str, trial_id: str) -> str | None:
+    """The MLflow run a previous attempt of this trial started, if any."""
+    experiment_id = ensure_experiment(client, experiment)
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`{TRIAL_ID_TAG}` = '{trial_id}'")
+    return runs[0].info.run_id if runs else None
+
+
+def start_logger(cfg: TrialConfig, study: dict[str, Any], trial_id: str, number: int) -> MlflowTrialLogger:
+    client = MlflowClient(study["tracking_uri"])
+    run_id = existing_run(client, study["name"], trial_id)
+    tags = {"mollify.study": study["name"], "mollify.kind": "trial", TRIAL_ID_TAG: trial_id,
+            "mollify.trial_number": str(number)}
+    return MlflowTrialLogger(cfg, experiment=study["name"], tracking_uri=study["tracking_uri"],
+                             run_name=f"{study['name']}-{number:04d}",
+                             parent_run_id=study["parent_run_id"], run_id=run_id, tags=tags)
+
+
+def restore_checkpoint(folder: Path) -> None:
+    """Copy the trial's last checkpoint (after a failure or a resumed study) into `folder`."""
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        checkpoint.to_directory(str(folder))
+
+
+def train_trial(config: dict[str, Any]) -> None:
+    """The function trainable: config = the flat TrialConfig values plus the study's context and
+    the trial's number (Optuna's, or the grid index)."""
+    study, number = config[STUDY_KEY], config[TRIAL_NUMBER_KEY]
+    cfg = TrialConfig.from_dict({k: v for k, v in config.items() if k not in (STUDY_KEY, TRIAL_NUMBER_KEY)})
+    logger = start_logger(cfg, study, tune.get_context().get_trial_id(), number)
+    folder = Path(tempfile.mkdtemp(prefix="mollify-trial-"))
+    restore_checkpoint(folder)
+
+    def report(metrics: dict[str, float], checkpoint: Path | None) -> None:
+        logger.report(metrics, checkpoint)
+        # Ray copies the folder into the study's storage before report returns.
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoint)) if checkpoint else None)
+
+    try:
+        result = run_trial(cfg, report=report, checkpoint_dir=folder)
+    except BaseException:
+        logger.fail()
+        raise
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    logger.finish(result)
