@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 SHARED_TINY := ../shared/data/tiny-imagenet-200
 TINY := data/tiny-imagenet-200
 
-.PHONY: install quickstart quickstart-offline test test-quick benchmark tiny-imagenet clean
+.PHONY: install quickstart quickstart-offline trial test test-quick benchmark tiny-imagenet clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,14 +16,21 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-## The main job: one mollified trial on CIFAR-10 (downloaded by torchvision on first use), into ./mlflow.db
+STAMP_NAME = $$(date +%Y%m%d-%H%M%S)
+
+## The main job: the quickstart study (8 CIFAR-10 trials, downloaded on first use) on a local Ray,
+## tracked in ./mlflow.db, searched state in ./optuna.db, figures in runs/<name>/figures
 quickstart: $(STAMP)
-	$(PY) -m trainables run --config configs/quickstart.yaml
+	$(PY) -m study launch quickstart --name quickstart-$(STAMP_NAME)
 
 ## The same without internet: 10 Tiny ImageNet classes at 32 px from ../shared/data
 quickstart-offline: $(STAMP) $(TINY)/wnids.txt
-	$(PY) -m trainables run --config configs/quickstart.yaml --set dataset=tinyimagenet \
+	$(PY) -m study launch quickstart --name quickstart-offline-$(STAMP_NAME) --set dataset=tinyimagenet \
 	    --set data_root=$(TINY) --set num_classes=10 --set image_size=32
+
+## One trial without Ray
+trial: $(STAMP)
+	$(PY) -m trainables run --config configs/quickstart.yaml
 
 $(TINY)/wnids.txt:
 	@test -d $(SHARED_TINY) || { echo "no $(SHARED_TINY): get https://cs231n.stanford.edu/tiny-imagenet-200.zip and unzip it into data/"; exit 1; }
@@ -42,6 +49,7 @@ test-quick: $(STAMP)
 
 benchmark: $(STAMP)
 	$(PY) benchmarks/throughput.py
+	$(PY) benchmarks/study_overhead.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,210 @@
+"""Configurations: the runs of a study grouped by everything that can change the result except the
+seed, named in words, and given one colour each.
+
+A run's *effective* params are its config params minus bookkeeping (where data lie, which device,
+how often or in what batch size evaluation ran) with the knobs that had no effect in that run
+replaced by `NA`: every mollification knob when mollification is off, npow and bpow without label
+smoothing, npow without the noise role, bpow and the blur scales without the blur role. Runs with
+equal effective params form one configuration; its seeds are its repeats."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.colors import to_hex
+
+from analysis.mlflow_io import META_COLUMNS, METRIC_PREFIX
+
+NA = "n/a"  # a knob that had no effect in this run (see the module docstring)
+BOOKKEEPING = ("data_root", "device", "compile", "eval_every", "eval_batch_size")
+MOLLIFY_KNOBS = ("roles", "alpha", "beta", "npow", "bpow", "smooth_labels", "label_mode",
+                 "sigma_min", "sigma_max")
+BLUR_KNOBS = ("bpow", "sigma_min", "sigma_max")
+
+DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "tinyimagenet": "Tiny ImageNet",
+                 "imagenet": "ImageNet", "synthetic": "synthetic data"}
+AUGMENT_NAMES = {"none": "no augmentation", "fcr": "FCR", "trivaug": "TrivAug", "randaug": "RandAug",
+                 "autoaug": "AutoAug", "augmix": "AugMix", "mixup": "MixUp", "cutmix": "CutMix"}
+ROLE_NAMES = {"n": "noise", "b": "blur", "e": "pure noise"}
+# The order in which knobs appear in a label; knobs not listed follow alphabetically.
+LABEL_ORDER = ("dataset", "num_classes", "image_size", "model", "epochs", "augment", "mollify",
+               "alpha", "beta", "smooth_labels", "label_mode", "loss")
+
+
+# --- effective params -----------------------------------------------------------------------------
+
+def param_columns(runs: pd.DataFrame) -> list[str]:
+    """The config-param columns of a `load_runs` frame (metric names contain '/')."""
+    return [c for c in runs.columns
+            if c not in META_COLUMNS and "/" not in c and not c.startswith(METRIC_PREFIX)]
+
+
+def _plain(value: Any) -> Any:
+    """NaN and pandas' missing markers -> None; numpy scalars -> Python ones (hashable, printable)."""
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _effective(params: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(params)
+    blank = set()
+    if out.get("mollify") is False:
+        blank.update(MOLLIFY_KNOBS)
+    if out.get("smooth_labels") is False:
+        blank.update(("npow", "bpow"))
+    roles = out.get("roles")
+    if isinstance(roles, str) and "n" not in roles:
+        blank.add("npow")
+    if isinstance(roles, str) and "b" not in roles:
+        blank.update(BLUR_KNOBS)
+    return {k: NA if k in blank else v for k, v in out.items()}
+
+
+def effective_params(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs' config params that can change the result (see the module docstring), one row
+    per run, same index; `NA` marks a knob without effect, None a param that is None."""
+    columns = [c for c in param_columns(runs) if c not in BOOKKEEPING]
+    rows = [_effective({c: _plain(v) for c, v in zip(columns, values)})
+            for values in runs[columns].itertuples(index=False, name=None)]
+    return pd.DataFrame(rows, index=runs.index, columns=columns, dtype=object)
+
+
+# --- words ----------------------------------------------------------------------------------------
+
+def format_number(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    return f"{value:.3g}"
+
+
+def augment_words(augment: Any) -> str:
+    if not isinstance(augment, str):
+        return "no augmentation"
+    return " + ".join(AUGMENT_NAMES.get(part, part) for part in augment.split("+"))
+
+
+def roles_words(roles: str) -> str:
+    """'xn' -> 'noise only', 'xnb' -> 'noise + blur'; without 'x' no clean images are kept."""
+    kinds = [ROLE_NAMES.get(r, r) for r in roles if r != "x"]
+    words = kinds[0] + " only" if len(kinds) == 1 else " + ".join(kinds)
+    return words if "x" in roles else words + " (no clean images)"
+
+
+def _mollification_words(p: Mapping[str, Any], varying: set[str]) -> str | None:
+    if p.get("mollify") is False:
+        return "no mollification" if "augment" in varying else (
+            f"{augment_words(p.get('augment'))}, no mollification")
+    roles = p.get("roles")
+    return roles_words(roles) if isinstance(roles, str) else "mollification"
+
+
+def _schedule_words(p: Mapping[str, Any], varying: set[str]) -> str | None:
+    if p.get("smooth_labels") is False:
+        return "no label smoothing"
+    if not {"npow", "bpow"} & varying:
+        return "label smoothing"
+    parts = [f"{k} {format_number(p[k])}" for k in ("npow", "bpow") if p.get(k) not in (None, NA)]
+    return ", ".join(parts) or None
+
+
+# Knobs named together in one phrase: the key that stands for the group -> its members.
+COMPOSITE = {"mollify": ("mollify", "roles"), "smooth_labels": ("smooth_labels", "npow", "bpow")}
+
+
+def _phrase(key: str, p: Mapping[str, Any], varying: set[str]) -> str | None:
+    value = p.get(key)
+    if key == "mollify":
+        return _mollification_words(p, varying)
+    if key == "smooth_labels":
+        return None if p.get("mollify") is False else _schedule_words(p, varying)
+    if value is NA:
+        return None
+    if key == "dataset":
+        return DATASET_NAMES.get(value, str(value))
+    if key == "augment":
+        return augment_words(value)
+    if key == "num_classes":
+        return f"{value} classes" if value is not None else "all classes"
+    if key == "image_size":
+        return f"{value} px" if value is not None else "native size"
+    return f"{key.replace('_', ' ')} {format_number(value)}"
+
+
+def _label_keys(varying: set[str]) -> list[str]:
+    keys = set(varying)
+    for lead, members in COMPOSITE.items():
+        if keys & set(members):
+            keys = (keys - set(members)) | {lead}
+    known = [k for k in LABEL_ORDER if k in keys]
+    return known + sorted(keys - set(LABEL_ORDER))
+
+
+def describe(params: Mapping[str, Any], varying: Iterable[str]) -> str:
+    """A configuration in words, naming the knobs in `varying` (those that differ across the
+    study): 'noise + blur, beta 4', 'FCR + TrivAug, no mollification', 'npow 2, bpow 0.5'."""
+    varying = set(varying)
+    phrases = [_phrase(k, params, varying) for k in _label_keys(varying)]
+    phrases = [p for p in dict.fromkeys(phrases) if p]  # drop empties and repeats, keep order
+    if phrases:
+        return ", ".join(phrases)
+    return f"{augment_words(params.get('augment'))}, {_mollification_words(params, set())}"
+
+
+# --- configurations -------------------------------------------------------------------------------
+
+def varying_params(effective: pd.DataFrame) -> list[str]:
+    """The effective params that take more than one value, `NA` not counted, across the rows."""
+    return [c for c in effective.columns if len(set(effective[c]) - {NA}) > 1]
+
+
+def _unique_labels(labels: list[str], first_trials: list[Any]) -> list[str]:
+    seen: dict[str, int] = {}
+    for label in labels:
+        seen[label] = seen.get(label, 0) + 1
+    return [f"{label} [trial {trial}]" if seen[label] > 1 else label
+            for label, trial in zip(labels, first_trials)]
+
+
+def configurations(runs: pd.DataFrame) -> tuple[pd.Series, pd.DataFrame]:
+    """Group the runs into configurations. Returns (the label of each run's configuration, aligned
+    with `runs`; one row per configuration, in the order of its first trial, indexed by label,
+    holding the effective params and `n_runs`)."""
+    effective = effective_params(runs)
+    keys = pd.Series([tuple(row) for row in effective.itertuples(index=False, name=None)],
+                     index=runs.index)
+    first = ~keys.duplicated()
+    table = effective[first]
+    varying = varying_params(table)
+    labels = [describe(row, varying) for row in table.to_dict("records")]
+    labels = _unique_labels(labels, list(runs.loc[first, "trial_number"]))
+    label_of = dict(zip(keys[first], labels))
+    run_labels = pd.Series([label_of[k] for k in keys], index=runs.index, name="config")
+    counts = Counter(keys)
+    table = table.assign(n_runs=[counts[k] for k in keys[first]])
+    table.index = pd.Index(labels, name="config")
+    return run_labels, table
+
+
+def with_configurations(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`runs` plus a `config` column (the label), and the configuration table."""
+    labels, table = configurations(runs)
+    return runs.assign(config=labels), table
+
+
+def colour_map(labels: Sequence[str]) -> dict[str, str]:
+    """One colour per configuration label, fixed by the labels' order (the configuration table's),
+    so that a configuration has the same colour in every figure of a report."""
+    n = len(labels)
+    if n <= 10:
+        colours = [colormaps["tab10"](i) for i in range(n)]
+    elif n <= 20:
+        colours = [colormaps["tab20"](i) for i in range(n)]
+    else:
+        colours = [colormaps["turbo"](x) for x in np.linspace(0.05, 0.95, n)]
+    return {label: to_hex(c) for label, c in zip(labels, colours)}

@@ -1,0 +1,237 @@
+"""All of analysis's MLflow access: the trial runs of one study as a tidy DataFrame, the study's
+parent run, the trials' reliability artifacts, and attaching a report to the parent run. Everything
+else in `analysis` is a pure function of what these return.
+
+The conventions read here (written by `trainables` and `study`): one experiment per study; one
+parent run tagged `mollify.kind=study`; one child run per trial tagged `mollify.kind=trial`,
+`mlflow.parentRunId`, `mollify.trial_number`, `mollify.seed`; params = the flattened trial config
+as strings; metrics logged per epoch (the latest value is the final one); reliability bins as
+`reliability/<set>.json` artifacts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping
+
+import numpy as np
+import pandas as pd
+from mlflow.entities import Run, ViewType
+from mlflow.tracking import MlflowClient
+
+DEFAULT_DB = "mlflow.db"
+PARENT_TAG = "mlflow.parentRunId"
+KIND_TAG = "mollify.kind"
+META_COLUMNS = ("run_id", "status", "study", "trial_number", "seed", "start_time")
+METRIC_PREFIX = "metrics."  # for metric names without a '/', which could clash with a param (`lr`)
+PAGE_SIZE = 1000
+RELIABILITY_DIR = "reliability"
+ARTIFACT_DIR = "figures"
+PROGRESS_BAR_VARIABLE = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """An explicit URI, else $MLFLOW_TRACKING_URI, else a SQLite file in the working directory
+    (the same default as `trainables`)."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / DEFAULT_DB}"
+
+
+def _client(tracking_uri: str | None) -> MlflowClient:
+    return MlflowClient(resolve_tracking_uri(tracking_uri))
+
+
+def _experiment_id(client: MlflowClient, name: str) -> str:
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    names = sorted(e.name for e in client.search_experiments(view_type=ViewType.ALL))
+    raise LookupError(f"no MLflow experiment {name!r} at {client.tracking_uri}; "
+                      f"experiments there: {', '.join(names) or 'none'}")
+
+
+def _search_all(client: MlflowClient, experiment_id: str, filter_string: str = "") -> list[Run]:
+    """Every active run of the experiment matching the filter, page by page."""
+    runs: list[Run] = []
+    token = None
+    while True:
+        page = client.search_runs([experiment_id], filter_string=filter_string,
+                                  max_results=PAGE_SIZE, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+# --- trial runs ------------------------------------------------------------------------------------
+
+def parse_param(text: str) -> Any:
+    """Undo MLflow's str(value): 'None' -> None, 'True'/'False' -> bool, numbers -> int or float,
+    anything else stays a string."""
+    if text == "None":
+        return None
+    if text in ("True", "False"):
+        return text == "True"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _is_parent(run: Run, parent_ids: set[str]) -> bool:
+    return run.data.tags.get(KIND_TAG) == "study" or run.info.run_id in parent_ids
+
+
+def _metric_column(name: str) -> str:
+    return name if "/" in name else METRIC_PREFIX + name
+
+
+def _int_or_none(text: str | None) -> int | None:
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+def _row(run: Run, experiment: str) -> dict[str, Any]:
+    tags, params = run.data.tags, run.data.params
+    row: dict[str, Any] = {key: parse_param(value) for key, value in params.items()}
+    row.update({_metric_column(k): v for k, v in run.data.metrics.items()})
+    seed = row.pop("seed", None)
+    row.update(
+        run_id=run.info.run_id,
+        status=run.info.status,
+        study=tags.get("mollify.study", experiment),
+        trial_number=_int_or_none(tags.get("mollify.trial_number")),
+        seed=seed if seed is not None else _int_or_none(tags.get("mollify.seed")),
+        start_time=pd.Timestamp(run.info.start_time, unit="ms", tz="UTC"),
+    )
+    return row
+
+
+def _order_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    rest = [c for c in frame.columns if c not in META_COLUMNS]
+    params = [c for c in rest if "/" not in c and not c.startswith(METRIC_PREFIX)]
+    metrics = sorted(c for c in rest if c not in params)
+    return frame[list(META_COLUMNS) + params + metrics]
+
+
+def load_runs(experiment: str, tracking_uri: str | None = None) -> pd.DataFrame:
+    """One row per trial run of the study `experiment`, in any status (the `status` column says
+    which; analysis keeps FINISHED ones). Parent runs (tagged `mollify.kind=study`, or named by
+    another run's `mlflow.parentRunId`) are left out.
+
+    Columns: run_id, status, study, trial_number, seed, start_time; then one per config param,
+    typed back from MLflow's strings (see `parse_param`; a param a run lacks is missing, NaN);
+    then one per metric holding its last logged value, named as logged (`clean/error`,
+    `corrupt/gaussian_noise/s3/ece`, ...). Metric names without a '/' (only `lr`) become
+    `metrics.<name>`, because the config has a param of the same name."""
+    client = _client(tracking_uri)
+    runs = _search_all(client, _experiment_id(client, experiment))
+    parent_ids = {r.data.tags[PARENT_TAG] for r in runs if PARENT_TAG in r.data.tags}
+    rows = [_row(run, experiment) for run in runs if not _is_parent(run, parent_ids)]
+    if not rows:
+        return pd.DataFrame(columns=list(META_COLUMNS))
+    frame = _order_columns(pd.DataFrame(rows))
+    frame["trial_number"] = frame["trial_number"].astype("Int64")
+    return frame.sort_values(["trial_number", "start_time"], na_position="last").reset_index(drop=True)
+
+
+# --- the study's parent run -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class StudyInfo:
+    """The study's parent run: what was searched, how, and for which objectives."""
+
+    run_id: str
+    name: str
+    preset: str | None = None
+    search: str | None = None  # tpe, gp, nsga2, grid or random
+    objectives: tuple[tuple[str, str], ...] = ()  # (metric, "min" | "max")
+    search_space: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+def _json_tag(tags: Mapping[str, str], key: str, default: Any) -> Any:
+    text = tags.get(key)
+    if not text:
+        return default
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"parent-run tag {key} is not JSON: {text!r} ({err})") from None
+
+
+def load_study_info(experiment: str, tracking_uri: str | None = None) -> StudyInfo | None:
+    """The parent run of study `experiment` (tag `mollify.kind=study`); None when the experiment
+    has none (trials run on their own). With several, the latest started one."""
+    client = _client(tracking_uri)
+    parents = _search_all(client, _experiment_id(client, experiment),
+                          filter_string=f"tags.`{KIND_TAG}` = 'study'")
+    if not parents:
+        return None
+    run = max(parents, key=lambda r: r.info.start_time)
+    tags = dict(run.data.tags)
+    return StudyInfo(
+        run_id=run.info.run_id,
+        name=tags.get("mollify.study", experiment),
+        preset=tags.get("mollify.preset"),
+        search=tags.get("mollify.search"),
+        objectives=tuple((str(m), str(d)) for m, d in _json_tag(tags, "mollify.objectives", [])),
+        search_space=_json_tag(tags, "mollify.search_space", {}),
+        tags=tags,
+    )
+
+
+# --- artifacts ------------------------------------------------------------------------------------
+
+Reliability = dict[str, dict[str, np.ndarray]]  # set name ("clean", "corrupt_s5") -> bins
+
+
+def _run_reliability(client: MlflowClient, run_id: str, scratch: Path) -> Reliability:
+    out: Reliability = {}
+    for item in client.list_artifacts(run_id, RELIABILITY_DIR):
+        if item.is_dir or not item.path.endswith(".json"):
+            continue
+        local = Path(client.download_artifacts(run_id, item.path, str(scratch)))
+        bins = json.loads(local.read_text())
+        out[Path(item.path).stem] = {k: np.asarray(v, dtype=float) for k, v in bins.items()}
+    return out
+
+
+@contextlib.contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    """MLflow draws a progress bar per downloaded file unless this variable says otherwise."""
+    before = os.environ.get(PROGRESS_BAR_VARIABLE)
+    os.environ[PROGRESS_BAR_VARIABLE] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(PROGRESS_BAR_VARIABLE, None)
+        else:
+            os.environ[PROGRESS_BAR_VARIABLE] = before
+
+
+def load_reliability(run_ids: Iterable[str], tracking_uri: str | None = None) -> dict[str, Reliability]:
+    """run_id -> {set name -> {"count", "confidence", "accuracy"}: arrays over the 15 bins}, from
+    each run's `reliability/*.json` artifacts; a run without them maps to {}."""
+    client = _client(tracking_uri)
+    with _no_progress_bars(), tempfile.TemporaryDirectory(prefix="mollify-reliability-") as tmp:
+        out = {}
+        for run_id in run_ids:
+            scratch = Path(tmp) / run_id
+            scratch.mkdir()
+            out[run_id] = _run_reliability(client, run_id, scratch)
+        return out
+
+
+def log_report(parent_run_id: str, out_dir: str | Path, tracking_uri: str | None = None) -> None:
+    """Attach the whole report folder to the study's parent run, under `figures/`."""
+    _client(tracking_uri).log_artifacts(parent_run_id, str(out_dir), ARTIFACT_DIR)

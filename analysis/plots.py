@@ -1,0 +1,299 @@
+"""The figures, each a pure function of summary frames returning a matplotlib `Figure`. They use
+the object-oriented API (`matplotlib.figure.Figure`), never pyplot, so no backend or global
+figure state is involved; `save` writes PNG and PDF.
+
+Conventions: errors and ECE in %, NLL in nats, one colour per configuration (`colour_map`), error
+bars = 95% t-intervals over seeds (none for a single seed)."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Callable, Mapping, ParamSpec, Sequence
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from analysis.benchmark import CLEAN_ERROR, CORRUPT_ERROR, CORRUPTION_GROUPS, group_metric
+
+P = ParamSpec("P")
+DPI = 150
+GREY = "#9a9a9a"
+STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
+          "xtick.labelsize": 8, "ytick.labelsize": 8}
+
+METRIC_WORDS = {"clean/error": "clean error", "corrupt/error": "corrupted error",
+                "clean/ece": "clean ECE", "corrupt/ece": "corrupted ECE",
+                "clean/nll": "clean NLL", "corrupt/nll": "corrupted NLL",
+                "clean/ece_batch100": "clean ECE (batches of 100)",
+                "corrupt/ece_batch100": "corrupted ECE (batches of 100)"}
+PERCENT_METRICS = ("error", "ece", "ece_batch100")
+
+
+def metric_scale(metric: str) -> float:
+    """100 for fractions shown in % (errors, ECE), else 1."""
+    return 100.0 if metric.rsplit("/", 1)[-1] in PERCENT_METRICS else 1.0
+
+
+def metric_label(metric: str) -> str:
+    """An axis label with units: 'corrupted error (%)', 'clean NLL (nats)'."""
+    words = METRIC_WORDS.get(metric, metric)
+    last = metric.rsplit("/", 1)[-1]
+    unit = " (%)" if last in PERCENT_METRICS else " (nats)" if last == "nll" else ""
+    return words + unit
+
+
+def _figure(width: float, height: float) -> Figure:
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def styled(draw: Callable[P, Figure]) -> Callable[P, Figure]:
+    """Draw under the module's font sizes (matplotlib reads rcParams as artists are made)."""
+    @functools.wraps(draw)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> Figure:
+        with matplotlib.rc_context(STYLE):
+            return draw(*args, **kwargs)
+    return wrapper
+
+
+def save(fig: Figure, out_dir: Path, stem: str) -> list[Path]:
+    """Write `stem.png` and `stem.pdf` into out_dir."""
+    paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.pdf"]
+    for path in paths:
+        fig.savefig(path, dpi=DPI)
+    return paths
+
+
+def _errorbar_halves(half: pd.Series | np.ndarray) -> np.ndarray | None:
+    half = np.asarray(half, dtype=float)
+    return None if np.isnan(half).all() else np.nan_to_num(half, nan=0.0)
+
+
+def _legend_below(fig: Figure, handles: list, labels: list[str], title: str | None = None) -> None:
+    ncol = 1 if max((len(t) for t in labels), default=0) > 45 else min(3, len(labels))
+    fig.legend(handles, labels, loc="outside lower center", ncol=ncol, frameon=False, title=title)
+
+
+# --- severity curves (poster Fig. 6) ----------------------------------------------------------------
+
+@styled
+def severity_figure(curves: Mapping[str, pd.DataFrame], colours: Mapping[str, str]) -> Figure:
+    """One panel per metric (e.g. {"error (%)": frame, "ECE (%)": frame}); each frame is a
+    `summarise` frame over severity columns 0..5 (already in display units), one row per
+    configuration."""
+    fig = _figure(max(4.2 * len(curves), 6.0), 3.6)
+    axes = fig.subplots(1, len(curves), squeeze=False)[0]
+    for ax, (ylabel, frame) in zip(axes, curves.items()):
+        severities = list(frame.columns.get_level_values(0).unique())
+        offsets = np.linspace(-0.12, 0.12, len(frame)) if len(frame) > 1 else [0.0]
+        for dx, (config, row) in zip(offsets, frame.iterrows()):
+            means = [row[(s, "mean")] for s in severities]
+            halves = _errorbar_halves([row[(s, "half")] for s in severities])
+            ax.errorbar(np.asarray(severities, dtype=float) + dx, means, yerr=halves, marker="o",
+                        ms=3.5, lw=1.4, capsize=2.5, color=colours[config], label=config)
+        ax.set_xticks(severities, ["clean" if s == 0 else str(s) for s in severities])
+        ax.set_xlabel("corruption severity (0 = clean test set)")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    shown = " and ".join(label.split(" (")[0] for label in curves)
+    fig.suptitle(f"{shown[0].upper()}{shown[1:]} against corruption severity (mean over corruptions)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    _legend_below(fig, handles, labels)
+    return fig
+
+
+# --- ablation panels (poster Fig. 7) ----------------------------------------------------------------
+
+ERROR_BARS = (("clean", CLEAN_ERROR), ("corrupted\n(mean)", CORRUPT_ERROR),
+              *((g, group_metric(g)) for g in CORRUPTION_GROUPS))
+CALIBRATION_BARS = {"nll": (("clean", "clean/nll"), ("corrupted", "corrupt/nll")),
+                    "ece": (("clean", "clean/ece"), ("corrupted", "corrupt/ece"))}
+
+
+def _bars(ax, summary: pd.DataFrame, configs: Sequence[str], bars: Sequence[tuple[str, str]],
+          colours: Mapping[str, str]) -> int:
+    """Grouped bars for the metrics some configuration logged; returns how many groups were drawn
+    (an axis with none says 'not logged')."""
+    bars = [(name, m) for name, m in bars
+            if (m, "mean") in summary and summary.loc[list(configs), (m, "mean")].notna().any()]
+    if not bars:
+        ax.text(0.5, 0.5, "not logged", transform=ax.transAxes, ha="center", va="center",
+                color=GREY)
+        ax.set_xticks([])
+        return 0
+    x = np.arange(len(bars))
+    width = 0.8 / len(configs)
+    metrics = [m for _, m in bars]
+    scale = np.array([metric_scale(m) for m in metrics])
+    for i, config in enumerate(configs):
+        means = np.array([summary.loc[config, (m, "mean")] for m in metrics]) * scale
+        halves = np.array([summary.loc[config, (m, "half")] for m in metrics]) * scale
+        ax.bar(x + (i - (len(configs) - 1) / 2) * width, means, width * 0.92,
+               yerr=_errorbar_halves(halves), capsize=2, color=colours[config], label=config,
+               error_kw={"lw": 0.8})
+    ax.set_xticks(x, [name for name, _ in bars])
+    ax.grid(axis="y", alpha=0.3)
+    return len(bars)
+
+
+def shared_phrases(labels: Sequence[str]) -> tuple[list[str], str]:
+    """Configuration labels without the comma-separated phrases they all share, and those phrases:
+    ('noise + blur, beta 2, npow 1', 'noise + blur, beta 2, no label smoothing') ->
+    (['npow 1', 'no label smoothing'], 'noise + blur, beta 2')."""
+    split = [label.split(", ") for label in labels]
+    common = [p for p in split[0] if all(p in s for s in split[1:])] if len(split) > 1 else []
+    short = [", ".join(p for p in s if p not in common) for s in split]
+    if not all(short) or len(set(short)) < len(short):
+        return list(labels), ""
+    return short, ", ".join(common)
+
+
+@styled
+def ablation_figure(summary: pd.DataFrame, configs: Sequence[str], colours: Mapping[str, str],
+                    title: str) -> Figure:
+    """Grouped bars, one per configuration: error (%) on the clean and corrupted test sets and per
+    corruption group; NLL (nats) and ECE (%) on the clean and corrupted sets. `summary` is a
+    `summarise` frame of raw metrics (fractions) indexed by configuration. The legend names each
+    configuration by what sets it apart; what they share goes into the title."""
+    fig = _figure(10.5, 3.8)
+    ax_err, ax_nll, ax_ece = fig.subplots(1, 3, gridspec_kw={"width_ratios": [3.2, 1.2, 1.2]})
+    if _bars(ax_err, summary, configs, ERROR_BARS, colours) > 2:
+        ax_err.axvline(1.5, color=GREY, ls=":", lw=1)  # the mean | its split by group
+    ax_err.set_ylabel("error (%)")
+    ax_err.set_title("error; corrupted split by corruption group")
+    _bars(ax_nll, summary, configs, CALIBRATION_BARS["nll"], colours)
+    ax_nll.set_ylabel("NLL (nats)")
+    ax_nll.set_title("negative log-likelihood")
+    _bars(ax_ece, summary, configs, CALIBRATION_BARS["ece"], colours)
+    ax_ece.set_ylabel("ECE (%)")
+    ax_ece.set_title("calibration error (15 bins)")
+    short, common = shared_phrases(configs)
+    fig.suptitle(f"{title} ({common})" if common else title)
+    _legend_below(fig, [Patch(color=colours[c]) for c in configs], short)
+    return fig
+
+
+# --- reliability diagrams ---------------------------------------------------------------------------
+
+SET_WORDS = {"clean": "clean", "corrupt_s5": "severity 5"}
+
+
+def reliability_ece(bins: Mapping[str, np.ndarray]) -> float:
+    """ECE (fraction) from binned counts, mean confidences and accuracies."""
+    count = np.asarray(bins["count"], dtype=float)
+    if count.sum() == 0:
+        return float("nan")
+    gap = np.abs(np.asarray(bins["accuracy"]) - np.asarray(bins["confidence"]))
+    return float((count * gap).sum() / count.sum())
+
+
+@styled
+def reliability_figure(pooled: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]],
+                       sets: Mapping[str, str], colours: Mapping[str, str]) -> Figure:
+    """Reliability diagrams: accuracy against confidence per configuration (bins pooled over
+    seeds), one column per evaluation set (`sets`: name -> title), with the share of images per
+    confidence bin below. `pooled`: configuration -> set name -> bins."""
+    fig = _figure(max(4.0 * len(sets), 6.0), 5.0)
+    grid = fig.subplots(2, len(sets), squeeze=False, sharex=True,
+                        gridspec_kw={"height_ratios": [3, 1.1]})
+    for col, (name, title) in enumerate(sets.items()):
+        top, bottom = grid[0, col], grid[1, col]
+        top.plot([0, 100], [0, 100], color=GREY, ls="--", lw=1, label="perfect calibration")
+        for config, by_set in pooled.items():
+            if name not in by_set:
+                continue
+            bins = by_set[name]
+            count = np.asarray(bins["count"], dtype=float)
+            shown = count > 0
+            centres = (np.arange(len(count)) + 0.5) * 100 / len(count)
+            top.plot(100 * bins["confidence"][shown], 100 * bins["accuracy"][shown], marker="o",
+                     ms=3, lw=1.3, color=colours[config], label=config)
+            bottom.plot(centres, 100 * count / max(count.sum(), 1), drawstyle="steps-mid",
+                        lw=1.2, color=colours[config])
+        top.set(xlim=(0, 100), ylim=(0, 100), title=title, ylabel="accuracy (%)")
+        top.grid(alpha=0.3)
+        bottom.set(xlabel="confidence (%)", ylabel="images (%)")
+        bottom.grid(alpha=0.3)
+    handles, labels = grid[0, 0].get_legend_handles_labels()
+    eces = [_ece_words(pooled.get(label, {}), sets) for label in labels]
+    _legend_below(fig, handles, [f"{label}{ece}" for label, ece in zip(labels, eces)])
+    fig.suptitle("Reliability diagrams (15 confidence bins, seeds pooled)")
+    return fig
+
+
+def _ece_words(by_set: Mapping[str, Mapping[str, np.ndarray]], sets: Mapping[str, str]) -> str:
+    parts = [f"{SET_WORDS.get(name, name)} {100 * reliability_ece(by_set[name]):.1f}%"
+             for name in sets if name in by_set]
+    return f" (ECE {', '.join(parts)})" if parts else ""
+
+
+# --- Optuna studies ---------------------------------------------------------------------------------
+
+@styled
+def history_figure(trials: pd.DataFrame, objectives: Sequence[tuple[str, str]]) -> Figure:
+    """Each objective against the trial number, with the best value so far (on that objective
+    alone). `trials`: trial_number plus one column per objective metric (raw values)."""
+    fig = _figure(4.6 * len(objectives), 3.4)
+    axes = fig.subplots(1, len(objectives), squeeze=False)[0]
+    ordered = trials.sort_values("trial_number")
+    for ax, (metric, direction) in zip(axes, objectives):
+        values = ordered[metric] * metric_scale(metric)
+        best = values.cummin() if direction == "min" else values.cummax()
+        ax.scatter(ordered["trial_number"], values, s=14, color="#4c72b0", alpha=0.8,
+                   label="trial")
+        ax.step(ordered["trial_number"], best, where="post", color="#c44e52", lw=1.5,
+                label=f"best so far ({'lowest' if direction == 'min' else 'highest'})")
+        ax.set(xlabel="trial number", ylabel=metric_label(metric),
+               title=f"{metric_label(metric).split(' (')[0]} ({direction}imise)")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", frameon=False)
+    fig.suptitle("Optimisation history")
+    return fig
+
+
+@styled
+def importance_figure(values: Mapping[str, Mapping[str, float]]) -> Figure:
+    """Horizontal bars: each searched param's fANOVA importance for each objective."""
+    params = sorted({p for imp in values.values() for p in imp},
+                    key=lambda p: -max(imp.get(p, 0.0) for imp in values.values()))
+    fig = _figure(5.5, 1.2 + 0.45 * len(params) * max(1, len(values)) ** 0.5)
+    ax = fig.subplots()
+    y = np.arange(len(params))
+    height = 0.8 / len(values)
+    for i, (metric, imp) in enumerate(values.items()):
+        ax.barh(y + (i - (len(values) - 1) / 2) * height, [imp.get(p, 0.0) for p in params],
+                height * 0.9, label=metric_label(metric).split(" (")[0])
+    ax.set_yticks(y, params)
+    ax.invert_yaxis()
+    ax.set_xlabel("importance (fANOVA; sums to 1 per objective)")
+    ax.set_title("Parameter importances")
+    ax.grid(axis="x", alpha=0.3)
+    if len(values) > 1:
+        ax.legend(frameon=False, loc="lower right")
+    return fig
+
+
+@styled
+def pareto_figure(points: pd.DataFrame, x: str, y: str) -> Figure:
+    """Trials as points of (x, y) metrics (both minimised); `points` holds trial_number, x, y and
+    a boolean `pareto` column. Pareto-optimal trials filled, joined and numbered."""
+    fig = _figure(5.2, 4.2)
+    ax = fig.subplots()
+    sx, sy = metric_scale(x), metric_scale(y)
+    rest, front = points[~points["pareto"]], points[points["pareto"]].sort_values(x)
+    ax.scatter(rest[x] * sx, rest[y] * sy, s=22, facecolors="none", edgecolors=GREY,
+               label="dominated trial")
+    ax.step(front[x] * sx, front[y] * sy, where="post", color="#c44e52", lw=1, alpha=0.7)
+    ax.scatter(front[x] * sx, front[y] * sy, s=30, color="#c44e52", zorder=3,
+               label="Pareto-optimal trial")
+    for _, row in front.iterrows():
+        ax.annotate(f"#{row['trial_number']}", (row[x] * sx, row[y] * sy), fontsize=7,
+                    xytext=(4, 3), textcoords="offset points")
+    ax.set(xlabel=metric_label(x), ylabel=metric_label(y),
+           title="Pareto front (both minimised; #trial number)")
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False, loc="best")
+    return fig

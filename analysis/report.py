@@ -1,0 +1,307 @@
+"""The study report: Table 1, severity curves, ablation panels, reliability diagrams and, for
+Optuna studies, the optimisation history, parameter importances and the Pareto front, written into
+one folder with an `index.md` that links them. `write_report` is a pure function of the runs frame,
+the study's parent-run info and the reliability bins; `make_figures` reads those from MLflow first
+(and can attach the folder to the parent run)."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import pandas as pd
+
+from analysis import mlflow_io, plots, tables
+from analysis.benchmark import CORRUPT_ERROR, CORRUPTION_GROUPS, group_metric
+from analysis.configs import colour_map, describe, varying_params, with_configurations
+from analysis.mlflow_io import Reliability, StudyInfo
+from analysis.optimisation import (OPTUNA_SEARCHES, importances, pareto_mask, rebuild_study)
+from analysis.panels import PANELS, Comparison, find_comparisons, skip_reason
+from analysis.stats import (has_severity_metrics, pool_bins, rank_configurations,
+                            severity_columns, summarise)
+
+INDEX = "index.md"
+PARETO_METRICS = ("corrupt/error", "corrupt/ece")
+ABLATION_METRICS = ("clean/error", "corrupt/error", *(group_metric(g) for g in CORRUPTION_GROUPS),
+                    "clean/nll", "corrupt/nll", "clean/ece", "corrupt/ece")
+RELIABILITY_SETS = {"clean": "clean test set",
+                    "corrupt_s5": "most corrupted: all corruptions at severity 5"}
+
+
+@dataclass
+class Report:
+    out_dir: Path
+    lines: list[str] = field(default_factory=list)  # index.md, in order
+    skipped: list[str] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+
+
+@dataclass
+class _Context:
+    runs: pd.DataFrame  # FINISHED runs with a `config` column
+    table: pd.DataFrame  # configurations: effective params, indexed by label
+    colours: dict[str, str]
+    info: StudyInfo | None
+    reliability: Mapping[str, Reliability]
+    report: Report
+    max_configs: int
+    echo: Callable[[str], None]
+
+    def skip(self, what: str, why: str) -> None:
+        line = f"{what}: skipped, {why}."
+        self.report.skipped.append(line)
+        self.report.lines += [f"*{line}*", ""]
+        self.echo(f"skipped: {line}")
+
+    def figure(self, fig, stem: str, caption: str) -> None:
+        self.report.files += plots.save(fig, self.report.out_dir, stem)
+        self.report.lines += [f"![{caption}]({stem}.png)", "",
+                              f"{caption} ([PNG]({stem}.png), [PDF]({stem}.pdf))", ""]
+
+    @functools.cached_property
+    def plotted(self) -> list[str]:
+        """The configurations drawn in line and reliability plots: all, or the `max_configs` with
+        the lowest corrupted error (in table order), saying so in the index."""
+        labels = list(self.table.index)
+        if len(labels) <= self.max_configs:
+            return labels
+        best = set(rank_configurations(self.runs, CORRUPT_ERROR)[: self.max_configs])
+        note = (f"Line and reliability plots show the {self.max_configs} of {len(labels)} "
+                "configurations with the lowest corrupted error.")
+        self.report.lines += [note, ""]
+        self.echo(note)
+        return [label for label in labels if label in best]
+
+
+def keep_finished(runs: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The FINISHED runs, and a line saying how many others were left out and why."""
+    done = runs[runs["status"] == "FINISHED"]
+    others = runs.loc[runs["status"] != "FINISHED", "status"].value_counts()
+    note = f"{len(done)} FINISHED trial runs"
+    if len(others):
+        note += "; left out " + ", ".join(f"{n} {status}" for status, n in others.items())
+    return done, note
+
+
+# --- sections -------------------------------------------------------------------------------------
+
+def _table_section(ctx: _Context) -> None:
+    out = ctx.report.out_dir
+    summary = tables.table1(ctx.runs)
+    markdown = tables.to_markdown(summary)
+    (out / "table1.md").write_text(markdown)
+    tables.to_csv(summary, out / "table1.csv")
+    (out / "table1.tex").write_text(tables.to_latex(summary, caption="Error (%) over test-time "
+                                                    "corruptions, mean ± 95% interval over seeds."))
+    ctx.report.files += [out / "table1.md", out / "table1.csv", out / "table1.tex"]
+    ctx.report.lines += ["## Table 1: error per corruption", "", markdown,
+                         "[Markdown](table1.md), [CSV](table1.csv), [LaTeX](table1.tex)", ""]
+
+
+def _severity_section(ctx: _Context) -> None:
+    ctx.report.lines += ["## Error against corruption severity", ""]
+    if not has_severity_metrics(ctx.runs):
+        return ctx.skip("Severity curves", "no per-severity metrics corrupt/<corruption>/s<k>/error "
+                        "were logged")
+    runs = ctx.runs[ctx.runs["config"].isin(ctx.plotted)]
+    curves = {}
+    for metric, ylabel in (("error", "error (%)"), ("ece", "ECE (%)")):
+        per_run = severity_columns(runs, metric).assign(config=runs["config"])
+        summary = summarise(per_run, list(range(6)), scale=100.0)
+        if summary.loc[:, pd.IndexSlice[1:, "n"]].to_numpy().sum() > 0:  # some corrupted cell
+            curves[ylabel] = summary
+    ctx.figure(plots.severity_figure(curves, ctx.colours), "severity",
+               "Error and ECE against severity (0 = clean; severity s = mean over the corruptions "
+               "at s); error bars: 95% interval over seeds")
+
+
+def _comparison_title(ctx: _Context, comparisons: Sequence[Comparison], i: int) -> str:
+    title = comparisons[i].panel.title
+    if len(comparisons) == 1:
+        return title
+    anchors = ctx.table.loc[[c.anchor for c in comparisons]].drop(columns="n_runs")
+    varying = [c for c in varying_params(anchors) if c not in comparisons[i].panel.knob]
+    return f"{title}: {describe(anchors.iloc[i].to_dict(), varying)}"
+
+
+def _ablation_section(ctx: _Context) -> None:
+    ctx.report.lines += ["## Ablations", ""]
+    for panel in PANELS:
+        comparisons = find_comparisons(ctx.table, panel)
+        if not comparisons:
+            ctx.skip(panel.title, skip_reason(ctx.table, panel))
+            continue
+        for i, comparison in enumerate(comparisons):
+            runs = ctx.runs[ctx.runs["config"].isin(comparison.configs)]
+            summary = summarise(runs, ABLATION_METRICS).reindex(list(comparison.configs))
+            title = _comparison_title(ctx, comparisons, i)
+            stem = f"ablation_{panel.key}" + (f"_{i + 1}" if i else "")
+            ctx.figure(plots.ablation_figure(summary, comparison.configs, ctx.colours, title),
+                       stem, title)
+
+
+def pooled_reliability(runs: pd.DataFrame, reliability: Mapping[str, Reliability]
+                       ) -> dict[str, dict[str, dict]]:
+    """configuration -> set name -> bins pooled over the configuration's runs (seeds)."""
+    out: dict[str, dict[str, dict]] = {}
+    for config, group in runs.groupby("config", sort=False):
+        by_set: dict[str, list] = {}
+        for run_id in group["run_id"]:
+            for name, bins in reliability.get(run_id, {}).items():
+                by_set.setdefault(name, []).append(bins)
+        if by_set:
+            out[config] = {name: pool_bins(bins) for name, bins in by_set.items()}
+    return out
+
+
+def _reliability_section(ctx: _Context) -> None:
+    ctx.report.lines += ["## Reliability diagrams", ""]
+    runs = ctx.runs[ctx.runs["config"].isin(ctx.plotted)]
+    pooled = pooled_reliability(runs, ctx.reliability)
+    present = {name for by_set in pooled.values() for name in by_set}
+    sets = {name: title for name, title in RELIABILITY_SETS.items() if name in present}
+    if not sets:
+        return ctx.skip("Reliability diagrams", "no run has reliability/clean.json or "
+                        "reliability/corrupt_s5.json artifacts")
+    if "corrupt_s5" not in sets:
+        ctx.skip("Reliability diagram of the most corrupted set",
+                 "no run has a reliability/corrupt_s5.json artifact")
+    ctx.figure(plots.reliability_figure(pooled, sets, ctx.colours), "reliability",
+               "Reliability diagrams per configuration (bins pooled over seeds)")
+
+
+def _importance_lines(values: Mapping[str, Mapping[str, float]]) -> list[str]:
+    metrics = list(values)
+    params = list(dict.fromkeys(p for imp in values.values() for p in imp))
+    lines = ["| param | " + " | ".join(metrics) + " |", "| --- |" + " ---: |" * len(metrics)]
+    lines += [f"| {p} | " + " | ".join(f"{values[m].get(p, 0.0):.3f}" for m in metrics) + " |"
+              for p in params]
+    return lines + [""]
+
+
+def _optuna_section(ctx: _Context) -> None:
+    ctx.report.lines += ["## Optuna study", ""]
+    info = ctx.info
+    if info is None:
+        return ctx.skip("Optuna figures", "the experiment has no study parent run "
+                        "(tag mollify.kind=study)")
+    if info.search not in OPTUNA_SEARCHES:
+        return ctx.skip("Optuna figures", f"the study's search is {info.search!r}, not one of "
+                        f"Optuna's samplers ({', '.join(OPTUNA_SEARCHES)})")
+    missing = [m for m, _ in info.objectives if m not in ctx.runs]
+    if not info.objectives or missing:
+        return ctx.skip("Optuna figures", f"objective metric(s) {missing or 'none'} not logged")
+    trials = ctx.runs.dropna(subset=["trial_number", *(m for m, _ in info.objectives)])
+    ctx.figure(plots.history_figure(trials, info.objectives), "optuna_history",
+               "Optimisation history: objective per trial and best so far")
+    _importance_part(ctx, trials)
+    _pareto_part(ctx, trials)
+
+
+def _importance_part(ctx: _Context, trials: pd.DataFrame) -> None:
+    info = ctx.info
+    study = rebuild_study(trials, info.objectives, info.search_space)
+    if len(study.trials) < 2 or not info.search_space:
+        return ctx.skip("Parameter importances", f"{len(study.trials)} complete trial(s) and "
+                        f"{len(info.search_space)} searched param(s); need at least 2 of each")
+    try:
+        values = importances(study, info.objectives)
+    except (RuntimeError, ValueError) as err:
+        return ctx.skip("Parameter importances", f"Optuna could not compute them ({err})")
+    if not any(values.values()):
+        return ctx.skip("Parameter importances", "no searched param took two values in the trials")
+    ctx.figure(plots.importance_figure(values), "optuna_importance",
+               "Parameter importances (fANOVA, from the MLflow runs rebuilt as an Optuna study)")
+    ctx.report.lines += _importance_lines(values)
+
+
+def pareto_points(runs: pd.DataFrame, x: str = PARETO_METRICS[0], y: str = PARETO_METRICS[1]
+                  ) -> pd.DataFrame:
+    """trial_number, config, x, y and `pareto` (True where no other run is at least as good in
+    both, minimised, and better in one) for the runs that logged both metrics."""
+    points = runs.dropna(subset=[x, y])[["trial_number", "config", x, y]].copy()
+    points["pareto"] = pareto_mask(points[[x, y]].to_numpy(dtype=float), ["min", "min"])
+    return points
+
+
+def _pareto_part(ctx: _Context, trials: pd.DataFrame) -> None:
+    x, y = PARETO_METRICS
+    if x not in trials or y not in trials:
+        return ctx.skip("Pareto front", f"the runs lack {x} or {y}")
+    points = pareto_points(trials, x, y)
+    ctx.figure(plots.pareto_figure(points, x, y), "optuna_pareto",
+               "Pareto front of corrupted error against corrupted ECE")
+    front = points[points["pareto"]].sort_values(x)
+    ctx.report.lines += ["Pareto-optimal trials:", "", "| trial | configuration | corrupted error (%) "
+                         "| corrupted ECE (%) |", "| ---: | --- | ---: | ---: |"]
+    ctx.report.lines += [f"| {r.trial_number} | {r.config} | {100 * r[x]:.2f} | {100 * r[y]:.2f} |"
+                         for _, r in front.iterrows()] + [""]
+
+
+SECTIONS = (_table_section, _severity_section, _ablation_section, _reliability_section,
+            _optuna_section)
+
+
+# --- the report -----------------------------------------------------------------------------------
+
+def _header(info: StudyInfo | None, study: str, note: str, n_configs: int) -> list[str]:
+    lines = [f"# Study {study}", ""]
+    if info is not None:
+        objectives = ", ".join(f"{m} ({d})" for m, d in info.objectives) or "none recorded"
+        lines += [f"- preset: {info.preset}", f"- search: {info.search}",
+                  f"- objectives: {objectives}", f"- MLflow parent run: `{info.run_id}`"]
+    lines += [f"- runs: {note}", f"- configurations (runs equal but for the seed): {n_configs}",
+              "- errors and ECE in %; ± and error bars: 95% t-interval over seeds", ""]
+    return lines
+
+
+def write_report(runs: pd.DataFrame, info: StudyInfo | None, reliability: Mapping[str, Reliability],
+                 out_dir: str | Path, *, max_configs: int = 10,
+                 echo: Callable[[str], None] = print) -> Report:
+    """Write every table and figure the runs support into out_dir, plus index.md; print a line
+    for each one skipped, with the reason. `runs` is a `load_runs` frame (FINISHED runs are used),
+    `reliability` maps run ids to their reliability bins."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    report = Report(out)
+    finished, note = keep_finished(runs)
+    echo(note)
+    study = info.name if info else (runs["study"].iloc[0] if len(runs) else "(no runs)")
+    if finished.empty:
+        report.lines = _header(info, study, note, 0)
+        _Context(finished, pd.DataFrame(), {}, info, reliability, report, max_configs,
+                 echo).skip("Every table and figure", "the study has no FINISHED trial runs")
+    else:
+        labelled, table = with_configurations(finished)
+        report.lines = _header(info, study, note, len(table))
+        ctx = _Context(labelled, table, colour_map(list(table.index)), info, reliability, report,
+                       max_configs, echo)
+        for section in SECTIONS:
+            section(ctx)
+    if report.skipped:
+        report.lines += ["## Skipped", "", *(f"- {line}" for line in report.skipped), ""]
+    (out / INDEX).write_text("\n".join(report.lines))
+    report.files.append(out / INDEX)
+    echo(f"wrote {len(report.files)} files into {out} (open {out / INDEX})")
+    return report
+
+
+def make_figures(experiment: str, out_dir: str | Path, *, tracking_uri: str | None = None,
+                 log_to_mlflow: bool = False, max_configs: int = 10,
+                 echo: Callable[[str], None] = print) -> Report:
+    """Read study `experiment` from MLflow, write the report into out_dir and, with
+    `log_to_mlflow`, attach the folder to the study's parent run under `figures/`."""
+    runs = mlflow_io.load_runs(experiment, tracking_uri)
+    info = mlflow_io.load_study_info(experiment, tracking_uri)
+    if log_to_mlflow and info is None:
+        raise LookupError(f"experiment {experiment!r} has no study parent run "
+                          "(tag mollify.kind=study) to attach the figures to")
+    finished, _ = keep_finished(runs)
+    reliability = mlflow_io.load_reliability(finished["run_id"], tracking_uri)
+    report = write_report(runs, info, reliability, out_dir, max_configs=max_configs, echo=echo)
+    if log_to_mlflow:
+        mlflow_io.log_report(info.run_id, out_dir, tracking_uri)
+        echo(f"attached {out_dir} to parent run {info.run_id} under {mlflow_io.ARTIFACT_DIR}/")
+    return report
