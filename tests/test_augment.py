@@ -12,6 +12,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from trainables.augment import (
     AUGMENTATIONS,
+    LABEL_MIXING,
     TRIVAUG_NUM_BINS,
     TRIVAUG_OPS,
     TRIVAUG_SIGNED,
@@ -28,9 +29,13 @@ from trainables.augment import (
     trivaug_params,
 )
 
-# Registry entries allowed to change y (MixUp, CutMix, ... once they are added).
-LABEL_MIXING: set[str] = set()
-SPECS = sorted(AUGMENTATIONS) + ["fcr+trivaug"]
+SPECS = sorted(AUGMENTATIONS) + [f"fcr+{name}" for name in sorted(AUGMENTATIONS) if name != "fcr"]
+# MixUp / CutMix draw one lambda per batch (torchvision's and the authors' semantics): 64 copies of
+# one image stay 64 copies, so they are left out of the per-image randomness test.
+PER_IMAGE_SPECS = [spec for spec in SPECS if not set(LABEL_MIXING) & set(spec.split("+"))]
+# AutoAugment's CIFAR-10 sub-policies have fixed magnitudes and often apply neither op, so 64 draws
+# repeat outcomes: 17..37 distinct (mean 27) over 200 seeds; a per-batch draw would give 1.
+MIN_DISTINCT = {"autoaug": 12}
 CPU = torch.device("cpu")
 
 
@@ -66,7 +71,11 @@ def test_contract(spec: str) -> None:
     assert out.shape == x.shape and out.dtype == x.dtype and out.device == x.device
     assert torch.isfinite(out).all() and out.min() >= 0.0 and out.max() <= 1.0
     assert torch.equal(x, x_before) and torch.equal(y, y_before), "inputs modified in place"
-    if not LABEL_MIXING & set(spec.split("+")):
+    if set(LABEL_MIXING) & set(spec.split("+")):
+        assert y_out.shape == y.shape and y_out.dtype == y.dtype and not torch.equal(y_out, y)
+        assert (y_out >= 0).all()
+        torch.testing.assert_close(y_out.sum(1), y.sum(1))  # still distributions
+    else:
         assert torch.equal(y_out, y)
     again, _ = augment(x, y, _generator(7))
     assert torch.equal(out, again), "not deterministic given the generator seed"
@@ -74,14 +83,14 @@ def test_contract(spec: str) -> None:
     assert not torch.equal(out, other), "ignores the generator"
 
 
-@pytest.mark.parametrize("spec", SPECS)
+@pytest.mark.parametrize("spec", PER_IMAGE_SPECS)
 def test_per_image_randomness(spec: str) -> None:
     """64 copies of one image must come out transformed differently."""
     _, image = _images(1)
     x = image.expand(64, -1, -1, -1).contiguous()
     out, _ = create_augmentation(spec)(x, _soft_labels(64), _generator(3))
     distinct = torch.unique(out.flatten(1), dim=0).shape[0]
-    assert distinct > 32, f"only {distinct} distinct outputs for 64 identical inputs"
+    assert distinct > MIN_DISTINCT.get(spec, 32), f"only {distinct} distinct outputs for 64 identical inputs"
 
 
 def test_none_is_identity() -> None:
