@@ -187,7 +187,9 @@ def test_smoke_study_end_to_end(tmp_path):
     for run in children:
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert run.info.status == "FINISHED"
-        for key in ("clean/error", "clean/nll", "clean/ece", "clean/ece_batch100", "train/loss", "train/error", "lr"):
+        for key in ("clean/error", "clean/nll", "clean/ece", "clean/ece_batch100", "train/loss", "train/error", "lr",
+                    "corrupt/error", "corrupt/nll", "corrupt/ece", "corrupt/group/weather/error",
+                    "corrupt/glass_blur/error", "corrupt/jpeg_compression/s5/ece"):
             assert key in run.data.metrics, (key, run.data.metrics)
         assert run.data.params["dataset"] == "synthetic" and run.data.params["epochs"] == "1"
     assert sorted(int(r.data.tags["mollify.trial_number"]) for r in children) == [0, 1, 2, 3]
@@ -207,7 +209,7 @@ def test_smoke_study_end_to_end(tmp_path):
 
 RESUME_SPEC = {
     "trial": {"dataset": "synthetic", "train_size": 4096, "model": "smallcnn", "epochs": 3, "batch_size": 64,
-              "lr": 0.05, "limit_eval_images": 200},
+              "lr": 0.05, "limit_eval_images": 200, "corruption_source": "none"},
     "search": {"algorithm": "tpe", "objectives": [["clean/error", "min"]], "num_samples": 4,
                "space": {"beta": {"type": "float", "low": 1, "high": 9}, "roles": ["xn", "xb", "xnb"]}},
     "resources": {"cpus": 1}, "max_concurrent": 1, "max_failures": 1,

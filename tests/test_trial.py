@@ -19,7 +19,7 @@ from trainables.train import CHECKPOINT_FILE, run_trial
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK = dict(dataset="synthetic", model="smallcnn", train_size=1024, batch_size=64, lr=0.05,
-             device="cpu", limit_eval_images=256)
+             device="cpu", limit_eval_images=256, corruption_source="none")
 
 
 class Crash(Exception):
@@ -42,6 +42,27 @@ def test_synthetic_trial_learns_and_reports_every_epoch():
 def test_trial_variants_run(overrides):
     result = run_trial(TrialConfig(**QUICK, epochs=1, limit_train_batches=4, **overrides))
     assert 0 <= result.metrics["clean/error"] <= 1
+
+
+def test_final_report_carries_the_corruption_grid():
+    cfg = TrialConfig(**{**QUICK, "corruption_source": "on_the_fly"}, epochs=1, limit_train_batches=4,
+                      corruptions="gaussian_noise,motion_blur,fog,jpeg_compression,saturate", severities="1,5",
+                      limit_corrupt_images=64)
+    reports = []
+    result = run_trial(cfg, report=lambda m, c: reports.append(m))
+    final = reports[-1]
+    cells = {f"corrupt/{c}/s{s}/error" for c in ("gaussian_noise", "motion_blur", "fog", "jpeg_compression", "saturate")
+             for s in (1, 5)}
+    assert cells <= set(final)
+    benchmark = ("gaussian_noise", "motion_blur", "fog", "jpeg_compression")  # saturate is an extra
+    mean = sum(final[f"corrupt/{c}/s{s}/error"] for c in benchmark for s in (1, 5)) / 8
+    assert final["corrupt/error"] == pytest.approx(mean)
+    assert final["corrupt/group/noise/error"] == pytest.approx(
+        (final["corrupt/gaussian_noise/s1/error"] + final["corrupt/gaussian_noise/s5/error"]) / 2)
+    assert "corrupt/group/weather/ece" in final and "corrupt/saturate/nll" in final
+    assert result.metrics["corrupt/error"] == final["corrupt/error"]
+    assert set(result.reliability) == {"clean", "corrupt_s5"}
+    assert sum(result.reliability["corrupt_s5"]["count"]) == 4 * 64
 
 
 def test_resumed_trial_continues_exactly_where_it_stopped(tmp_path):
@@ -84,6 +105,7 @@ def test_cli_logs_a_trial_into_a_sqlite_mlflow_store(tmp_path, capsys):
     assert len(run.data.tags["mlflow.source.git.commit"]) in (40, len("unknown"))
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "reliability"} <= artifacts
+    assert "corrupt/error" not in run.data.metrics  # corruption_source none
     stored = yaml.safe_load(Path(client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path))).read_text())
     assert stored["beta"] == 4.0
     assert "clean/error" in capsys.readouterr().out

@@ -14,6 +14,7 @@ from typing import Any, Mapping
 import yaml
 
 from trainables.augment import AUGMENTATIONS
+from trainables.corruptions import SOURCES, CorruptionSpec, expand_corruptions
 from trainables.data import DATASETS
 from trainables.losses import LOSSES
 from trainables.models import MODELS
@@ -56,6 +57,12 @@ class TrialConfig:
     loss: str = "ce"  # LOSSES
     sigma_min: float = 0.3
     sigma_max: float | None = None  # None: the image width
+    # --- corruption benchmark (METHOD.md section 4), evaluated after the last epoch ---
+    corruption_source: str = "on_the_fly"  # none, on_the_fly (seeded, on the device), generated, official
+    corruption_path: str | None = None  # the folder of a generated or official corrupted set
+    corruptions: str = "benchmark"  # comma-separated names or groups: noise, blur, weather, digital, extra, all
+    severities: str = "1,2,3,4,5"
+    corruption_table: str | None = None  # severity table cifar/tinyimagenet/imagenet; None: by image size
     # --- run ---
     seed: int = 0
     device: str = "auto"  # auto, cpu, cuda, cuda:N
@@ -64,10 +71,22 @@ class TrialConfig:
     # --- limits for quick runs ---
     limit_train_batches: int | None = None  # batches per epoch
     limit_eval_images: int | None = None  # first N test images
+    limit_corrupt_images: int | None = None  # on the fly: corrupt only the first N test images
 
     def __post_init__(self) -> None:
         _check_choices(self)
         _check_ranges(self)
+
+    @property
+    def corruption_spec(self) -> CorruptionSpec | None:
+        """The corrupted evaluation to run, or None for `corruption_source: none`."""
+        if self.corruption_source == "none":
+            return None
+        return CorruptionSpec(
+            source=self.corruption_source, path=self.corruption_path,
+            corruptions=expand_corruptions(_items(self.corruptions)),
+            severities=tuple(int(s) for s in _items(self.severities)),
+            seed=self.seed, table=self.corruption_table)
 
     @property
     def sink_class(self) -> bool:
@@ -121,6 +140,8 @@ def _coerce(key: str, value: Any) -> Any:
         if optional:
             return None
         raise ConfigError(f"config key {key!r} must be a {base.__name__}, not None")
+    if base is str and isinstance(value, (list, tuple, int)) and not isinstance(value, bool):
+        value = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)  # e.g. severities
     if base in (int, float) and isinstance(value, str):
         value = _number(key, value, base)  # YAML 1.1 reads "1e-3" as a string
     if base is float and isinstance(value, int) and not isinstance(value, bool):
@@ -130,6 +151,10 @@ def _coerce(key: str, value: Any) -> Any:
     if base in (int, float) and isinstance(value, bool) or not isinstance(value, base):
         raise ConfigError(f"config key {key!r} must be a {base.__name__}, got {value!r}")
     return value
+
+
+def _items(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 def _number(key: str, text: str, base: type) -> int | float:
@@ -157,6 +182,11 @@ def _check_choices(cfg: TrialConfig) -> None:
         check_roles(cfg.roles)
     except ValueError as err:
         raise ConfigError(f"config key 'roles': {err}") from None
+    _choice("corruption_source", cfg.corruption_source, ("none", *SOURCES))
+    try:
+        cfg.corruption_spec
+    except ValueError as err:
+        raise ConfigError(f"corruption settings: {err}") from None
     if cfg.device != "auto" and cfg.device.split(":")[0] not in ("cpu", "cuda", "mps"):
         raise ConfigError(f"unknown device {cfg.device!r}; valid: auto, cpu, cuda, cuda:N")
 
@@ -164,7 +194,7 @@ def _check_choices(cfg: TrialConfig) -> None:
 def _check_ranges(cfg: TrialConfig) -> None:
     positive = ("epochs", "batch_size", "lr", "alpha", "beta", "npow", "bpow", "sigma_min",
                 "eval_every", "eval_batch_size", "num_classes", "image_size", "train_size",
-                "limit_train_batches", "limit_eval_images", "sigma_max")
+                "limit_train_batches", "limit_eval_images", "limit_corrupt_images", "sigma_max")
     for key in positive:
         value = getattr(cfg, key)
         if value is not None and value <= 0:

@@ -8,6 +8,7 @@ of the config and a `report(metrics, checkpoint)` callback: Ray sits outside it.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from torch import Tensor, nn
 
 from trainables.augment import create_augmentation
 from trainables.config import TrialConfig
+from trainables.corruptions import evaluate_corruptions
 from trainables.data import ImageSet, load_dataset
 from trainables.evaluate import classification_metrics, predict_logits, reliability_bins
 from trainables.losses import create_loss
@@ -88,8 +90,8 @@ def load_splits(cfg: TrialConfig, device: torch.device) -> tuple[ImageSet, Image
 
     train, test = load("train", cfg.train_size), load("test", None)
     if cfg.limit_eval_images:
-        test = ImageSet(test.images[: cfg.limit_eval_images], test.labels[: cfg.limit_eval_images],
-                        test.class_names, test.mean, test.std)
+        test = dataclasses.replace(test, images=test.images[: cfg.limit_eval_images],
+                                   labels=test.labels[: cfg.limit_eval_images])
     return train, test
 
 
@@ -157,6 +159,18 @@ def train_epoch(cfg: TrialConfig, state: TrainState, net: nn.Module, train: Imag
     return {"train/loss": mean_loss, "train/error": n_wrong / images, "train/images_per_s": images / seconds}
 
 
+def evaluate_corrupted(cfg: TrialConfig, model: nn.Module, test: ImageSet) -> tuple[dict[str, float], dict]:
+    """The corruption grid (METHOD.md section 4); nothing when `corruption_source` is none."""
+    spec = cfg.corruption_spec
+    if spec is None:
+        return {}, {}
+    if cfg.limit_corrupt_images:
+        test = dataclasses.replace(test, images=test.images[: cfg.limit_corrupt_images],
+                                   labels=test.labels[: cfg.limit_corrupt_images])
+    return evaluate_corruptions(model, test, spec, dataset=cfg.dataset, batch_size=cfg.eval_batch_size,
+                                precision=cfg.precision, data_root=cfg.data_root)
+
+
 def evaluate_clean(cfg: TrialConfig, model: nn.Module, test: ImageSet) -> tuple[dict[str, float], dict]:
     logits = predict_logits(model, test.images, test.mean, test.std, num_classes=test.num_classes,
                             batch_size=cfg.eval_batch_size, precision=cfg.precision)
@@ -185,14 +199,20 @@ def run_trial(cfg: TrialConfig, report: Report | None = None, checkpoint_dir: st
         metrics |= train_epoch(cfg, state, net, train, steps)
         state.epoch += 1
         if state.epoch % cfg.eval_every == 0 or state.epoch == cfg.epochs:
-            clean, reliability = evaluate_clean(cfg, state.model, test)
+            clean, reliability["clean"] = evaluate_clean(cfg, state.model, test)
             metrics |= clean
+        if state.epoch == cfg.epochs:  # the final report carries the corruption grid too
+            corrupted, extras = evaluate_corrupted(cfg, state.model, test)
+            metrics |= corrupted
+            reliability |= extras
         state.history.append(metrics)
         saved = state.save(folder) if folder is not None else None
         if report is not None:
             report(metrics, saved)
     if not reliability:  # resumed after the last epoch had already finished
-        clean, reliability = evaluate_clean(cfg, state.model, test)
-        state.history[-1] |= clean
-    final = {k: v for k, v in state.history[-1].items() if k.startswith(("clean/", "train/"))}
-    return TrialResult(metrics=final, history=state.history, reliability={"clean": reliability})
+        clean, reliability["clean"] = evaluate_clean(cfg, state.model, test)
+        corrupted, extras = evaluate_corrupted(cfg, state.model, test)
+        state.history[-1] |= clean | corrupted
+        reliability |= extras
+    final = {k: v for k, v in state.history[-1].items() if k.startswith(("clean/", "corrupt/", "train/"))}
+    return TrialResult(metrics=final, history=state.history, reliability=reliability)
