@@ -140,15 +140,15 @@ class Progress(tune.Callback):
         value = (trial.last_result or {}).get(self.metric)
         if value is not None and (self.best is None or (value < self.best) == (self.mode == "min")):
             self.best = value
-        self.print_line(trials)
+        self.print_line(trials, trial)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.failed += 1
-        self.print_line(trials)
+        self.print_line(trials, trial)
 
-    def print_line(self, trials: list) -> None:
+    def print_line(self, trials: list, ended: Any) -> None:
         done = len(self.durations)
-        running = sum(t.status == "RUNNING" for t in trials)
+        running = sum(t.status == "RUNNING" and t is not ended for t in trials)  # `ended` is not marked yet
         left = max(self.total - done - self.failed, 0)
         eta = sum(self.durations) / done * left / self.concurrency if done else float("nan")
         best = f"{self.best:.4f}" if self.best is not None else "n/a"

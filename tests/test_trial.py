@@ -177,3 +177,14 @@ def test_tiny_imagenet_10_classes_at_32px_beats_chance_on_cpu(tiny_imagenet_root
     print(f"tiny imagenet 10 classes @32px: clean error {result.metrics['clean/error']:.3f} in {seconds:.0f} s")
     assert result.metrics["clean/error"] < 0.65
     assert seconds < 300
+
+
+@pytest.mark.slow
+def test_compiled_trial_trains_and_checkpoints_the_plain_model(tmp_path):
+    """`compile: true` trains through torch.compile (inductor on the CPU here) and saves the
+    uncompiled module's weights, so a checkpoint loads into a plain model."""
+    cfg = TrialConfig(**QUICK, epochs=1, limit_train_batches=3, compile=True)
+    result = run_trial(cfg, checkpoint_dir=tmp_path)
+    assert 0 <= result.metrics["clean/error"] <= 1 and result.metrics["train/loss"] > 0
+    state = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)
+    assert not any(key.startswith("_orig_mod.") for key in state["model"])
