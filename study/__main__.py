@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from study.launch import StudyError, launch, list_studies, read_record, resume, status, study_dir
+from study.launch import StudyError, launch, list_studies, resume, status, study_dir
 from study.spec import SpecError, StudySpec, parse_spec, preset_names, read_source
 from trainables.config import ConfigError, parse_overrides
 

@@ -9,7 +9,6 @@ stores are, its parent run) beside Ray's experiment folder `<runs dir>/<name>/tu
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from trainables.config import ConfigError, TrialConfig, parse_overrides
 from trainables.data import DatasetNotFoundError
-from trainables.tracking import DEFAULT_EXPERIMENT, MlflowTrialLogger, resolve_tracking_uri
+from trainables.tracking import DEFAULT_EXPERIMENT, MlflowTrialLogger
 from trainables.train import TrialResult, has_checkpoint, run_trial
 
 RUN_ID_FILE = "mlflow_run_id"
