@@ -102,9 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             record = resume(args.name, runs_dir=args.runs_dir)
         elif args.command == "status":
             info = status(args.name, runs_dir=args.runs_dir)
-            print(json.dumps(info, indent=2) if args.json else "", end="\n" if args.json else "")
-            if not args.json:
-                print_status(info)
+            print(json.dumps(info, indent=2)) if args.json else print_status(info)
             return 0
         else:
             for name in list_studies(args.runs_dir):

@@ -17,6 +17,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from trainables.pipeline import device_constant
+
 ROLES = ("x", "n", "b", "e")  # clean, noised, blurred, pure N(0, I) noise with a uniform label
 LABEL_MODES = ("ls", "ld", "la", "lm")
 SINK_MODES = ("la", "lm")  # modes with an extra (K+1)-th "sink" class
@@ -54,19 +56,17 @@ def dissipation_time(t: Tensor, sigma_min: float, sigma_max: float) -> Tensor:
 
 
 @lru_cache(maxsize=16)
-def _dct_matrix_cpu(n: int) -> Tensor:
-    # Written by hand because torch has no DCT (torch.fft has none); for images of 32-64 px a
-    # dense (n, n) matrix product is also the fastest way to apply it on a GPU.
+def dct_matrix(n: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """The orthonormal 2-D DCT-II is `D_H @ x @ D_W.T`; its inverse `D_H.T @ u @ D_W`.
+
+    Written by hand because torch has no DCT (torch.fft has none); for images of 32-64 px a dense
+    (n, n) matrix product is also the fastest way to apply it on a GPU. Cached per device, so the
+    training step never copies it from the host."""
     k = torch.arange(n, dtype=torch.float64)[:, None]  # frequency
     i = torch.arange(n, dtype=torch.float64)[None, :]  # position
     basis = torch.cos(math.pi * (i + 0.5) * k / n) * math.sqrt(2 / n)
     basis[0] /= math.sqrt(2)
-    return basis  # (n, n) orthonormal DCT-II: basis @ basis.T = I
-
-
-def dct_matrix(n: int, device: torch.device, dtype: torch.dtype) -> Tensor:
-    """The orthonormal 2-D DCT-II is `D_H @ x @ D_W.T`; its inverse `D_H.T @ u @ D_W`."""
-    return _dct_matrix_cpu(n).to(device=device, dtype=dtype)
+    return basis.to(device=device, dtype=dtype)  # (n, n) orthonormal: basis @ basis.T = I
 
 
 def heat_eigenvalues(h: int, w: int, device: torch.device, dtype: torch.dtype) -> Tensor:
@@ -134,7 +134,7 @@ def check_roles(roles: str) -> str:
 
 def sample_roles(batch: int, roles: str, device: torch.device, generator: torch.Generator | None) -> Tensor:
     """Each sample draws one of the allowed roles uniformly; returns indices into ROLES, (B,)."""
-    allowed = torch.tensor([ROLES.index(r) for r in check_roles(roles)], device=device)
+    allowed = device_constant(tuple(ROLES.index(r) for r in check_roles(roles)), device, torch.int64)
     pick = torch.randint(len(roles), (batch,), device=device, generator=generator)
     return allowed[pick]
 
@@ -145,7 +145,7 @@ def sample_temperature(
     """t ~ Beta(alpha, beta), (B,). Beta is the first coordinate of Dirichlet(alpha, beta):
     the same kernel `torch.distributions.Beta` calls, here with the generator passed through
     (torch.distributions takes none, and reproducibility needs it)."""
-    concentration = torch.tensor([alpha, beta], device=device, dtype=torch.float32).expand(batch, 2)
+    concentration = device_constant((alpha, beta), device, torch.float32).expand(batch, 2)
     return torch._sample_dirichlet(concentration, generator=generator)[:, 0]
 
 

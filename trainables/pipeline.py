@@ -4,6 +4,7 @@ uint8 batch on the device into the network's normalised float input."""
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import ContextManager, Sequence
 
 import torch
@@ -35,8 +36,15 @@ def to_unit(images: Tensor) -> Tensor:
     return images.float().div_(255)
 
 
+@functools.lru_cache(maxsize=64)
+def device_constant(values: tuple, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """A small constant tensor, made once per device: building it from Python inside the training
+    step would be a host-to-device copy on every step."""
+    return torch.tensor(values, device=device, dtype=dtype)
+
+
 def normalize(x: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
     """Per-channel (x - mean) / std on a float batch (B, C, H, W)."""
-    m = torch.tensor(mean, device=x.device, dtype=x.dtype)[:, None, None]
-    s = torch.tensor(std, device=x.device, dtype=x.dtype)[:, None, None]
+    m = device_constant(tuple(mean), x.device, x.dtype)[:, None, None]
+    s = device_constant(tuple(std), x.device, x.dtype)[:, None, None]
     return (x - m) / s

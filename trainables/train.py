@@ -89,10 +89,12 @@ def load_splits(cfg: TrialConfig, device: torch.device) -> tuple[ImageSet, Image
                             image_size=cfg.image_size, device=device, seed=cfg.seed, synthetic_size=size)
 
     train, test = load("train", cfg.train_size), load("test", None)
-    if cfg.limit_eval_images:
-        test = dataclasses.replace(test, images=test.images[: cfg.limit_eval_images],
-                                   labels=test.labels[: cfg.limit_eval_images])
-    return train, test
+    return train, first(test, cfg.limit_eval_images)
+
+
+def first(images: ImageSet, n: int | None) -> ImageSet:
+    """The first n images (all when n is None)."""
+    return dataclasses.replace(images, images=images.images[:n], labels=images.labels[:n]) if n else images
 
 
 def build_state(cfg: TrialConfig, num_classes: int, steps: int, device: torch.device) -> TrainState:
@@ -164,10 +166,7 @@ def evaluate_corrupted(cfg: TrialConfig, model: nn.Module, test: ImageSet) -> tu
     spec = cfg.corruption_spec
     if spec is None:
         return {}, {}
-    if cfg.limit_corrupt_images:
-        test = dataclasses.replace(test, images=test.images[: cfg.limit_corrupt_images],
-                                   labels=test.labels[: cfg.limit_corrupt_images])
-    return evaluate_corruptions(model, test, spec, dataset=cfg.dataset, batch_size=cfg.eval_batch_size,
+    return evaluate_corruptions(model, first(test, cfg.limit_corrupt_images), spec, dataset=cfg.dataset, batch_size=cfg.eval_batch_size,
                                 precision=cfg.precision, data_root=cfg.data_root)
 
 
