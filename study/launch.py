@@ -24,6 +24,8 @@ from ray.tune.search.optuna import OptunaSearch
 
 from study.spec import TRIAL_NUMBER_KEY, DefineByRun, StudySpec, parse_spec
 from study.trainable import STUDY_KEY, train_trial
+from trainables.config import TrialConfig
+from trainables.corruptions.provision import resolve_corruption_set
 from trainables.tracking import ensure_experiment, ensure_sqlite_folder, git_commit, resolve_tracking_uri
 
 RECORD_FILE = "study.json"
@@ -223,12 +225,34 @@ def make_tuner(spec: StudySpec, record: StudyRecord, runs_dir: Path) -> tune.Tun
 
 # --- the commands --------------------------------------------------------------------------------
 
+PATH_KEYS = ("data_root", "corruption_path")
+
+
 def absolute_paths(spec: StudySpec) -> StudySpec:
-    """Trials run in their own working directories: make the data folder absolute."""
-    trial = dict(spec.trial)
-    if "data_root" in trial:
-        trial["data_root"] = str(Path(trial["data_root"]).resolve())
+    """Trials run in their own working directories: make the data and corrupted-set folders absolute."""
+    trial = {k: str(Path(v).resolve()) if k in PATH_KEYS and v else v for k, v in spec.trial.items()}
     return StudySpec(**{**spec.__dict__, "trial": trial})
+
+
+def prepare_corruption_sets(spec: StudySpec, record: StudyRecord) -> None:
+    """Make `corruption_source: auto` concrete before any trial starts: the official release where
+    the spec points, else a generated set, made here once for every trial that evaluates on it.
+    The parent run says which (tag `mollify.corruption_sets`)."""
+    configs = spec.trial_configs() if spec.algorithm == "grid" else [{**spec.trial, "seed": spec.seeds[0]}]
+    found: dict[str, dict[str, Any]] = {}
+    for values in configs:
+        cfg = TrialConfig.from_dict(values)
+        if cfg.corruption_source != "auto":
+            continue
+        resolved = resolve_corruption_set(cfg, progress=lambda line: print(f"[study] {line}", flush=True))
+        found.setdefault(resolved.corruption_path, {
+            "dataset": cfg.dataset, "num_classes": cfg.num_classes, "image_size": cfg.image_size,
+            "source": resolved.corruption_source, "path": resolved.corruption_path})
+    if found:
+        sets = list(found.values())
+        MlflowClient(record.tracking_uri).set_tag(record.parent_run_id, "mollify.corruption_sets", json.dumps(sets))
+        for s in sets:
+            print(f"[study] corrupted set for {s['dataset']}: {s['source']} ({s['path']})", flush=True)
 
 
 def init_ray(address: str | None) -> None:
@@ -269,6 +293,7 @@ def resume(name: str, *, runs_dir: Path) -> StudyRecord:
 
 def run(spec: StudySpec, record: StudyRecord, runs_dir: Path, *, tune_restore: bool) -> None:
     spec = absolute_paths(spec)
+    prepare_corruption_sets(spec, record)
     init_ray(record.address)
     if tune_restore:
         # Trials that were running when the driver died continue from their last checkpoint;

@@ -19,6 +19,7 @@ from ray import tune
 
 from study.spec import TRIAL_NUMBER_KEY
 from trainables.config import TrialConfig
+from trainables.corruptions.provision import resolve_corruption_set
 from trainables.tracking import MlflowTrialLogger, ensure_experiment
 from trainables.train import run_trial
 
@@ -55,6 +56,7 @@ def train_trial(config: dict[str, Any]) -> None:
     the trial's number (Optuna's, or the grid index)."""
     study, number = config[STUDY_KEY], config[TRIAL_NUMBER_KEY]
     cfg = TrialConfig.from_dict({k: v for k, v in config.items() if k not in (STUDY_KEY, TRIAL_NUMBER_KEY)})
+    cfg = resolve_corruption_set(cfg)  # the study made the set before its trials: found, not made
     logger = start_logger(cfg, study, tune.get_context().get_trial_id(), number)
     folder = Path(tempfile.mkdtemp(prefix="mollify-trial-"))
     restore_checkpoint(folder)

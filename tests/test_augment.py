@@ -33,9 +33,10 @@ SPECS = sorted(AUGMENTATIONS) + [f"fcr+{name}" for name in sorted(AUGMENTATIONS)
 # MixUp / CutMix draw one lambda per batch (torchvision's and the authors' semantics): 64 copies of
 # one image stay 64 copies, so they are left out of the per-image randomness test.
 PER_IMAGE_SPECS = [spec for spec in SPECS if not set(LABEL_MIXING) & set(spec.split("+"))]
-# AutoAugment's CIFAR-10 sub-policies have fixed magnitudes and often apply neither op, so 64 draws
-# repeat outcomes: 17..37 distinct (mean 27) over 200 seeds; a per-batch draw would give 1.
-MIN_DISTINCT = {"autoaug": 12}
+# AutoAugment's sub-policies have fixed magnitudes and often apply neither op, so 64 draws repeat
+# outcomes: over 200 seeds 18..33 distinct (mean 25) with the ImageNet policy, 17..37 (mean 27) with
+# the CIFAR-10 one; a per-batch draw would give 1.
+MIN_DISTINCT = {"autoaug": 12, "autoaug_cifar10": 12}
 CPU = torch.device("cpu")
 
 

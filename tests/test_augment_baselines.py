@@ -13,8 +13,11 @@ from torchvision.transforms.v2 import AutoAugmentPolicy, InterpolationMode
 
 import trainables.augment as augment_module
 from trainables.augment import (
+    AUGMENTATIONS,
     AUGMIX_SPACE,
     AUTOAUG_CIFAR10_POLICY,
+    AUTOAUG_IMAGENET_POLICY,
+    AUTOAUG_POLICIES,
     AUTOAUG_SPACE,
     IDENTITY,
     OPS,
@@ -28,6 +31,7 @@ from trainables.augment import (
     augmix_apply,
     augmix_params,
     autoaug,
+    autoaug_cifar10,
     autoaug_params,
     create_augmentation,
     cutmix,
@@ -50,8 +54,13 @@ NEAREST, BILINEAR = InterpolationMode.NEAREST, InterpolationMode.BILINEAR
 TORCHVISION = {
     "trivaug": (v2.TrivialAugmentWide(), 31),
     "randaug": (v2.RandAugment(), 31),
-    "autoaug": (v2.AutoAugment(AutoAugmentPolicy.CIFAR10), 10),
+    "autoaug": (v2.AutoAugment(), 10),  # default policy: ImageNet (both policies share the space)
     "augmix": (v2.AugMix(), 10),
+}
+# Our AutoAugment policy name -> torchvision's policy, and the registry entry that uses it.
+AUTOAUG = {
+    "imagenet": (AutoAugmentPolicy.IMAGENET, autoaug),
+    "cifar10": (AutoAugmentPolicy.CIFAR10, autoaug_cifar10),
 }
 
 
@@ -113,9 +122,26 @@ def test_space_matches_torchvision(policy: str, size: tuple[int, int]) -> None:
         assert torch.equal(table.magnitudes[row], expected), name
 
 
-def test_autoaug_policy_is_torchvisions_cifar10() -> None:
-    assert [tuple(sub) for sub in TORCHVISION["autoaug"][0]._policies] == list(AUTOAUG_CIFAR10_POLICY)
-    assert len(AUTOAUG_CIFAR10_POLICY) == 25
+@pytest.mark.parametrize("policy", sorted(AUTOAUG))
+def test_autoaug_policy_is_torchvisions(policy: str) -> None:
+    reference = v2.AutoAugment(AUTOAUG[policy][0])._policies
+    assert [tuple(sub) for sub in reference] == list(AUTOAUG_POLICIES[policy])
+    assert len(AUTOAUG_POLICIES[policy]) == 25
+
+
+def test_autoaug_is_the_authors_default_policy() -> None:
+    """The authors call `AutoAugment()`: its default is the ImageNet policy, and so is `autoaug`'s;
+    the CIFAR-10 policy is `autoaug_cifar10`."""
+    default = v2.AutoAugment()
+    assert default.policy == AutoAugmentPolicy.IMAGENET
+    assert [tuple(sub) for sub in default._policies] == list(AUTOAUG_IMAGENET_POLICY)
+    assert AUTOAUG_IMAGENET_POLICY != AUTOAUG_CIFAR10_POLICY
+    assert AUGMENTATIONS["autoaug"] is autoaug and AUGMENTATIONS["autoaug_cifar10"] is autoaug_cifar10
+    x, y = _images(64, seed=6), _soft_labels(64)
+    for policy, (_, entry) in AUTOAUG.items():  # each entry is its policy's draws, applied
+        _, ops, magnitudes = autoaug_params(64, _generator(7), CPU, SIZE, policy)
+        assert torch.equal(entry(x, y, _generator(7))[0], apply_ops(x, ops, magnitudes))
+    assert not torch.equal(autoaug(x, y, _generator(7))[0], autoaug_cifar10(x, y, _generator(7))[0])
 
 
 def test_trivaug_ops_are_a_prefix_of_ops() -> None:
@@ -172,12 +198,14 @@ def test_randaug_matches_torchvision_per_image() -> None:
     assert torch.equal(out, apply_ops(x, ops, magnitudes))
 
 
-def test_autoaug_matches_torchvision_per_image() -> None:
+@pytest.mark.parametrize("policy", sorted(AUTOAUG))
+def test_autoaug_matches_torchvision_per_image(policy: str) -> None:
+    """autoaug / autoaug_cifar10 == torchvision's ops applied per image with the drawn sub-policies."""
     x = _images(96, seed=6)
-    _, ops, magnitudes = autoaug_params(96, _generator(7), CPU, SIZE)
+    _, ops, magnitudes = autoaug_params(96, _generator(7), CPU, SIZE, policy)
     expected = torch.stack([_reference_chain(img, o, m) for img, o, m in zip(x, ops, magnitudes)])
     torch.testing.assert_close(apply_ops(x, ops, magnitudes), expected, rtol=0.0, atol=1e-6)
-    out, _ = autoaug(x, _soft_labels(96), _generator(7))
+    out, _ = AUTOAUG[policy][1](x, _soft_labels(96), _generator(7))
     assert torch.equal(out, apply_ops(x, ops, magnitudes))
 
 
@@ -230,17 +258,18 @@ def test_randaug_params_distribution() -> None:
     assert bin9[OPS.index("Rotate")] == 9.0 and bin9[OPS.index("Posterize")] == 7.0
 
 
-def test_autoaug_params_distribution() -> None:
+@pytest.mark.parametrize("policy", sorted(AUTOAUG))
+def test_autoaug_params_distribution(policy: str) -> None:
     """Sub-policy uniform over the 25; each op applied at its probability, at its bin's magnitude."""
     batch = 25 * 1200
-    sub, ops, magnitudes = autoaug_params(batch, _generator(11), CPU, SIZE)
+    sub, ops, magnitudes = autoaug_params(batch, _generator(11), CPU, SIZE, policy)
     counts = torch.bincount(sub, minlength=25).float()
     assert ((counts - 1200).abs() < 200).all(), counts  # ~6 sigma
     table = op_table(AUTOAUG_SPACE, 10, *SIZE)
     rows = list(AUTOAUG_SPACE)
-    for s, policy in enumerate(AUTOAUG_CIFAR10_POLICY):
+    for s, sub_policy in enumerate(AUTOAUG_POLICIES[policy]):
         mine = sub == s
-        for j, (name, probability, bin_) in enumerate(policy):
+        for j, (name, probability, bin_) in enumerate(sub_policy):
             op, m = ops[mine, j], magnitudes[mine, j]
             applied = op != IDENTITY
             assert (op[applied] == OPS.index(name)).all() and (m[~applied] == 0).all()
@@ -350,7 +379,9 @@ def test_label_mixing_keeps_any_soft_label_row_sums() -> None:
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
-@pytest.mark.parametrize("spec", ["fcr+randaug", "fcr+autoaug", "fcr+augmix", "fcr+mixup", "fcr+cutmix"])
+@pytest.mark.parametrize(
+    "spec", ["fcr+randaug", "fcr+autoaug", "fcr+autoaug_cifar10", "fcr+augmix", "fcr+mixup", "fcr+cutmix"]
+)
 def test_cuda_no_host_sync(spec: str) -> None:
     """On the device a step never waits on the host (after a first call has cached the tables)."""
     cuda = torch.device("cuda")

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from trainables.config import ConfigError, TrialConfig, parse_overrides
+from trainables.corruptions.provision import resolve_corruption_set
 from trainables.data import DatasetNotFoundError
 from trainables.tracking import DEFAULT_EXPERIMENT, MlflowTrialLogger
 from trainables.train import TrialResult, has_checkpoint, run_trial
@@ -67,7 +68,7 @@ def print_summary(cfg: TrialConfig, result: TrialResult, logger: MlflowTrialLogg
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = build_config(args.config, args.overrides)
+    cfg = resolve_corruption_set(build_config(args.config, args.overrides))  # the params say what runs
     logger = start_logger(args, cfg)
     start = time.perf_counter()
 

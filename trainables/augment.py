@@ -21,10 +21,10 @@ fcr(x, y, g), fcr_params(B, g, device), fcr_apply(x, flip, offsets, angles)
 batch_flip(x, flip), batch_crop(x, offsets, padding), batch_rotate(x, angles)
 OPS, IDENTITY, apply_op(x, ops, magnitudes, interpolation), apply_ops(x, ops, magnitudes, interpolation)
 OpSpace, OpTable, op_table(space, num_bins, H, W), SPACES, TRIVAUG_SPACE, RANDAUG_SPACE, AUTOAUG_SPACE,
-AUGMIX_SPACE, AUTOAUG_CIFAR10_POLICY
+AUGMIX_SPACE, AUTOAUG_POLICIES, AUTOAUG_IMAGENET_POLICY, AUTOAUG_CIFAR10_POLICY
 trivaug(x, y, g), trivaug_params(B, g, device), trivaug_apply(x, ops, magnitudes)
 randaug(x, y, g), randaug_params(B, g, device, size)
-autoaug(x, y, g), autoaug_params(B, g, device, size)
+autoaug(x, y, g), autoaug_cifar10(x, y, g), autoaug_params(B, g, device, size, policy)
 augmix(x, y, g), augmix_params(B, g, device, size), augmix_apply(x, original_weight, chain_weights, ops,
 magnitudes)
 mixup(x, y, g), mixup_params(g, device), mixup_apply(x, y, lam)
@@ -499,14 +499,47 @@ def randaug(x: Tensor, y: Tensor, generator: torch.Generator) -> tuple[Tensor, T
 
 
 # ---------------------------------------------------------------------------------------------------
-# autoaug: torchvision.transforms.v2.AutoAugment(AutoAugmentPolicy.CIFAR10) (Cubuk et al. 2019): per
-# image one of the 25 sub-policies uniformly; each of its two ops applies when rand() <= its probability,
-# at its fixed bin of AUTOAUG_SPACE's 10-bin table, signed ops negated when rand() <= 0.5
+# autoaug: torchvision.transforms.v2.AutoAugment() (Cubuk et al. 2019), whose default policy is the
+# ImageNet one, as the paper's authors call it; autoaug_cifar10: AutoAugment(AutoAugmentPolicy.CIFAR10).
+# Per image one of the policy's 25 sub-policies uniformly; each of its two ops applies when
+# rand() <= its probability, at its fixed bin of AUTOAUG_SPACE's 10-bin table (both policies share
+# the space), signed ops negated when rand() <= 0.5
 # ---------------------------------------------------------------------------------------------------
 
 AUTOAUG_NUM_BINS = 10
-# AutoAugment._get_policies(AutoAugmentPolicy.CIFAR10): ((op, probability, magnitude bin or None), x2)
-AUTOAUG_CIFAR10_POLICY: tuple[tuple[tuple[str, float, int | None], ...], ...] = (
+AutoAugPolicy = tuple[tuple[tuple[str, float, int | None], ...], ...]
+"""Sub-policies ((op, probability, magnitude bin or None), x2), as torchvision's `_get_policies`."""
+
+# AutoAugment._get_policies(AutoAugmentPolicy.IMAGENET), torchvision's default (repeats included).
+AUTOAUG_IMAGENET_POLICY: AutoAugPolicy = (
+    (("Posterize", 0.4, 8), ("Rotate", 0.6, 9)),
+    (("Solarize", 0.6, 5), ("AutoContrast", 0.6, None)),
+    (("Equalize", 0.8, None), ("Equalize", 0.6, None)),
+    (("Posterize", 0.6, 7), ("Posterize", 0.6, 6)),
+    (("Equalize", 0.4, None), ("Solarize", 0.2, 4)),
+    (("Equalize", 0.4, None), ("Rotate", 0.8, 8)),
+    (("Solarize", 0.6, 3), ("Equalize", 0.6, None)),
+    (("Posterize", 0.8, 5), ("Equalize", 1.0, None)),
+    (("Rotate", 0.2, 3), ("Solarize", 0.6, 8)),
+    (("Equalize", 0.6, None), ("Posterize", 0.4, 6)),
+    (("Rotate", 0.8, 8), ("Color", 0.4, 0)),
+    (("Rotate", 0.4, 9), ("Equalize", 0.6, None)),
+    (("Equalize", 0.0, None), ("Equalize", 0.8, None)),
+    (("Invert", 0.6, None), ("Equalize", 1.0, None)),
+    (("Color", 0.6, 4), ("Contrast", 1.0, 8)),
+    (("Rotate", 0.8, 8), ("Color", 1.0, 2)),
+    (("Color", 0.8, 8), ("Solarize", 0.8, 7)),
+    (("Sharpness", 0.4, 7), ("Invert", 0.6, None)),
+    (("ShearX", 0.6, 5), ("Equalize", 1.0, None)),
+    (("Color", 0.4, 0), ("Equalize", 0.6, None)),
+    (("Equalize", 0.4, None), ("Solarize", 0.2, 4)),
+    (("Solarize", 0.6, 5), ("AutoContrast", 0.6, None)),
+    (("Invert", 0.6, None), ("Equalize", 1.0, None)),
+    (("Color", 0.6, 4), ("Contrast", 1.0, 8)),
+    (("Equalize", 0.8, None), ("Equalize", 0.6, None)),
+)
+# AutoAugment._get_policies(AutoAugmentPolicy.CIFAR10)
+AUTOAUG_CIFAR10_POLICY: AutoAugPolicy = (
     (("Invert", 0.1, None), ("Contrast", 0.2, 6)),
     (("Rotate", 0.7, 2), ("TranslateX", 0.3, 9)),
     (("Sharpness", 0.8, 1), ("Sharpness", 0.9, 3)),
@@ -533,30 +566,34 @@ AUTOAUG_CIFAR10_POLICY: tuple[tuple[tuple[str, float, int | None], ...], ...] = 
     (("Equalize", 0.8, None), ("Invert", 0.1, None)),
     (("TranslateY", 0.7, 9), ("AutoContrast", 0.9, None)),
 )
+AUTOAUG_POLICIES: dict[str, AutoAugPolicy] = {
+    "imagenet": AUTOAUG_IMAGENET_POLICY, "cifar10": AUTOAUG_CIFAR10_POLICY,
+}  # fmt: skip
 
 
 @functools.lru_cache(maxsize=None)
-def _autoaug_policy(device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+def _autoaug_policy(policy: str, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
     """The policy as tensors (25, 2) on `device`: rows of AUTOAUG_SPACE, probabilities (float32, as
     torchvision's rand() <= p compares them), magnitude bins (0 for magnitude-free ops)."""
-    rows = list(AUTOAUG_SPACE)
-    entries = [[rows.index(op) for op, _, _ in sub] for sub in AUTOAUG_CIFAR10_POLICY]
-    probabilities = [[p for _, p, _ in sub] for sub in AUTOAUG_CIFAR10_POLICY]
-    bins = [[0 if b is None else b for _, _, b in sub] for sub in AUTOAUG_CIFAR10_POLICY]
+    rows, subs = list(AUTOAUG_SPACE), AUTOAUG_POLICIES[policy]
+    entries = [[rows.index(op) for op, _, _ in sub] for sub in subs]
+    probabilities = [[p for _, p, _ in sub] for sub in subs]
+    bins = [[0 if b is None else b for _, _, b in sub] for sub in subs]
     return (torch.tensor(entries, device=device), torch.tensor(probabilities, device=device),
             torch.tensor(bins, device=device))  # fmt: skip
 
 
 def autoaug_params(
-    batch: int, generator: torch.Generator, device: torch.device, size: tuple[int, int]
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-image AutoAugment choices for images of `size` (H, W): sub-policy (B,) long index into
-    `AUTOAUG_CIFAR10_POLICY`; ops (B, 2) long indices into `OPS` (`IDENTITY` where the op was not
-    applied) and their signed magnitudes (B, 2) float32 (0 where not applied)."""
+    batch: int, generator: torch.Generator, device: torch.device, size: tuple[int, int],
+    policy: str = "imagenet",
+) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+    """Per-image AutoAugment choices for images of `size` (H, W) under `AUTOAUG_POLICIES[policy]`:
+    sub-policy (B,) long index into the policy; ops (B, 2) long indices into `OPS` (`IDENTITY` where
+    the op was not applied) and their signed magnitudes (B, 2) float32 (0 where not applied)."""
     device = torch.device(device)
     table = _device_table("autoaug", AUTOAUG_NUM_BINS, *size, device)
-    entries, probabilities, bins = _autoaug_policy(device)
-    sub = torch.randint(len(AUTOAUG_CIFAR10_POLICY), (batch,), generator=generator, device=device)
+    entries, probabilities, bins = _autoaug_policy(policy, device)
+    sub = torch.randint(entries.shape[0], (batch,), generator=generator, device=device)
     applied = torch.rand((batch, 2), generator=generator, device=device) <= probabilities[sub]
     negate = torch.rand((batch, 2), generator=generator, device=device) <= 0.5
     ops, magnitudes = _pick(table, entries[sub], bins[sub], negate)
@@ -564,8 +601,15 @@ def autoaug_params(
 
 
 def autoaug(x: Tensor, y: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """AutoAugment, ImageNet policy (torchvision's default, the authors'), nearest, fill 0; each
+    image draws its own sub-policy."""
+    _, ops, magnitudes = autoaug_params(x.shape[0], generator, x.device, x.shape[-2:], "imagenet")
+    return apply_ops(x, ops, magnitudes), y
+
+
+def autoaug_cifar10(x: Tensor, y: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
     """AutoAugment, CIFAR-10 policy, nearest, fill 0; each image draws its own sub-policy."""
-    _, ops, magnitudes = autoaug_params(x.shape[0], generator, x.device, x.shape[-2:])
+    _, ops, magnitudes = autoaug_params(x.shape[0], generator, x.device, x.shape[-2:], "cifar10")
     return apply_ops(x, ops, magnitudes), y
 
 
@@ -721,7 +765,8 @@ AUGMENTATIONS: dict[str, Augmentation] = {
     "fcr": fcr,
     "trivaug": trivaug,
     "randaug": randaug,
-    "autoaug": autoaug,
+    "autoaug": autoaug,  # ImageNet policy, torchvision's default and the authors'
+    "autoaug_cifar10": autoaug_cifar10,
     "augmix": augmix,
     "mixup": mixup,
     "cutmix": cutmix,
@@ -756,13 +801,14 @@ def create_augmentation(spec: str) -> Augmentation:
 
 
 __all__ = [
-    "AUGMENTATIONS", "AUGMIX_SPACE", "AUTOAUG_CIFAR10_POLICY", "AUTOAUG_SPACE", "Augmentation",
-    "IDENTITY", "LABEL_MIXING", "OPS", "OpSpace", "OpTable", "RANDAUG_SPACE", "SPACES",
-    "TRIVAUG_NUM_BINS", "TRIVAUG_OPS", "TRIVAUG_SIGNED", "TRIVAUG_SPACE", "apply_op", "apply_ops",
-    "augmix", "augmix_apply", "augmix_params", "autoaug", "autoaug_params", "batch_affine",
+    "AUGMENTATIONS", "AUGMIX_SPACE", "AUTOAUG_CIFAR10_POLICY", "AUTOAUG_IMAGENET_POLICY",
+    "AUTOAUG_POLICIES", "AUTOAUG_SPACE", "Augmentation", "AutoAugPolicy", "IDENTITY",
+    "LABEL_MIXING", "OPS", "OpSpace", "OpTable", "RANDAUG_SPACE", "SPACES", "TRIVAUG_NUM_BINS",
+    "TRIVAUG_OPS", "TRIVAUG_SIGNED", "TRIVAUG_SPACE", "apply_op", "apply_ops", "augmix",
+    "augmix_apply", "augmix_params", "autoaug", "autoaug_cifar10", "autoaug_params", "batch_affine",
     "batch_blend", "batch_crop", "batch_equalize", "batch_flip", "batch_posterize", "batch_rotate",
-    "batch_solarize", "create_augmentation", "cutmix", "cutmix_apply", "cutmix_box", "cutmix_params",
-    "fcr", "fcr_apply", "fcr_params", "inverse_affine_matrix", "mixup", "mixup_apply", "mixup_params",
-    "op_table", "randaug", "randaug_params", "trivaug", "trivaug_apply", "trivaug_magnitudes",
-    "trivaug_params",
+    "batch_solarize", "create_augmentation", "cutmix", "cutmix_apply", "cutmix_box",
+    "cutmix_params", "fcr", "fcr_apply", "fcr_params", "inverse_affine_matrix", "mixup",
+    "mixup_apply", "mixup_params", "op_table", "randaug", "randaug_params", "trivaug",
+    "trivaug_apply", "trivaug_magnitudes", "trivaug_params",
 ]  # fmt: skip

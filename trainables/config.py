@@ -58,8 +58,8 @@ class TrialConfig:
     sigma_min: float = 0.3
     sigma_max: float | None = None  # None: the image width
     # --- corruption benchmark (METHOD.md section 4), evaluated after the last epoch ---
-    corruption_source: str = "on_the_fly"  # none, on_the_fly (seeded, on the device), generated, official
-    corruption_path: str | None = None  # the folder of a generated or official corrupted set
+    corruption_source: str = "on_the_fly"  # none, on_the_fly (seeded, on the device), generated, official, auto
+    corruption_path: str | None = None  # the folder of a generated or official set (auto: where to look / generate)
     corruptions: str = "benchmark"  # comma-separated names or groups: noise, blur, weather, digital, extra, all
     severities: str = "1,2,3,4,5"
     corruption_table: str | None = None  # severity table cifar/tinyimagenet/imagenet; None: by image size
@@ -78,15 +78,22 @@ class TrialConfig:
         _check_ranges(self)
 
     @property
+    def corruption_cells(self) -> tuple[tuple[str, ...], tuple[int, ...]]:
+        """The corruption names (groups expanded) and severities to evaluate."""
+        return expand_corruptions(_items(self.corruptions)), tuple(int(s) for s in _items(self.severities))
+
+    @property
     def corruption_spec(self) -> CorruptionSpec | None:
-        """The corrupted evaluation to run, or None for `corruption_source: none`."""
+        """The corrupted evaluation to run, or None for `corruption_source: none`. `auto` must be
+        made concrete first (`trainables.corruptions.provision.resolve_corruption_set`)."""
         if self.corruption_source == "none":
             return None
-        return CorruptionSpec(
-            source=self.corruption_source, path=self.corruption_path,
-            corruptions=expand_corruptions(_items(self.corruptions)),
-            severities=tuple(int(s) for s in _items(self.severities)),
-            seed=self.seed, table=self.corruption_table)
+        if self.corruption_source == "auto":
+            raise ConfigError("corruption_source 'auto' is resolved to official or generated before a trial "
+                              "evaluates (resolve_corruption_set)")
+        corruptions, severities = self.corruption_cells
+        return CorruptionSpec(source=self.corruption_source, path=self.corruption_path, corruptions=corruptions,
+                              severities=severities, seed=self.seed, table=self.corruption_table)
 
     @property
     def sink_class(self) -> bool:
@@ -182,9 +189,14 @@ def _check_choices(cfg: TrialConfig) -> None:
         check_roles(cfg.roles)
     except ValueError as err:
         raise ConfigError(f"config key 'roles': {err}") from None
-    _choice("corruption_source", cfg.corruption_source, ("none", *SOURCES))
+    _choice("corruption_source", cfg.corruption_source, ("none", "auto", *SOURCES))
+    if cfg.corruption_source == "auto" and not cfg.corruption_path:
+        raise ConfigError("corruption_source 'auto' needs corruption_path: the folder that holds the official "
+                          "release (or its parent), where a generated set is kept otherwise")
     try:
-        cfg.corruption_spec
+        # `auto` is checked as the on-the-fly spec of the same cells (its path is checked above).
+        (dataclasses.replace(cfg, corruption_source="on_the_fly") if cfg.corruption_source == "auto"
+         else cfg).corruption_spec
     except ValueError as err:
         raise ConfigError(f"corruption settings: {err}") from None
     if cfg.device != "auto" and cfg.device.split(":")[0] not in ("cpu", "cuda", "mps"):

@@ -3,11 +3,15 @@
 Every network ends in adaptive average pooling, so the input size only changes the cost.
 `MODELS` maps a name to a constructor taking `num_classes`; `create_model` looks one up.
 
-- `preactresnet18`: pre-activation ResNet (He et al. 2016, "Identity Mappings in Deep Residual
-  Networks"), basic blocks [2, 2, 2, 2], widths 64/128/256/512, 3x3 stride-1 stem, no max-pool,
-  final BN-ReLU before pooling.
-- `preactresnet50`: the supervised-mollification paper's model: pre-activation bottleneck blocks
-  [3, 4, 6, 3] (expansion 4), same CIFAR stem.
+- `preactresnet18`, `preactresnet50`: the supervised-mollification authors' `PreActResNet18/50`
+  (their `src/networks/presnet.py`), basic blocks [2, 2, 2, 2] / bottleneck blocks [3, 4, 6, 3]
+  (expansion 4), widths 64/128/256/512, 3x3 stride-1 stem, no max-pool. Unlike the textbook
+  network: no BN-ReLU before the pooling head, the 1x1 projection shortcut (no BN) takes the
+  block's raw input, and PyTorch's default initialisation. Module names follow theirs (`conv1`,
+  `layer1`..`layer4`, `layer`/`resfunc`, `shortcut`, `linear`), so their state dicts load.
+- `preactresnet18_textbook`, `preactresnet50_textbook`: the pre-activation ResNet of He et al.
+  2016 ("Identity Mappings in Deep Residual Networks") on the same stages: the projection sees
+  the pre-activated input, final BN-ReLU before pooling, torchvision's kaiming init.
 - `resnet18`: torchvision's `resnet18` with the usual CIFAR stem (3x3 stride-1 conv, no max-pool).
 - `wrn40_2`, `wrn28_10`: Wide ResNets (Zagoruyko & Komodakis 2016, "Wide Residual Networks"),
   depth 40 width 2 (AugMix's model) and depth 28 width 10, pre-activation blocks, no dropout.
@@ -63,11 +67,94 @@ class _Head(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
-# Pre-activation ResNet (He et al. 2016, "Identity Mappings"); not in torchvision.
+# The authors' pre-activation ResNet (supervised-mollification, src/networks/presnet.py).
+# Modules are built in their order, so PyTorch's default init draws the same weights per seed.
 # ---------------------------------------------------------------------------------------------
 
 
-class PreActBasicBlock(nn.Module):
+def _shortcut(c_in: int, c_out: int, stride: int) -> nn.Module:
+    """The authors' shortcut: identity, or a strided 1x1 conv (no BN) when the shape changes."""
+    return _conv1x1(c_in, c_out, stride) if stride != 1 or c_in != c_out else nn.Identity()
+
+
+class PreActBlock(nn.Module):
+    """BN-ReLU-conv3x3 (strided), BN-ReLU-conv3x3, plus the shortcut of the raw input x."""
+
+    expansion = 1
+
+    def __init__(self, c_in: int, width: int, stride: int = 1) -> None:
+        super().__init__()
+        self.layer = nn.Sequential(
+            nn.BatchNorm2d(c_in), nn.ReLU(), _conv3x3(c_in, width, stride),
+            nn.BatchNorm2d(width), nn.ReLU(), _conv3x3(width, width),
+        )  # fmt: skip
+        self.shortcut = _shortcut(c_in, width * self.expansion, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, C_in, H, W)
+        return self.layer(x) + self.shortcut(x)  # (B, width, H/s, W/s)
+
+
+class PreActBottleneck(nn.Module):
+    """BN-ReLU-conv1x1, BN-ReLU-conv3x3 (strided), BN-ReLU-conv1x1 to 4x the width, plus the
+    shortcut of the raw input x."""
+
+    expansion = 4
+
+    def __init__(self, c_in: int, width: int, stride: int = 1) -> None:
+        super().__init__()
+        c_out = width * self.expansion
+        self.resfunc = nn.Sequential(
+            nn.BatchNorm2d(c_in), nn.ReLU(), _conv1x1(c_in, width),
+            nn.BatchNorm2d(width), nn.ReLU(), _conv3x3(width, width, stride),
+            nn.BatchNorm2d(width), nn.ReLU(), _conv1x1(width, c_out),
+        )  # fmt: skip
+        self.shortcut = _shortcut(c_in, c_out, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, C_in, H, W)
+        return self.resfunc(x) + self.shortcut(x)  # (B, 4w, H/s, W/s)
+
+
+def _preact_stages(block: type[nn.Module], num_blocks: tuple[int, ...]) -> list[nn.Sequential]:
+    """Four stages of widths 64/128/256/512 on a 64-channel stem; each later one halves H, W."""
+    stages, c_in = [], 64
+    for i, (width, n) in enumerate(zip((64, 128, 256, 512), num_blocks)):
+        blocks = []
+        for stride in [1 if i == 0 else 2] + [1] * (n - 1):
+            blocks.append(block(c_in, width, stride))
+            c_in = width * block.expansion
+        stages.append(nn.Sequential(*blocks))
+    return stages
+
+
+class PreActResNet(nn.Module):
+    """The authors' network: 3x3 stride-1 stem, no max-pool, four stages, then straight to the
+    average pool and the linear classifier (no final BN-ReLU), PyTorch's default init.
+
+    Their head is `nn.AdaptiveAvgPool2d((1, 1))` too (not kuangliu's `avg_pool2d(out, 4)`), so at
+    64 px both average the whole 8x8 map and the networks agree at every input size.
+    """
+
+    def __init__(
+        self, block: type[nn.Module], num_blocks: tuple[int, ...], num_classes: int
+    ) -> None:
+        super().__init__()
+        self.conv1 = _conv3x3(3, 64)
+        self.layer1, self.layer2, self.layer3, self.layer4 = _preact_stages(block, num_blocks)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.linear = nn.Linear(512 * block.expansion, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, 3, H, W)
+        x = self.conv1(x)  # (B, 64, H, W)
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))  # (B, 512 * exp, H/8, W/8)
+        return self.linear(torch.flatten(self.avgpool(x), 1))  # (B, K)
+
+
+# ---------------------------------------------------------------------------------------------
+# Textbook pre-activation ResNet (He et al. 2016, "Identity Mappings"); not in torchvision.
+# ---------------------------------------------------------------------------------------------
+
+
+class TextbookPreActBlock(nn.Module):
     """BN-ReLU-conv3x3, BN-ReLU-conv3x3; a 1x1 projection when the shape changes."""
 
     expansion = 1
@@ -90,7 +177,7 @@ class PreActBasicBlock(nn.Module):
         return out + skip
 
 
-class PreActBottleneck(nn.Module):
+class TextbookPreActBottleneck(nn.Module):
     """BN-ReLU-conv1x1, BN-ReLU-conv3x3 (strided), BN-ReLU-conv1x1 to 4x the width."""
 
     expansion = 4
@@ -115,27 +202,17 @@ class PreActBottleneck(nn.Module):
         return out + skip
 
 
-class PreActResNet(nn.Module):
-    """CIFAR-style pre-activation ResNet: 3x3 stride-1 stem, no max-pool, four stages."""
+class TextbookPreActResNet(nn.Module):
+    """CIFAR-style pre-activation ResNet: 3x3 stride-1 stem, no max-pool, four stages, final
+    BN-ReLU, kaiming init."""
 
     def __init__(
-        self,
-        block: type[PreActBasicBlock] | type[PreActBottleneck],
-        num_blocks: tuple[int, int, int, int],
-        num_classes: int,
+        self, block: type[nn.Module], num_blocks: tuple[int, ...], num_classes: int
     ) -> None:
         super().__init__()
         self.stem = _conv3x3(3, 64)
-        stages, c_in = [], 64
-        for i, (width, n) in enumerate(zip((64, 128, 256, 512), num_blocks)):
-            strides = [1 if i == 0 else 2] + [1] * (n - 1)
-            blocks = []
-            for stride in strides:
-                blocks.append(block(c_in, width, stride))
-                c_in = width * block.expansion
-            stages.append(nn.Sequential(*blocks))
-        self.stages = nn.Sequential(*stages)
-        self.head = _Head(c_in, num_classes)
+        self.stages = nn.Sequential(*_preact_stages(block, num_blocks))
+        self.head = _Head(512 * block.expansion, num_classes)
         _init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, 3, H, W)
@@ -265,8 +342,12 @@ def _cifar_resnet18(num_classes: int) -> nn.Module:
 
 
 MODELS: dict[str, Callable[[int], nn.Module]] = {
-    "preactresnet18": lambda k: PreActResNet(PreActBasicBlock, (2, 2, 2, 2), k),
+    "preactresnet18": lambda k: PreActResNet(PreActBlock, (2, 2, 2, 2), k),
     "preactresnet50": lambda k: PreActResNet(PreActBottleneck, (3, 4, 6, 3), k),
+    "preactresnet18_textbook": lambda k: TextbookPreActResNet(TextbookPreActBlock, (2, 2, 2, 2), k),
+    "preactresnet50_textbook": lambda k: TextbookPreActResNet(
+        TextbookPreActBottleneck, (3, 4, 6, 3), k
+    ),
     "resnet18": _cifar_resnet18,
     "wrn40_2": lambda k: WideResNet(40, 2, k),
     "wrn28_10": lambda k: WideResNet(28, 10, k),

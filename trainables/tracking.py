@@ -1,5 +1,5 @@
 """MLflow logging of one trial: params (the flattened config), per-epoch metrics, final metrics,
-tags (git commit, seed) and the config as an artifact.
+tags (git commit, seed), the config as an artifact and the final network as an MLflow model.
 
 It uses an explicit `MlflowClient` bound to one tracking URI rather than MLflow's fluent API, whose
 active run and tracking URI are process-wide state: a trial must not depend on, or change, what
@@ -9,12 +9,19 @@ overrides it, and an explicit URI overrides both.
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import logging
 import os
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Mapping
 
+import mlflow.pytorch
+import torch
+import torchvision
 from mlflow.entities import Metric, Param, RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -26,6 +33,7 @@ DEFAULT_DB = "mlflow.db"
 BATCH_LIMIT = 1000  # MLflow's log_batch accepts at most 1000 metrics per call
 PARENT_TAG = "mlflow.parentRunId"
 EPOCH_KEY = "train/loss"  # logged once per epoch: its history tells which epochs a run holds
+MODEL_ARTIFACT = "model"  # the final network: mlflow.pytorch.load_model("runs:/<run id>/model")
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
@@ -65,6 +73,18 @@ def ensure_experiment(client: MlflowClient, name: str) -> str:
         return client.create_experiment(name, artifact_location=location)
     except MlflowException:  # created meanwhile by a concurrent trial
         return client.get_experiment_by_name(name).experiment_id
+
+
+@contextlib.contextmanager
+def _quiet(logger_name: str):
+    """Raise a library logger to ERROR for the duration of a block."""
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _metrics(values: Mapping[str, float], step: int) -> list[Metric]:
@@ -122,8 +142,24 @@ class MlflowTrialLogger:
         self.log_metrics(fresh, step=int(last.get("epoch", 0)))
         for name, bins in result.reliability.items():
             self.client.log_dict(self.run_id, bins, f"reliability/{name}.json")
+        if result.model is not None:
+            self.log_model(result.model, result.model_card)
         self.client.set_tag(self.run_id, "mollify.status", "finished")
         self.client.set_terminated(self.run_id, RunStatus.to_string(RunStatus.FINISHED))
+
+    def log_model(self, model: torch.nn.Module, card: Mapping) -> None:
+        """The network as an MLflow model under `model/`, with `card` (classes, input size,
+        normalisation) as its metadata and this package's code beside it, so that
+        `mlflow.pytorch.load_model` rebuilds it without the repository. Pickled rather than
+        exported (pt2): an exported graph fixes the batch size of its example input."""
+        with tempfile.TemporaryDirectory() as tmp, _quiet("mlflow.pytorch"):  # its pickle warning, per trial
+            path = Path(tmp) / MODEL_ARTIFACT
+            mlflow.pytorch.save_model(
+                copy.deepcopy(model).cpu().eval(), path, serialization_format="pickle", metadata=dict(card),
+                code_paths=[str(Path(__file__).parent)],
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
+                                  f"torchvision=={torchvision.__version__.split('+')[0]}"])
+            self.client.log_artifacts(self.run_id, str(path), MODEL_ARTIFACT)
 
     def fail(self) -> None:
         self.client.set_terminated(self.run_id, RunStatus.to_string(RunStatus.FAILED))

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from trainables.augment import create_augmentation
 from trainables.config import TrialConfig
 from trainables.corruptions import evaluate_corruptions
+from trainables.corruptions.provision import resolve_corruption_set
 from trainables.data import ImageSet, load_dataset
 from trainables.evaluate import classification_metrics, predict_logits, reliability_bins
 from trainables.losses import create_loss
@@ -38,6 +39,17 @@ class TrialResult:
     metrics: dict[str, float]  # final metrics, named as MLflow stores them (clean/error, ...)
     history: list[dict[str, float]] = field(default_factory=list)  # one entry per epoch
     reliability: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # per eval set
+    model: nn.Module | None = None  # the final network (eval mode), kept with the run
+    model_card: dict = field(default_factory=dict)  # what using the network needs (`model_card`)
+
+
+def model_card(cfg: TrialConfig, test: ImageSet) -> dict:
+    """What a user of the saved network needs besides its weights: its input (size, value range,
+    normalisation) and its outputs (classes, in order; a sink class is an extra last output)."""
+    return {"dataset": cfg.dataset, "model": cfg.model, "num_classes": test.num_classes,
+            "classes": list(test.class_names), "outputs": test.num_classes + cfg.sink_class,
+            "image_size": list(test.images.shape[-2:]), "mean": list(test.mean), "std": list(test.std),
+            "input": "float32 (B, 3, H, W): RGB in [0, 1], then (x - mean) / std per channel"}
 
 
 @dataclass
@@ -184,6 +196,7 @@ def run_trial(cfg: TrialConfig, report: Report | None = None, checkpoint_dir: st
     """Train and evaluate one configuration. After each epoch, `report(metrics, checkpoint)` gets
     that epoch's metrics and, when `checkpoint_dir` is given, the folder holding a checkpoint.
     A `checkpoint_dir` that already holds one is resumed from: the trial continues where it stopped."""
+    cfg = resolve_corruption_set(cfg)  # callers resolve it first, to log what runs; a no-op then
     device = resolve_device(cfg.device)
     train, test = load_splits(cfg, device)
     steps = steps_per_epoch(cfg, len(train))
@@ -214,4 +227,5 @@ def run_trial(cfg: TrialConfig, report: Report | None = None, checkpoint_dir: st
         state.history[-1] |= clean | corrupted
         reliability |= extras
     final = {k: v for k, v in state.history[-1].items() if k.startswith(("clean/", "corrupt/", "train/"))}
-    return TrialResult(metrics=final, history=state.history, reliability=reliability)
+    return TrialResult(metrics=final, history=state.history, reliability=reliability,
+                       model=state.model.eval(), model_card=model_card(cfg, test))

@@ -2,9 +2,10 @@
 
 All 19 corruptions (the 15 of the benchmark and 4 extra) as pure functions over float batches
 (B, 3, H, W) in [0, 1] with an explicit `torch.Generator`, with the severity constants of the
-authors' generation scripts for CIFAR (32 px), Tiny ImageNet (64 px) and ImageNet (224 px); readers
-and a generator for the official corrupted test sets; and the evaluation a trial runs
-(`evaluate_corruptions`). See docs/corruptions.md.
+authors' generation scripts for CIFAR (32 px), Tiny ImageNet (64 px) and ImageNet (224 px). One job
+a module: `registry` (names, groups, tables), `cells` (one cell as the releases hold it),
+`releases` (reading the official formats), `generate` (writing them), `evaluation` (what a trial
+runs, `evaluate_corruptions`), `provision` (which set a study evaluates on). See docs/corruptions.md.
 
 Public API
 ----------
@@ -33,18 +34,16 @@ from trainables.corruptions.registry import (
     validate_severities,
     validate_table,
 )
-from trainables.corruptions.sets import (
+from trainables.corruptions.cells import cell_generator, corrupt_cell, jpeg_round_trip
+from trainables.corruptions.evaluation import (
     SOURCES,
     CorruptionSpec,
-    GenerateRequest,
-    OfficialSetNotFoundError,
-    cell_generator,
     corruption_metric_names,
     evaluate_corruptions,
-    generate_corrupted_set,
-    load_corrupted_cell,
     summarize_cells,
 )
+from trainables.corruptions.generate import GenerateRequest, generate_corrupted_set
+from trainables.corruptions.releases import OfficialSetNotFoundError, load_corrupted_cell
 from trainables.corruptions.weather import FrostImagesNotFoundError
 
 __all__ = [
@@ -60,6 +59,8 @@ __all__ = [
     "OfficialSetNotFoundError",
     "SOURCES",
     "cell_generator",
+    "corrupt_cell",
+    "jpeg_round_trip",
     "corruption_metric_names",
     "evaluate_corruptions",
     "generate_corrupted_set",

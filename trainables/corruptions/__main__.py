@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from trainables.corruptions.registry import BENCHMARK, SEVERITIES, TABLES, expand_corruptions
-from trainables.corruptions.sets import NPY_DATASETS, TREE_DATASETS, GenerateRequest, generate_corrupted_set
+from trainables.corruptions.generate import GenerateRequest, generate_corrupted_set
+from trainables.corruptions.releases import NPY_DATASETS, TREE_DATASETS
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

@@ -1,0 +1,48 @@
+"""One (corruption, severity) cell made from clean images, as the releases hold it.
+
+On-the-fly evaluation and `generate` both make their cells here, so that the sources measure the
+same thing: each cell has its own seeded random stream, and the datasets whose release is a tree of
+JPEG files (Tiny-ImageNet-C, ImageNet-C) go through the release's JPEG round trip (quality 85, as
+`make_tinyimagenet_c.py` / `make_imagenet_c.py` save them), which adds its own compression.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+from torch import Tensor
+from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
+
+from trainables.corruptions.registry import corrupt
+
+RELEASE_JPEG_QUALITY = 85  # make_tinyimagenet_c.py / make_imagenet_c.py: .save(path, quality=85)
+
+
+def cell_generator(seed: int, corruption: str, severity: int, device: torch.device | str) -> torch.Generator:
+    """The random stream of one (corruption, severity) cell: on-the-fly evaluation and `generate`
+    use the same one, so on the same device and batch size they produce the same images."""
+    digest = hashlib.sha256(repr((seed, "corruption", corruption, severity)).encode()).digest()
+    return torch.Generator(device=device).manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+
+
+def to_uint8(x: Tensor) -> Tensor:
+    """float (B, C, H, W) in [0, 1] -> uint8, rounding as the releases' scripts do."""
+    return torch.round(x * 255).to(torch.uint8)
+
+
+def jpeg_round_trip(x: Tensor, quality: int = RELEASE_JPEG_QUALITY) -> Tensor:
+    """float (B, 3, H, W) in [0, 1] -> the same images after a JPEG encode and decode at
+    `quality`, on x's device (torchvision encodes on CUDA too; its decoder takes the bytes from
+    the host)."""
+    encoded = [data.cpu() for data in encode_jpeg(list(to_uint8(x)), quality=quality)]
+    decoded = decode_jpeg(encoded, mode=ImageReadMode.RGB, device=x.device)
+    return torch.stack(decoded).float() / 255  # (B, 3, H, W)
+
+
+def corrupt_cell(x: Tensor, name: str, severity: int, generator: torch.Generator, *,
+                 table: str | None = None, jpeg: bool = False) -> Tensor:
+    """Corruption `name` at `severity` of a float batch (B, 3, H, W) in [0, 1], quantised to 8 bits,
+    then the release's JPEG round trip when `jpeg`."""
+    y = corrupt(x, name, severity, generator=generator, table=table)
+    return jpeg_round_trip(y) if jpeg else y

@@ -1,0 +1,152 @@
+"""Reading corrupted test sets in the official formats (the benchmark authors' releases, and the
+sets `generate.py` writes in the same formats).
+
+- CIFAR-10-C / CIFAR-100-C (and generated sets of any npy-format dataset): `<corruption>.npy`,
+  uint8 (5 N, H, W, 3), severity-major (rows (s-1) N .. s N - 1 are severity s, in test-set
+  order), and `labels.npy` (the N labels repeated 5 times). N is read from the files, never assumed.
+- Tiny-ImageNet-C / ImageNet-C: `<corruption>/<severity>/<wnid>/*.JPEG`; labels come from the wnid
+  folder in the clean dataset's class order (wnids.txt).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision.transforms.v2.functional as TF
+from torch import Tensor
+from torchvision.io import ImageReadMode, decode_jpeg, read_file
+
+from trainables.corruptions.registry import validate_corruptions, validate_severities
+from trainables.data import DATASET_STATS, ImageSet
+
+NPY_DATASETS = ("cifar10", "cifar100", "synthetic")  # stored as <corruption>.npy + labels.npy
+TREE_DATASETS = ("tinyimagenet", "imagenet")  # stored as <corruption>/<severity>/<wnid>/*.JPEG
+OFFICIAL = {  # dataset: (release folder name, where to get it)
+    "cifar10": ("CIFAR-10-C", "https://zenodo.org/records/2535967"),
+    "cifar100": ("CIFAR-100-C", "https://zenodo.org/records/3555552"),
+    "tinyimagenet": ("Tiny-ImageNet-C", "https://zenodo.org/records/2536630"),
+    "imagenet": ("ImageNet-C", "https://zenodo.org/records/2235448"),
+}
+
+
+class OfficialSetNotFoundError(FileNotFoundError):
+    """A corrupted test set's files are not where they were looked for."""
+
+
+def load_corrupted_cell(
+    dataset: str,
+    path: str | Path,
+    corruption: str,
+    severity: int,
+    *,
+    source: str = "official",
+    num_classes: int | None = None,
+    image_size: int | None = None,
+    device: str | torch.device = "cpu",
+    data_root: str | Path | None = None,
+) -> ImageSet:
+    """One (corruption, severity) cell of a corrupted set in the official format as an ImageSet:
+    uint8 images on `device`, labels; the first `num_classes` classes kept and images resized to
+    `image_size` as the clean loader does. Tiny ImageNet / ImageNet need `data_root` (wnids.txt)."""
+    validate_corruptions([corruption])
+    validate_severities([severity])
+    if dataset in NPY_DATASETS:
+        images, labels = _read_npy_cell(dataset, Path(path), corruption, severity, source, num_classes)
+    elif dataset in TREE_DATASETS:
+        wnids = read_wnids(data_root, num_classes)
+        images, labels = _read_tree_cell(dataset, Path(path), corruption, severity, source, wnids)
+    else:
+        raise ValueError(f"no corrupted-set format for dataset {dataset!r}; valid: "
+                         f"{', '.join(NPY_DATASETS + TREE_DATASETS)}")
+    if image_size is not None and images.shape[-1] != image_size:
+        images = TF.resize(images, [image_size, image_size], antialias=True)
+    mean, std = DATASET_STATS.get(dataset, DATASET_STATS["tinyimagenet"])
+    k = num_classes or int(labels.max()) + 1
+    return ImageSet(images.to(device), labels.to(device), tuple(f"class_{i}" for i in range(k)), mean, std)
+
+
+def _read_npy_cell(dataset: str, path: Path, corruption: str, severity: int, source: str,
+                   num_classes: int | None) -> tuple[Tensor, Tensor]:
+    folder = release_folder(dataset, path)
+    files = folder / f"{corruption}.npy", folder / "labels.npy"
+    for f in files:
+        if not f.is_file():
+            raise OfficialSetNotFoundError(missing_message(dataset, f, path, source, corruption))
+    data = np.load(files[0], mmap_mode="r")  # read only this severity's rows
+    labels = np.load(files[1], mmap_mode="r")
+    if len(labels) % 5 or len(data) != len(labels):
+        raise ValueError(f"{folder}: {len(data)} images and {len(labels)} labels; expected 5 equal "
+                         "severity blocks of both")
+    n = len(labels) // 5
+    rows = slice((severity - 1) * n, severity * n)
+    images = torch.from_numpy(np.array(data[rows])).permute(0, 3, 1, 2).contiguous()  # copies the rows
+    cell_labels = torch.from_numpy(np.asarray(labels[rows]).astype(np.int64))
+    if num_classes is not None:
+        keep = cell_labels < num_classes
+        images, cell_labels = images[keep], cell_labels[keep]
+    return images, cell_labels
+
+
+def _read_tree_cell(dataset: str, path: Path, corruption: str, severity: int, source: str,
+                    wnids: Sequence[str]) -> tuple[Tensor, Tensor]:
+    folder = release_folder(dataset, path) / corruption / str(severity)
+    if not folder.is_dir():
+        raise OfficialSetNotFoundError(missing_message(dataset, folder, path, source, corruption))
+    files: list[Path] = []
+    labels: list[int] = []
+    for label, wnid in enumerate(wnids):
+        names = sorted((folder / wnid).glob("*.JPEG"), key=_natural) if (folder / wnid).is_dir() else []
+        files += names
+        labels += [label] * len(names)
+    if not files:
+        raise OfficialSetNotFoundError(missing_message(dataset, folder, path, source, corruption)
+                                       + f"\n(no <wnid>/*.JPEG for the {len(wnids)} classes asked for)")
+    decoded = decode_jpeg([read_file(str(f)) for f in files], mode=ImageReadMode.RGB)
+    if len({im.shape for im in decoded}) > 1:
+        side = max(im.shape[-1] for im in decoded)
+        decoded = [TF.resize(im, [side, side], antialias=True) for im in decoded]
+    return torch.stack(decoded), torch.tensor(labels, dtype=torch.int64)
+
+
+def _natural(path: Path) -> list:
+    """Sort key reading digit runs as numbers: val_2 before val_10 (test-set order within a class)."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
+
+
+def read_wnids(data_root: str | Path | None, num_classes: int | None) -> list[str]:
+    """The class order of the clean Tiny ImageNet (wnids.txt under data_root or its
+    tiny-imagenet-200/ child), first num_classes."""
+    if data_root is None:
+        raise ValueError("reading a Tiny-ImageNet-C / ImageNet-C folder tree needs data_root (the clean "
+                         "dataset, whose wnids.txt fixes the class order)")
+    root = Path(data_root).expanduser()
+    for candidate in (root / "wnids.txt", root / "tiny-imagenet-200" / "wnids.txt"):
+        if candidate.is_file():
+            wnids = [w.strip() for w in candidate.read_text().splitlines() if w.strip()]
+            return wnids[:num_classes] if num_classes else wnids
+    raise FileNotFoundError(f"wnids.txt not found under {root} (nor its tiny-imagenet-200/ child)")
+
+
+def release_folder(dataset: str, path: Path) -> Path:
+    """`path` itself, or its child named like the official release (e.g. CIFAR-10-C/)."""
+    child = path.expanduser() / OFFICIAL.get(dataset, ("", ""))[0]
+    return child if OFFICIAL.get(dataset) and child.is_dir() else path.expanduser()
+
+
+def missing_message(dataset: str, missing: Path, out: Path, source: str, corruption: str = "") -> str:
+    """Where a corrupted set was looked for, where to download it, and how to generate it."""
+    name, url = OFFICIAL.get(dataset, (f"{dataset}-C", None))
+    lines = [f"{name} ({source} corrupted set): {missing} not found."]
+    if url is not None and source == "official":
+        lines.append(f"Download the official release from {url} and extract it into {out}, or "
+                     "generate it instead:")
+    else:
+        lines.append("Generate it with:")
+    only = f" --corruptions {corruption}" if source == "generated" and corruption else ""
+    lines.append(f"  python -m trainables.corruptions generate --dataset {dataset} --out {out} "
+                 f"--data-root DATA_ROOT{only}")
+    return "\n".join(lines)
