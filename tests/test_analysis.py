@@ -479,3 +479,33 @@ def test_analysis_reads_only_mlflow():
             names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
                      [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             assert not [n for n in names if n.split(".")[0] in ("trainables", "study")], path
+
+
+# --- headline and paired differences ----------------------------------------------------------------
+
+def test_report_pairs_every_configuration_with_the_baseline_by_seed(type_report):
+    """'noise + blur' (k = 3) and the baseline (k = 0) share seeds 0-2: per seed the clean error
+    differs by exactly 0.01 * 3 and the corrupted error by -0.0625, so the paired intervals are
+    points and the corrupted one is marked lower; a single-seed configuration gets no verdict."""
+    text = (type_report["out"] / "paired.md").read_text()
+    assert "Baseline: FCR + TrivAug, no mollification" in text
+    both = next(line for line in text.splitlines() if line.startswith("| noise + blur |"))
+    cells = [c.strip() for c in both.strip("|").split("|")]
+    assert cells[1] == "3"  # pairs
+    assert cells[2] == "+3.00 ± 0.00 (higher)"  # clean error
+    assert cells[3] == "-6.25 ± 0.00 (lower)"  # corrupted error
+    noise_only = next(line for line in text.splitlines() if line.startswith("| noise only |"))
+    assert "(lower)" not in noise_only and "(higher)" not in noise_only
+    assert "## Differences against the baseline, paired by seed" in type_report["index"]
+    headline = (type_report["out"] / "headline.md").read_text()
+    assert f"| noise + blur | 3 | {_expected([clean_error(3, s) for s in range(3)])} |" in headline
+
+
+def test_paired_command_compares_any_metric_against_any_configuration(store):
+    rc, out = _run_cli("paired", "--experiment", TYPE_STUDY, "--tracking-uri", store["uri"],
+                       "--baseline", "noise + blur", "--metric", "corrupt/gaussian_noise/error")
+    assert rc == 0
+    row = next(line for line in out.splitlines() if line.startswith("| FCR + TrivAug, no mollification |"))
+    assert row.endswith("| 3 | +6.25 ± 0.00 (higher) |")  # 0.3125 - (0.3125 - 0.0625), per seed
+    rc, _ = _run_cli("paired", "--experiment", TYPE_STUDY, "--tracking-uri", store["uri"], "--baseline", "nope")
+    assert rc == 1

@@ -17,11 +17,15 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
 from study.__main__ import main
 from study.spec import CONDITIONS, DefineByRun, SpecError, load_spec, parse_spec, preset_names
+from trainables.config import TrialConfig
+from trainables.models import create_model
+from trainables.tracking import MODEL_ARTIFACT
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER = dict(model="preactresnet50", epochs=300, batch_size=128, lr=0.01, momentum=0.9, weight_decay=5e-4)
@@ -43,6 +47,8 @@ def configs(name: str) -> list[dict]:
 def with_paper_setup(cfgs: list[dict]) -> None:
     for cfg in cfgs:
         assert {k: cfg[k] for k in PAPER} == PAPER
+        # The official release under data/ when there, else a set generated once per study.
+        assert (cfg["corruption_source"], cfg["corruption_path"]) == ("auto", "data")
 
 
 def test_paper_baselines_is_method_section_3_1():
@@ -69,6 +75,48 @@ def test_paper_type_amount_schedule_are_method_sections_3_2_to_3_4():
     assert len(schedule) == 30
     for cfgs in (kind, amount, schedule):
         with_paper_setup(cfgs)
+
+
+EVIDENCE_ARMS = {(False, None, True), (True, "xn", True), (True, "xb", True), (True, "xnb", True),
+                 (True, "xnb", False)}  # (mollify, roles, smooth_labels): fcr alone, xn, xb, xnb, xnb unsmoothed
+
+
+def evidence_arms(trials: list[tuple[bool, str, bool, int]]) -> dict[tuple, list[int]]:
+    """(mollify, roles, smooth_labels, seed) per trial -> {(mollify, roles when mollifying,
+    smooth_labels): seeds}."""
+    arms: dict[tuple, list[int]] = {}
+    for mollify, roles, smooth, seed in trials:
+        arms.setdefault((mollify, roles if mollify else None, smooth), []).append(seed)
+    return arms
+
+
+@pytest.mark.parametrize("name", ["evidence-cpu", "evidence-gpu"])
+def test_evidence_presets_are_five_arms_times_three_seeds(name):
+    spec = load_spec(name)
+    cfgs = [TrialConfig.from_dict(c) for c in spec.trial_configs()]
+    assert spec.algorithm == "grid" and spec.total_trials() == len(cfgs) == 15
+    arms = evidence_arms([(c.mollify, c.roles, c.smooth_labels, c.seed) for c in cfgs])
+    assert set(arms) == EVIDENCE_ARMS and all(sorted(seeds) == [0, 1, 2] for seeds in arms.values())
+    assert all((c.dataset, c.augment, c.beta, c.npow, c.bpow) == ("tinyimagenet", "fcr", 2.0, 1.0, 1.0) for c in cfgs)
+    assert all((c.corruption_source, c.corruption_path, c.corruption_table) == ("auto", "data/corrupted",
+                                                                              "tinyimagenet") for c in cfgs)
+    assert spec.objectives[0] == ("corrupt/error", "min")
+
+
+def test_evidence_cpu_is_20_classes_of_small_cnn():
+    cfgs = [TrialConfig.from_dict(c) for c in load_spec("evidence-cpu").trial_configs()]
+    assert {(c.model, c.num_classes, c.image_size) for c in cfgs} == {("smallcnn", 20, None)}
+
+
+def test_evidence_gpu_is_preactresnet18_on_all_200_classes_at_64_px():
+    spec = load_spec("evidence-gpu")
+    cfgs = [TrialConfig.from_dict(c) for c in spec.trial_configs()]
+    assert {(c.model, c.num_classes, c.image_size) for c in cfgs} == {("preactresnet18", None, None)}  # native 64 px
+    assert spec.gpus > 0
+    cfg = cfgs[0]
+    model = create_model(cfg.model, 200 + cfg.sink_class).eval()
+    with torch.no_grad():
+        assert model(torch.zeros(2, 3, 64, 64)).shape == (2, 200 + cfg.sink_class)
 
 
 def test_seeds_repeat_every_grid_point():
@@ -143,7 +191,7 @@ def test_bad_spec_fails_before_ray_starts(tmp_path, capsys):
 
 def test_unknown_preset_lists_the_presets(capsys):
     assert main(["launch", "paper-everything"]) == 2
-    assert "presets: hpo, paper-amount" in capsys.readouterr().err
+    assert "presets: evidence-cpu, evidence-gpu, hpo, paper-amount" in capsys.readouterr().err
 
 
 # --- real studies (Ray, Optuna, MLflow) ------------------------------------------------------------
@@ -256,3 +304,94 @@ def test_killed_study_resumes_without_losing_or_duplicating(tmp_path):
     assert parents[0].info.status == "FINISHED"
     trials = optuna.load_study(study_name="resumable", storage=storage).trials
     assert len(trials) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+
+
+AUTO_SPEC = {
+    "trial": {"dataset": "synthetic", "train_size": 256, "model": "smallcnn", "epochs": 1, "batch_size": 64,
+              "lr": 0.05, "limit_eval_images": 64, "limit_corrupt_images": 32, "corruption_source": "auto",
+              "corruptions": "contrast,gaussian_noise", "device": "cpu"},
+    "search": {"algorithm": "grid", "objectives": [["corrupt/error", "min"]], "grid": [{"roles": ["xn", "xb"]}]},
+    "resources": {"cpus": 1}, "max_concurrent": 2, "max_failures": 0,
+}
+
+
+def run_study(cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """Run a study command to its end; past `timeout`, kill its whole process group (the driver and
+    the Ray cluster it started) and fail with the end of its output."""
+    proc = subprocess.Popen(cmd, env=study_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"the study did not finish in {timeout:.0f} s:\n{out[-3000:]}{err[-3000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def generated_sets(root: Path) -> list[Path]:
+    """The generated sets under a corruption_path, and fail on any staging folder left there."""
+    entries = sorted((root / "generated").iterdir())
+    assert not [p.name for p in entries if p.name.startswith(".")], entries
+    return entries
+
+
+@pytest.mark.slow
+def test_auto_corrupted_set_is_made_once_before_the_trials(tmp_path):
+    """`corruption_source: auto` with no release: the launcher generates the set before Ray starts,
+    records it on the parent run, and every trial evaluates on it (its params say which)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    corrupted = tmp_path / "corrupted"
+    path = tmp_path / "auto.yaml"
+    path.write_text(yaml.safe_dump({**AUTO_SPEC, "trial": {**AUTO_SPEC["trial"], "corruption_path": str(corrupted)}}))
+    proc = run_study(study_cmd(tmp_path, "launch", str(path), "--name", "auto", "--tracking-uri", uri,
+                               "--storage", f"sqlite:///{tmp_path / 'optuna.db'}", "--no-figures"), timeout=500)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    [folder] = generated_sets(corrupted)
+    assert proc.stdout.count("generating synthetic corrupted set") == 1  # by the launcher, not by a trial
+    _, [parent], children = trial_runs(uri, "auto")
+    sets = json.loads(parent.data.tags["mollify.corruption_sets"])
+    assert sets == [{"dataset": "synthetic", "num_classes": None, "image_size": None, "source": "generated",
+                     "path": str(folder)}]
+    assert len(children) == 2 and parent.info.status == "FINISHED"
+    made_ms = (folder / "generated.json").stat().st_mtime_ns / 1e6
+    for run in children:
+        assert run.info.status == "FINISHED"
+        assert (run.data.params["corruption_source"], run.data.params["corruption_path"]) == ("generated", str(folder))
+        assert made_ms < run.info.start_time  # made before the trials, never again by them
+        assert {"corrupt/error", "corrupt/contrast/s5/error", "corrupt/gaussian_noise/s1/nll"} <= set(run.data.metrics)
+    assert sorted(r.data.params["roles"] for r in children) == ["xb", "xn"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # 15 trials, each a fresh Ray worker: minutes on 2 busy CPU cores
+def test_evidence_cpu_runs_end_to_end_at_a_tiny_size(tmp_path, tiny_imagenet_root):
+    """The evidence-cpu preset as `make evidence-cpu` launches it, shrunk: 2 real Tiny ImageNet
+    classes, one batch of training, a corrupted set generated once; 15 trials, each with its model."""
+    uri, storage = f"sqlite:///{tmp_path / 'mlflow.db'}", f"sqlite:///{tmp_path / 'optuna.db'}"
+    corrupted = tmp_path / "corrupted"
+    tiny = dict(data_root=tiny_imagenet_root, corruption_path=corrupted, num_classes=2, epochs=1,
+                limit_train_batches=1, limit_eval_images=20, limit_corrupt_images=10, corruptions="gaussian_noise",
+                severities=1, device="cpu")
+    proc = run_study(study_cmd(tmp_path, "launch", "evidence-cpu", "--tracking-uri", uri, "--storage", storage,
+                               "--no-figures", *[f"--set={k}={v}" for k, v in tiny.items()]), timeout=1500)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    client, [parent], children = trial_runs(uri, "evidence-cpu")
+    assert parent.info.status == "FINISHED" and len(children) == 15
+    [folder] = generated_sets(corrupted)
+    [found] = json.loads(parent.data.tags["mollify.corruption_sets"])
+    assert (found["dataset"], found["num_classes"], found["source"], found["path"]) == (
+        "tinyimagenet", 2, "generated", str(folder))
+    assert sorted(p.name for p in (folder / "gaussian_noise" / "1").iterdir()) == sorted(
+        (tiny_imagenet_root / "wnids.txt").read_text().split()[:2])
+    trials = []
+    for run in children:
+        assert run.info.status == "FINISHED"
+        assert "corrupt/error" in run.data.metrics and "clean/error" in run.data.metrics
+        assert (run.data.params["corruption_source"], run.data.params["corruption_path"]) == ("generated", str(folder))
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id, MODEL_ARTIFACT)}
+        assert f"{MODEL_ARTIFACT}/MLmodel" in artifacts, artifacts
+        p = run.data.params
+        trials.append((p["mollify"] == "True", p["roles"], p["smooth_labels"] == "True", int(p["seed"])))
+    arms = evidence_arms(trials)
+    assert set(arms) == EVIDENCE_ARMS and all(sorted(seeds) == [0, 1, 2] for seeds in arms.values())

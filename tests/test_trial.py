@@ -8,14 +8,20 @@ import sys
 import time
 from pathlib import Path
 
+import mlflow
+import mlflow.pytorch
 import pytest
 import torch
 import yaml
+from mlflow.models import Model
 from mlflow.tracking import MlflowClient
 
 from trainables.__main__ import main
 from trainables.config import TrialConfig
-from trainables.train import CHECKPOINT_FILE, run_trial
+from trainables.evaluate import classification_metrics, predict_logits
+from trainables.pipeline import normalize, to_unit
+from trainables.tracking import MODEL_ARTIFACT, MlflowTrialLogger
+from trainables.train import CHECKPOINT_FILE, load_test_split, run_trial
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK = dict(dataset="synthetic", model="smallcnn", train_size=1024, batch_size=64, lr=0.05,
@@ -109,6 +115,59 @@ def test_cli_logs_a_trial_into_a_sqlite_mlflow_store(tmp_path, capsys):
     stored = yaml.safe_load(Path(client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path))).read_text())
     assert stored["beta"] == 4.0
     assert "clean/error" in capsys.readouterr().out
+
+
+@pytest.fixture
+def mlflow_store(tmp_path, monkeypatch):
+    """A SQLite store in tmp_path as MLflow's process-wide tracking URI (what `runs:/` model URIs
+    resolve against), restored afterwards; sys.path too, which load_model prepends the model's code to."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    previous = mlflow.get_tracking_uri()
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    mlflow.set_tracking_uri(previous)
+
+
+def test_logged_model_predicts_as_the_trained_network(mlflow_store):
+    cfg = TrialConfig(**QUICK, epochs=1, limit_train_batches=4)
+    logger = MlflowTrialLogger(cfg, experiment="models", tracking_uri=mlflow_store)
+    result = run_trial(cfg, report=logger.report)
+    logger.finish(result)
+    uri = f"runs:/{logger.run_id}/{MODEL_ARTIFACT}"
+    loaded = mlflow.pytorch.load_model(uri)
+    assert loaded is not result.model and not loaded.training
+    test = load_test_split(cfg, torch.device("cpu"))
+    x = normalize(to_unit(test.images[:100]), test.mean, test.std)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), result.model(x))  # the final weights, bit for bit on the CPU
+    card = Model.load(uri).metadata
+    assert card["classes"] == list(test.class_names) and len(card["classes"]) == 10
+    assert card["image_size"] == [32, 32] and card["outputs"] == 10 + cfg.sink_class
+    assert card["mean"] == list(test.mean) and card["std"] == list(test.std)
+
+
+def test_cli_trial_keeps_its_model_in_mlflow(mlflow_store, tmp_path):
+    """`python -m trainables run` logs model/, and the loaded network reproduces the run's logged
+    clean metrics on the clean test split."""
+    overrides = {**QUICK, "epochs": 1, "limit_train_batches": 4}
+    code = main(["run", "--experiment", "cli-model", "--tracking-uri", mlflow_store,
+                 *[f"--set={k}={v}" for k, v in overrides.items()]])
+    assert code == 0
+    client = MlflowClient(mlflow_store)
+    [run] = client.search_runs([client.get_experiment_by_name("cli-model").experiment_id])
+    assert MODEL_ARTIFACT in {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert "MLmodel" in {Path(a.path).name for a in client.list_artifacts(run.info.run_id, MODEL_ARTIFACT)}
+    loaded = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/{MODEL_ARTIFACT}")
+    cfg = TrialConfig.from_dict(overrides)
+    test = load_test_split(cfg, torch.device("cpu"))
+    logits = predict_logits(loaded, test.images, test.mean, test.std, num_classes=test.num_classes,
+                            batch_size=cfg.eval_batch_size, precision="fp32")
+    metrics = classification_metrics(logits, test.labels)
+    assert metrics["error"] == pytest.approx(run.data.metrics["clean/error"], abs=1e-12)
+    assert metrics["nll"] == pytest.approx(run.data.metrics["clean/nll"], rel=1e-6)
+    card = Model.load(f"runs:/{run.info.run_id}/{MODEL_ARTIFACT}").metadata
+    assert (card["dataset"], card["model"], card["num_classes"]) == ("synthetic", "smallcnn", 10)
 
 
 def test_cli_bad_config_fails_before_any_work(tmp_path, capsys):

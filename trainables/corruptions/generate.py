@@ -31,6 +31,7 @@ class GenerateRequest:
     corruptions: tuple[str, ...] = BENCHMARK
     severities: tuple[int, ...] = SEVERITIES
     seed: int = 0
+    data_seed: int = 0  # synthetic only: the seed its clean test split is drawn with
     num_classes: int | None = None
     image_size: int | None = None
     table: str | None = None
@@ -48,7 +49,7 @@ def generate_corrupted_set(req: GenerateRequest) -> Path:
         raise ValueError(f"cannot generate for dataset {req.dataset!r}; valid: "
                          f"{', '.join(NPY_DATASETS + TREE_DATASETS)}")
     test = load_dataset(req.dataset, req.data_root, "test", num_classes=req.num_classes,
-                        image_size=req.image_size, device=req.device)
+                        image_size=req.image_size, device=req.device, seed=req.data_seed)
     out = req.out.expanduser()
     out.mkdir(parents=True, exist_ok=True)
     if req.dataset in NPY_DATASETS:

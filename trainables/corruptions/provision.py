@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 MANIFEST = "generated.json"
 GENERATED_SEED = 0  # one fixed set for every trial, as a release is
 GENERATED_DIR = "generated"
+SEEDED_DATASETS = ("synthetic",)  # a different clean test set for every trial seed
 
 
 @dataclass(frozen=True)
@@ -59,12 +60,14 @@ class SetRequest:
     image_size: int | None = None
     table: str | None = None
     device: str = "cpu"
+    data_seed: int = 0  # synthetic only: its clean test split (classes and images) follows the trial's seed
 
     def key(self) -> str:
         """The generated set's folder name: what changes its images."""
         classes = f"{self.num_classes}classes" if self.num_classes else "allclasses"
         size = f"{self.image_size}px" if self.image_size else "native"
-        return f"{self.dataset}-{classes}-{size}-{self.table or 'table-by-size'}-seed{GENERATED_SEED}"
+        data = f"-data{self.data_seed}" if self.dataset in SEEDED_DATASETS else ""
+        return f"{self.dataset}{data}-{classes}-{size}-{self.table or 'table-by-size'}-seed{GENERATED_SEED}"
 
 
 def provide(req: SetRequest, progress: Callable[[str], None] = print) -> CorruptedSet:
@@ -111,10 +114,11 @@ def make(folder: Path, req: SetRequest, progress: Callable[[str], None]) -> None
     try:
         generate_corrupted_set(GenerateRequest(
             dataset=req.dataset, out=staging, data_root=req.data_root, corruptions=corruptions,
-            severities=severities, seed=GENERATED_SEED, num_classes=req.num_classes,
+            severities=severities, seed=GENERATED_SEED, data_seed=req.data_seed, num_classes=req.num_classes,
             image_size=req.image_size, table=req.table, device=req.device, progress=progress))
         manifest = {"dataset": req.dataset, "num_classes": req.num_classes, "image_size": req.image_size,
-                    "table": req.table, "seed": GENERATED_SEED, "corruptions": list(corruptions),
+                    "table": req.table, "seed": GENERATED_SEED, "data_seed": req.data_seed,
+                    "corruptions": list(corruptions),
                     "severities": list(severities), "data_root": str(req.data_root.resolve())}
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
         _swap_in(staging, folder)
@@ -147,7 +151,8 @@ def resolve_corruption_set(cfg: "TrialConfig", progress: Callable[[str], None] =
     req = SetRequest(dataset=cfg.dataset, root=Path(cfg.corruption_path).expanduser(),
                      data_root=Path(cfg.data_root).expanduser(), corruptions=corruptions,
                      severities=severities, num_classes=cfg.num_classes, image_size=cfg.image_size,
-                     table=cfg.corruption_table, device=_device(cfg.device))
+                     table=cfg.corruption_table, device=_device(cfg.device),
+                     data_seed=cfg.seed if cfg.dataset in SEEDED_DATASETS else 0)
     found = provide(req, progress)
     return cfg.replace(corruption_source=found.source, corruption_path=found.path)
 

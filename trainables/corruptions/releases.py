@@ -5,7 +5,8 @@ sets `generate.py` writes in the same formats).
   uint8 (5 N, H, W, 3), severity-major (rows (s-1) N .. s N - 1 are severity s, in test-set
   order), and `labels.npy` (the N labels repeated 5 times). N is read from the files, never assumed.
 - Tiny-ImageNet-C / ImageNet-C: `<corruption>/<severity>/<wnid>/*.JPEG`; labels come from the wnid
-  folder in the clean dataset's class order (wnids.txt).
+  folder in the clean dataset's class order (wnids.txt); images are read in the order of the
+  numbers in their file names (val_<i>), which is the clean test split's order.
 """
 
 from __future__ import annotations
@@ -96,12 +97,13 @@ def _read_tree_cell(dataset: str, path: Path, corruption: str, severity: int, so
     folder = release_folder(dataset, path) / corruption / str(severity)
     if not folder.is_dir():
         raise OfficialSetNotFoundError(missing_message(dataset, folder, path, source, corruption))
-    files: list[Path] = []
-    labels: list[int] = []
+    entries: list[tuple[Path, int]] = []
     for label, wnid in enumerate(wnids):
-        names = sorted((folder / wnid).glob("*.JPEG"), key=_natural) if (folder / wnid).is_dir() else []
-        files += names
-        labels += [label] * len(names)
+        entries += [(f, label) for f in (folder / wnid).glob("*.JPEG")] if (folder / wnid).is_dir() else []
+    # val_<i> across all classes, as the clean test split (val_annotations.txt) orders them, so that a
+    # limited test set (limit_corrupt_images) and its cell hold the same images in the same batches.
+    entries.sort(key=lambda entry: _natural(entry[0]))
+    files, labels = [f for f, _ in entries], [label for _, label in entries]
     if not files:
         raise OfficialSetNotFoundError(missing_message(dataset, folder, path, source, corruption)
                                        + f"\n(no <wnid>/*.JPEG for the {len(wnids)} classes asked for)")
@@ -113,7 +115,7 @@ def _read_tree_cell(dataset: str, path: Path, corruption: str, severity: int, so
 
 
 def _natural(path: Path) -> list:
-    """Sort key reading digit runs as numbers: val_2 before val_10 (test-set order within a class)."""
+    """Sort key reading digit runs as numbers: val_2 before val_10 (the test-set order)."""
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
 
 
