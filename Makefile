@@ -40,8 +40,8 @@ trial: $(STAMP)
 
 $(TINY)/wnids.txt:
 	@test -d $(SHARED_TINY) || { echo "no $(SHARED_TINY): get https://cs231n.stanford.edu/tiny-imagenet-200.zip and unzip it into data/"; exit 1; }
-	mkdir -p $(TINY)
-	for f in $(SHARED_TINY)/*.tar.gz; do tar -xzf $$f -C $(TINY); done
+	mkdir -p $(dir $(TINY))
+	for f in $(SHARED_TINY)/*.tar.gz; do tar -xzf $$f -C $(dir $(TINY)); done  # each holds tiny-imagenet-200/...
 
 tiny-imagenet: $(TINY)/wnids.txt
 
