@@ -210,7 +210,8 @@ def test_auto_picks_an_official_npy_release(tmp_path: Path) -> None:
 def test_auto_generates_when_the_release_lacks_a_cell(tmp_path: Path) -> None:
     write_npy_release(tmp_path, ["contrast"], side=16)  # gaussian_noise.npy missing
     cfg, lines = resolve(auto_config(tmp_path))
-    assert cfg.corruption_source == "generated" and Path(cfg.corruption_path).parent == (tmp_path / "generated").resolve()
+    assert cfg.corruption_source == "generated"
+    assert Path(cfg.corruption_path).parent == (tmp_path / "generated").resolve()
     assert any("generating" in line for line in lines)
 
 
