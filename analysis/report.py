@@ -13,7 +13,7 @@ from typing import Callable, Mapping, Sequence
 
 import pandas as pd
 
-from analysis import mlflow_io, plots, tables
+from analysis import mlflow_io, paired, plots, tables
 from analysis.benchmark import CORRUPT_ERROR, CORRUPTION_GROUPS, group_metric
 from analysis.configs import colour_map, describe, varying_params, with_configurations
 from analysis.mlflow_io import Reliability, StudyInfo
@@ -98,6 +98,25 @@ def _table_section(ctx: _Context) -> None:
     ctx.report.files += [out / "table1.md", out / "table1.csv", out / "table1.tex"]
     ctx.report.lines += ["## Table 1: error per corruption", "", markdown,
                          "[Markdown](table1.md), [CSV](table1.csv), [LaTeX](table1.tex)", ""]
+
+
+def _headline_section(ctx: _Context) -> None:
+    out = ctx.report.out_dir
+    markdown = paired.headline_markdown(paired.headline_table(ctx.runs))
+    (out / "headline.md").write_text(markdown)
+    ctx.report.files.append(out / "headline.md")
+    ctx.report.lines += ["## Headline metrics: clean, corrupted, per group", "", markdown]
+    baseline = paired.find_baseline(ctx.table)
+    if baseline is None:
+        return ctx.skip("Paired differences", "the study has no single configuration without "
+                        "mollification to compare against")
+    diffs = paired.paired_differences(ctx.runs, baseline)
+    if diffs.empty or diffs.xs("n", axis=1, level="stat").to_numpy().max() < 2:
+        return ctx.skip("Paired differences", "fewer than 2 seeds shared with the baseline")
+    text = paired.differences_markdown(diffs, baseline)
+    (out / "paired.md").write_text(text)
+    ctx.report.files.append(out / "paired.md")
+    ctx.report.lines += ["## Differences against the baseline, paired by seed", "", text]
 
 
 def _severity_section(ctx: _Context) -> None:
@@ -240,7 +259,7 @@ def _pareto_part(ctx: _Context, trials: pd.DataFrame) -> None:
                          for _, r in front.iterrows()] + [""]
 
 
-SECTIONS = (_table_section, _severity_section, _ablation_section, _reliability_section,
+SECTIONS = (_table_section, _headline_section, _severity_section, _ablation_section, _reliability_section,
             _optuna_section)
 
 

@@ -45,9 +45,18 @@ def _seeds(table: pd.DataFrame) -> pd.Series:
 
 
 def _best(table: pd.DataFrame, metric: str) -> float:
-    """The lowest mean of the column when there is something to compare, else NaN."""
-    means = table[(metric, "mean")]
-    return means.min() if means.notna().sum() >= 2 else math.nan
+    """The lowest mean of the column where the data support calling it lowest: its 95% interval
+    lies wholly below every other row's; else NaN (nothing is bold). One seed has no interval, so
+    a single-seed study bolds nothing."""
+    means, halves = table[(metric, "mean")], table[(metric, "half")]
+    if means.notna().sum() < 2:
+        return math.nan
+    best = means.idxmin()
+    others = means.drop(best).dropna()
+    top = means[best] + halves[best]
+    if not math.isfinite(top) or not (others - halves.drop(best)[others.index] > top).all():
+        return math.nan
+    return means[best]
 
 
 def _cells(table: pd.DataFrame, bold: str, pm: str) -> list[list[str]]:
@@ -63,7 +72,7 @@ def _cells(table: pd.DataFrame, bold: str, pm: str) -> list[list[str]]:
 
 
 def to_markdown(table: pd.DataFrame) -> str:
-    """Markdown table; the best (lowest) mean of each column in bold."""
+    """Markdown table; in bold, a column's lowest mean whose 95% interval lies apart from all others."""
     head = ["configuration", "seeds", *(heading for _, heading, _, _ in COLUMNS)]
     lines = ["| " + " | ".join(head) + " |", "| --- | " + " | ".join("---:" for _ in head[1:]) + " |"]
     for (config, seeds), cells in zip(_seeds(table).items(), _cells(table, "**%s**", " ± ")):
@@ -71,7 +80,8 @@ def to_markdown(table: pd.DataFrame) -> str:
     groups = "; ".join(f"{g}: {', '.join(SHORT_NAMES[c] for c in names)}"
                        for g, names in CORRUPTION_GROUPS.items())
     note = (f"Error (%), mean ± 95% t-interval half-width over seeds (no interval for one seed); "
-            f"mean = plain mean over all corruption x severity cells. Groups: {groups}.")
+            f"mean = plain mean over all corruption x severity cells. Bold: the lowest mean of a column "
+            f"where its interval lies below every other row's interval. Groups: {groups}.")
     return "\n".join(lines) + "\n\n" + note + "\n"
 
 

@@ -43,6 +43,8 @@ def configs(name: str) -> list[dict]:
 def with_paper_setup(cfgs: list[dict]) -> None:
     for cfg in cfgs:
         assert {k: cfg[k] for k in PAPER} == PAPER
+        # The official release under data/ when there, else a set generated once per study.
+        assert (cfg["corruption_source"], cfg["corruption_path"]) == ("auto", "data")
 
 
 def test_paper_baselines_is_method_section_3_1():
@@ -143,7 +145,7 @@ def test_bad_spec_fails_before_ray_starts(tmp_path, capsys):
 
 def test_unknown_preset_lists_the_presets(capsys):
     assert main(["launch", "paper-everything"]) == 2
-    assert "presets: hpo, paper-amount" in capsys.readouterr().err
+    assert "presets: evidence-cpu, evidence-gpu, hpo, paper-amount" in capsys.readouterr().err
 
 
 # --- real studies (Ray, Optuna, MLflow) ------------------------------------------------------------

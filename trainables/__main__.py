@@ -1,16 +1,25 @@
-"""`python -m trainables run --config FILE.yaml [--set key=value ...]`: one trial, without Ray:
-train, evaluate, log to MLflow, print a short summary."""
+"""One trial, without Ray, and the re-evaluation of a trained one.
+
+    python -m trainables run --config FILE.yaml [--set key=value ...]
+        train, evaluate, log to MLflow (the final network too), print a short summary
+    python -m trainables evaluate --run-id ID [--corruption-source official|generated|on_the_fly|auto]
+                                  [--corruption-path DIR] [--data-root DIR] [--name NAME]
+        evaluate a logged model on another clean/corrupted set; results go into its run as eval/<set>/...
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
 from trainables.config import ConfigError, TrialConfig, parse_overrides
+from trainables.corruptions import OfficialSetNotFoundError
 from trainables.corruptions.provision import resolve_corruption_set
 from trainables.data import DatasetNotFoundError
+from trainables.reevaluate import EVAL_PREFIX, EvaluateError, EvaluateRequest, evaluate_logged_model
 from trainables.tracking import DEFAULT_EXPERIMENT, MlflowTrialLogger
 from trainables.train import TrialResult, has_checkpoint, run_trial
 
@@ -32,6 +41,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     run.add_argument("--run-name", help="MLflow run name")
     run.add_argument("--checkpoint-dir", type=Path, help="save a checkpoint there after every epoch; "
                      "if it already holds one, continue that trial (and its MLflow run)")
+    again = commands.add_parser("evaluate", help="evaluate a logged model on another clean/corrupted set")
+    again.add_argument("--run-id", required=True, help="the trial's MLflow run")
+    again.add_argument("--tracking-uri", help="MLflow tracking URI (default as for run)")
+    again.add_argument("--corruption-source", choices=("official", "generated", "on_the_fly", "auto", "none"),
+                       help="the corrupted set (default: the trial's own)")
+    again.add_argument("--corruption-path", help="its folder (official / generated; auto: where to look)")
+    again.add_argument("--data-root", help="another clean set in the dataset's layout (default: the trial's)")
+    again.add_argument("--name", help="the set's name in the metric prefix eval/<name>/ (default: from the "
+                       "source and folders)")
+    again.add_argument("--device", default="auto")
     return parser.parse_args(argv)
 
 
@@ -86,11 +105,25 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def evaluate(args: argparse.Namespace) -> int:
+    request = EvaluateRequest(run_id=args.run_id, tracking_uri=args.tracking_uri,
+                              corruption_source=args.corruption_source, corruption_path=args.corruption_path,
+                              data_root=args.data_root, name=args.name, device=args.device)
+    name, metrics = evaluate_logged_model(request)
+    prefix = f"{EVAL_PREFIX}/{name}/"
+    print(f"run {args.run_id}: {len(metrics)} metrics logged under {prefix}")
+    for key in SUMMARY_KEYS:
+        if prefix + key in metrics:
+            print(f"  {prefix + key:<40} {metrics[prefix + key]:.4f}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per file otherwise
     try:
-        return run(args)
-    except (ConfigError, DatasetNotFoundError) as err:
+        return run(args) if args.command == "run" else evaluate(args)
+    except (ConfigError, DatasetNotFoundError, EvaluateError, OfficialSetNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -96,12 +96,17 @@ def has_checkpoint(folder: Path | None) -> bool:
 # --- setup -----------------------------------------------------------------------------------------
 
 def load_splits(cfg: TrialConfig, device: torch.device) -> tuple[ImageSet, ImageSet]:
-    def load(split: str, size: int | None) -> ImageSet:
-        return load_dataset(cfg.dataset, cfg.data_root, split, num_classes=cfg.num_classes,
-                            image_size=cfg.image_size, device=device, seed=cfg.seed, synthetic_size=size)
+    train = load_dataset(cfg.dataset, cfg.data_root, "train", num_classes=cfg.num_classes,
+                         image_size=cfg.image_size, device=device, seed=cfg.seed, synthetic_size=cfg.train_size)
+    return train, load_test_split(cfg, device)
 
-    train, test = load("train", cfg.train_size), load("test", None)
-    return train, first(test, cfg.limit_eval_images)
+
+def load_test_split(cfg: TrialConfig, device: torch.device, image_size: int | None = None) -> ImageSet:
+    """The clean test split the trial evaluates on (its first `limit_eval_images`), resized to
+    `image_size` (default: the config's)."""
+    test = load_dataset(cfg.dataset, cfg.data_root, "test", num_classes=cfg.num_classes,
+                        image_size=image_size or cfg.image_size, device=device, seed=cfg.seed)
+    return first(test, cfg.limit_eval_images)
 
 
 def first(images: ImageSet, n: int | None) -> ImageSet:

@@ -33,11 +33,11 @@ def to_uint8(x: Tensor) -> Tensor:
 
 def jpeg_round_trip(x: Tensor, quality: int = RELEASE_JPEG_QUALITY) -> Tensor:
     """float (B, 3, H, W) in [0, 1] -> the same images after a JPEG encode and decode at
-    `quality`, on x's device (torchvision encodes on CUDA too; its decoder takes the bytes from
-    the host)."""
-    encoded = [data.cpu() for data in encode_jpeg(list(to_uint8(x)), quality=quality)]
-    decoded = decode_jpeg(encoded, mode=ImageReadMode.RGB, device=x.device)
-    return torch.stack(decoded).float() / 255  # (B, 3, H, W)
+    `quality`. Always libjpeg on the CPU, whatever x's device: nvjpeg on CUDA gives other pixels
+    than the files `generate` writes and the releases hold (evaluation only, not the training step)."""
+    encoded = encode_jpeg(list(to_uint8(x).cpu()), quality=quality)
+    decoded = decode_jpeg(encoded, mode=ImageReadMode.RGB)
+    return (torch.stack(decoded).float() / 255).to(x.device)  # (B, 3, H, W)
 
 
 def corrupt_cell(x: Tensor, name: str, severity: int, generator: torch.Generator, *,

@@ -1,0 +1,138 @@
+"""Headline metrics per configuration, and differences against a baseline paired by seed.
+
+Every configuration of a seeded grid is trained with the same seeds, so configuration c and the
+baseline b trained with seed s share the initialisation, the batch order and the evaluated images:
+the per-seed difference d_s = m(c, s) - m(b, s) removes that shared variation, and the 95% t
+interval of the mean of d_s is what says whether c differs from b. The intervals of the two means
+side by side do not say it (they overlap even where every seed moves the same way).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import pandas as pd
+
+from analysis.benchmark import CLEAN_ERROR, CORRUPT_ERROR, CORRUPTION_GROUPS, group_metric
+from analysis.stats import mean_ci
+from analysis.tables import DASH, format_cell
+
+# (heading, metric, scale): errors and ECE in %, NLL in nats.
+HEADLINE: tuple[tuple[str, str, float], ...] = (
+    ("clean error", CLEAN_ERROR, 100.0),
+    ("corrupted error", CORRUPT_ERROR, 100.0),
+    *((f"{group} error", group_metric(group), 100.0) for group in CORRUPTION_GROUPS),
+    ("clean NLL", "clean/nll", 1.0),
+    ("corrupted NLL", "corrupt/nll", 1.0),
+    ("clean ECE", "clean/ece", 100.0),
+    ("corrupted ECE", "corrupt/ece", 100.0),
+)
+
+
+def find_baseline(table: pd.DataFrame) -> str | None:
+    """The configuration without mollification, when the study has exactly one."""
+    if "mollify" not in table:
+        return None
+    plain = [label for label, on in table["mollify"].items() if on is False or str(on) == "False"]
+    return plain[0] if len(plain) == 1 else None
+
+
+def paired_differences(runs: pd.DataFrame, baseline: str, columns: Sequence[tuple[str, str, float]] = HEADLINE,
+                       by: str = "config") -> pd.DataFrame:
+    """For each configuration other than `baseline`: per metric, the mean over shared seeds of
+    (configuration - baseline), its 95% half-width and the number of pairs. Columns: a MultiIndex
+    (heading, mean|half|n), in the units of `columns`' scale."""
+    base = runs[runs[by] == baseline].drop_duplicates("seed").set_index("seed")
+    out = {}
+    for config, group in runs[runs[by] != baseline].groupby(by, sort=False):
+        group = group.drop_duplicates("seed").set_index("seed")
+        seeds = group.index.intersection(base.index)
+        row = {}
+        for heading, metric, scale in columns:
+            if metric in runs:
+                diffs = (group.loc[seeds, metric] - base.loc[seeds, metric]) * scale
+                mean, half, n = mean_ci(diffs)
+            else:
+                mean, half, n = math.nan, math.nan, 0
+            row.update({(heading, "mean"): mean, (heading, "half"): half, (heading, "n"): n})
+        out[config] = row
+    frame = pd.DataFrame.from_dict(out, orient="index")
+    frame.columns = pd.MultiIndex.from_tuples(frame.columns, names=["metric", "stat"])
+    frame.index.name = by
+    return frame
+
+
+def verdict(mean: float, half: float, n: int) -> str:
+    """Lower / higher where the 95% interval of the paired difference excludes 0, else 'no
+    detectable difference'; fewer than 2 pairs give no interval and no verdict."""
+    if n < 2 or not math.isfinite(half):
+        return "n/a"
+    if mean + half < 0:
+        return "lower"
+    if mean - half > 0:
+        return "higher"
+    return "no detectable difference"
+
+
+def _signed(mean: float, half: float, n: int, digits: int) -> str:
+    if not math.isfinite(mean):
+        return DASH
+    text = f"{mean:+.{digits}f}"
+    return f"{text} ± {half:.{digits}f}" if n >= 2 and math.isfinite(half) else text
+
+
+def differences_markdown(diffs: pd.DataFrame, baseline: str,
+                         columns: Sequence[tuple[str, str, float]] = HEADLINE) -> str:
+    """The paired differences as Markdown; a cell is `difference ± half-width`, marked with
+    (lower) / (higher) only where the 95% interval excludes zero."""
+    headings = [h for h, *_ in columns]
+    lines = ["| configuration − baseline | pairs | " + " | ".join(headings) + " |",
+             "| --- | ---: | " + " | ".join("---:" for _ in headings) + " |"]
+    for config, row in diffs.iterrows():
+        cells = []
+        for heading, metric, scale in columns:
+            mean, half, n = row[(heading, "mean")], row[(heading, "half")], int(row[(heading, "n")])
+            digits = 2 if scale == 100.0 else 3
+            mark = verdict(mean, half, n)
+            cells.append(_signed(mean, half, n, digits) + (f" ({mark})" if mark in ("lower", "higher") else ""))
+        pairs = int(max(row[(h, "n")] for h in headings))
+        lines.append(f"| {config.replace('|', '/')} | {pairs} | " + " | ".join(cells) + " |")
+    note = (f"Baseline: {baseline}. Per seed, the configuration's value minus the baseline's with the "
+            "same seed; mean ± 95% t-interval half-width over the seeds. Errors and ECE in percentage "
+            "points, NLL in nats. (lower)/(higher): the interval excludes 0; unmarked: no difference "
+            "this many seeds can detect.")
+    return "\n".join(lines) + "\n\n" + note + "\n"
+
+
+def headline_table(runs: pd.DataFrame, columns: Sequence[tuple[str, str, float]] = HEADLINE,
+                   by: str = "config") -> pd.DataFrame:
+    """Mean, 95% half-width and n over seeds of each headline metric per configuration."""
+    out = {}
+    for config, group in runs.groupby(by, sort=False):
+        row = {}
+        for heading, metric, scale in columns:
+            mean, half, n = mean_ci(group[metric] * scale if metric in group else [])
+            row.update({(heading, "mean"): mean, (heading, "half"): half, (heading, "n"): n})
+        out[config] = row
+    frame = pd.DataFrame.from_dict(out, orient="index")
+    frame.columns = pd.MultiIndex.from_tuples(frame.columns, names=["metric", "stat"])
+    frame.index.name = by
+    return frame
+
+
+def headline_markdown(table: pd.DataFrame, columns: Sequence[tuple[str, str, float]] = HEADLINE) -> str:
+    headings = [h for h, *_ in columns]
+    lines = ["| configuration | seeds | " + " | ".join(headings) + " |",
+             "| --- | ---: | " + " | ".join("---:" for _ in headings) + " |"]
+    for config, row in table.iterrows():
+        cells = []
+        for heading, _, scale in columns:
+            cells.append(format_cell(row[(heading, "mean")], row[(heading, "half")], int(row[(heading, "n")]),
+                                     digits=2 if scale == 100.0 else 3))
+        seeds = int(max(row[(h, "n")] for h in headings))
+        lines.append(f"| {config.replace('|', '/')} | {seeds} | " + " | ".join(cells) + " |")
+    note = ("Mean ± 95% t-interval half-width over seeds. Errors and ECE in %, NLL in nats; "
+            "corrupted = the plain mean over the 15 x 5 corruption x severity cells; groups as in "
+            "METHOD.md section 4.")
+    return "\n".join(lines) + "\n\n" + note + "\n"
