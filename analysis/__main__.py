@@ -33,7 +33,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          help="attach the folder to the study's parent run under figures/")
     figures.add_argument("--max-configs", type=int, default=10,
                          help="most configurations drawn in line and reliability plots (the best "
-                         "by corrupted error); tables list all (default 10)")
+                         "by the study's objective); tables list all (default 10)")
     pairs = commands.add_parser("paired", help="differences from one configuration, paired by seed (Markdown)")
     pairs.add_argument("--experiment", required=True)
     pairs.add_argument("--baseline", required=True, help="the configuration's label, e.g. 'FCR, no mollification'")

@@ -3,9 +3,10 @@ parent run, the trials' reliability artifacts, and attaching a report to the par
 else in `analysis` is a pure function of what these return.
 
 The conventions read here (written by `trainables` and `study`): one experiment per study; one
-parent run tagged `mollify.kind=study`; one child run per trial tagged `mollify.kind=trial`,
-`mlflow.parentRunId`, `mollify.trial_number`, `mollify.seed`; params = the flattened trial config
-as strings; metrics logged per epoch (the latest value is the final one); reliability bins as
+parent run tagged `mollify.kind=study` (and `mollify.search`, `mollify.objectives`,
+`mollify.select_on_test`); one child run per trial tagged `mollify.kind=trial`,
+`mlflow.parentRunId`, `mollify.trial_number`, `mollify.seed` (and `mollify.stopped_early` when the
+scheduler stopped it, status KILLED); params = the flattened trial config as strings; metrics logged per epoch (the latest value is the final one); reliability bins as
 `reliability/<set>.json` artifacts.
 """
 
@@ -27,7 +28,8 @@ from mlflow.tracking import MlflowClient
 DEFAULT_DB = "mlflow.db"
 PARENT_TAG = "mlflow.parentRunId"
 KIND_TAG = "mollify.kind"
-META_COLUMNS = ("run_id", "status", "study", "trial_number", "seed", "start_time")
+META_COLUMNS = ("run_id", "status", "stopped_early", "study", "trial_number", "seed", "start_time")
+STOPPED_EARLY_TAG = "mollify.stopped_early"
 METRIC_PREFIX = "metrics."  # for metric names without a '/', which could clash with a param (`lr`)
 PAGE_SIZE = 1000
 RELIABILITY_DIR = "reliability"
@@ -107,6 +109,7 @@ def _row(run: Run, experiment: str) -> dict[str, Any]:
     row.update(
         run_id=run.info.run_id,
         status=run.info.status,
+        stopped_early=tags.get(STOPPED_EARLY_TAG) == "true",
         study=tags.get("mollify.study", experiment),
         trial_number=_int_or_none(tags.get("mollify.trial_number")),
         seed=seed if seed is not None else _int_or_none(tags.get("mollify.seed")),
@@ -127,7 +130,8 @@ def load_runs(experiment: str, tracking_uri: str | None = None) -> pd.DataFrame:
     which; analysis keeps FINISHED ones). Parent runs (tagged `mollify.kind=study`, or named by
     another run's `mlflow.parentRunId`) are left out.
 
-    Columns: run_id, status, study, trial_number, seed, start_time; then one per config param,
+    Columns: run_id, status, stopped_early (the scheduler stopped the trial), study, trial_number,
+    seed, start_time; then one per config param,
     typed back from MLflow's strings (see `parse_param`; a param a run lacks is missing, NaN);
     then one per metric holding its last logged value, named as logged (`clean/error`,
     `corrupt/gaussian_noise/s3/ece`, ...). Metric names without a '/' (only `lr`) become
@@ -156,6 +160,7 @@ class StudyInfo:
     objectives: tuple[tuple[str, str], ...] = ()  # (metric, "min" | "max")
     search_space: dict[str, dict[str, Any]] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
+    select_on_test: bool = False  # the search or early stopping optimised test metrics, knowingly
 
 
 def _json_tag(tags: Mapping[str, str], key: str, default: Any) -> Any:
@@ -186,6 +191,7 @@ def load_study_info(experiment: str, tracking_uri: str | None = None) -> StudyIn
         objectives=tuple((str(m), str(d)) for m, d in _json_tag(tags, "mollify.objectives", [])),
         search_space=_json_tag(tags, "mollify.search_space", {}),
         tags=tags,
+        select_on_test=tags.get("mollify.select_on_test") == "true",
     )
 
 

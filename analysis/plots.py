@@ -29,7 +29,12 @@ METRIC_WORDS = {"clean/error": "clean error", "corrupt/error": "corrupted error"
                 "clean/ece": "clean ECE", "corrupt/ece": "corrupted ECE",
                 "clean/nll": "clean NLL", "corrupt/nll": "corrupted NLL",
                 "clean/ece_batch100": "clean ECE (batches of 100)",
-                "corrupt/ece_batch100": "corrupted ECE (batches of 100)"}
+                "corrupt/ece_batch100": "corrupted ECE (batches of 100)",
+                "valid/error": "validation error", "valid/corrupt/error": "validation corrupted error",
+                "valid/ece": "validation ECE", "valid/corrupt/ece": "validation corrupted ECE",
+                "valid/nll": "validation NLL", "valid/corrupt/nll": "validation corrupted NLL",
+                "valid/ece_batch100": "validation ECE (batches of 100)",
+                "valid/corrupt/ece_batch100": "validation corrupted ECE (batches of 100)"}
 PERCENT_METRICS = ("error", "ece", "ece_batch100")
 
 

@@ -1,6 +1,8 @@
 """The study report: Table 1, severity curves, ablation panels, reliability diagrams and, for
 Optuna studies, the optimisation history, parameter importances and the Pareto front, written into
-one folder with an `index.md` that links them. `write_report` is a pure function of the runs frame,
+one folder with an `index.md` that links them. "Best" means best by what the study searched (its
+parent run's `mollify.objectives`, validation metrics for an honest search), while the tables
+report test metrics: the test figures of what was selected (METHOD.md section 6). `write_report` is a pure function of the runs frame,
 the study's parent-run info and the reliability bins; `make_figures` reads those from MLflow first
 (and can attach the folder to the parent run)."""
 
@@ -14,7 +16,7 @@ from typing import Callable, Mapping, Sequence
 import pandas as pd
 
 from analysis import mlflow_io, paired, plots, tables
-from analysis.benchmark import CORRUPT_ERROR, CORRUPTION_GROUPS, group_metric
+from analysis.benchmark import CLEAN_ERROR, CORRUPT_ERROR, CORRUPTION_GROUPS, group_metric
 from analysis.configs import colour_map, describe, varying_params, with_configurations
 from analysis.mlflow_io import Reliability, StudyInfo
 from analysis.optimisation import (OPTUNA_SEARCHES, importances, pareto_mask, rebuild_study)
@@ -23,7 +25,7 @@ from analysis.stats import (has_severity_metrics, pool_bins, rank_configurations
                             severity_columns, summarise)
 
 INDEX = "index.md"
-PARETO_METRICS = ("corrupt/error", "corrupt/ece")
+TEST_HEADLINES = (CLEAN_ERROR, CORRUPT_ERROR)  # reported beside configurations selected on other metrics
 ABLATION_METRICS = ("clean/error", "corrupt/error", *(group_metric(g) for g in CORRUPTION_GROUPS),
                     "clean/nll", "corrupt/nll", "clean/ece", "corrupt/ece")
 RELIABILITY_SETS = {"clean": "clean test set",
@@ -60,25 +62,39 @@ class _Context:
         self.report.lines += [f"![{caption}]({stem}.png)", "",
                               f"{caption} ([PNG]({stem}.png), [PDF]({stem}.pdf))", ""]
 
+    @property
+    def objective(self) -> tuple[str, str]:
+        """(metric, mode) that "best" means: what the study searched (a grid: the objective it
+        names), from its parent run; corrupted error without one."""
+        return self.info.objectives[0] if self.info is not None and self.info.objectives else (CORRUPT_ERROR, "min")
+
     @functools.cached_property
     def plotted(self) -> list[str]:
-        """The configurations drawn in line and reliability plots: all, or the `max_configs` with
-        the lowest corrupted error (in table order), saying so in the index."""
+        """The configurations drawn in line and reliability plots: all, or the `max_configs` best
+        by the study's objective (in table order), saying so in the index."""
         labels = list(self.table.index)
         if len(labels) <= self.max_configs:
             return labels
-        best = set(rank_configurations(self.runs, CORRUPT_ERROR)[: self.max_configs])
+        metric, mode = self.objective
+        best = set(rank_configurations(self.runs, metric, mode)[: self.max_configs])
         note = (f"Line and reliability plots show the {self.max_configs} of {len(labels)} "
-                "configurations with the lowest corrupted error.")
+                f"configurations with the {'lowest' if mode == 'min' else 'highest'} {words(metric)}.")
         self.report.lines += [note, ""]
         self.echo(note)
         return [label for label in labels if label in best]
 
 
+def words(metric: str) -> str:
+    """'valid/corrupt/error' -> 'validation corrupted error'."""
+    return plots.metric_label(metric).split(" (")[0]
+
+
 def keep_finished(runs: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     """The FINISHED runs, and a line saying how many others were left out and why."""
     done = runs[runs["status"] == "FINISHED"]
-    others = runs.loc[runs["status"] != "FINISHED", "status"].value_counts()
+    rest = runs[runs["status"] != "FINISHED"]
+    stopped = rest.get("stopped_early", pd.Series(False, index=rest.index)).fillna(False).astype(bool)
+    others = rest["status"].where(~stopped, "stopped early by the scheduler").value_counts()
     note = f"{len(done)} FINISHED trial runs"
     if len(others):
         note += "; left out " + ", ".join(f"{n} {status}" for status, n in others.items())
@@ -215,8 +231,25 @@ def _optuna_section(ctx: _Context) -> None:
     trials = ctx.runs.dropna(subset=["trial_number", *(m for m, _ in info.objectives)])
     ctx.figure(plots.history_figure(trials, info.objectives), "optuna_history",
                "Optimisation history: objective per trial and best so far")
+    _selected_part(ctx, trials)
     _importance_part(ctx, trials)
     _pareto_part(ctx, trials)
+
+
+def _percent_or_raw(metric: str, value: float) -> str:
+    return "–" if pd.isna(value) else f"{plots.metric_scale(metric) * value:.2f}"
+
+
+def _selected_part(ctx: _Context, trials: pd.DataFrame) -> None:
+    """The trial a single-objective search selected, with its test figures beside it."""
+    if len(ctx.info.objectives) != 1 or trials.empty:
+        return
+    metric, mode = ctx.info.objectives[0]
+    best = trials.loc[trials[metric].idxmin() if mode == "min" else trials[metric].idxmax()]
+    tests = [f"{words(m)} {_percent_or_raw(m, best[m])}" for m in TEST_HEADLINES if m != metric and m in best]
+    line = (f"Selected by {metric} ({mode}imised): trial {best['trial_number']} ({best['config']}), "
+            f"{words(metric)} {_percent_or_raw(metric, best[metric])}")
+    ctx.report.lines += [line + (f"; on the test set: {', '.join(tests)}." if tests else "."), ""]
 
 
 def _importance_part(ctx: _Context, trials: pd.DataFrame) -> None:
@@ -236,26 +269,39 @@ def _importance_part(ctx: _Context, trials: pd.DataFrame) -> None:
     ctx.report.lines += _importance_lines(values)
 
 
-def pareto_points(runs: pd.DataFrame, x: str = PARETO_METRICS[0], y: str = PARETO_METRICS[1]
-                  ) -> pd.DataFrame:
+def pareto_axes(objectives: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], tuple[str, str]] | None:
+    """The two (metric, mode) a Pareto front is drawn over: a multi-objective study's first two
+    objectives, else its objective against the ECE on the same set (the error when the objective
+    is an ECE): valid/corrupt/error -> valid/corrupt/ece. None without an objective."""
+    if len(objectives) >= 2:
+        return objectives[0], objectives[1]
+    if not objectives:
+        return None
+    (metric, mode), (where, last) = objectives[0], objectives[0][0].rsplit("/", 1)
+    return (metric, mode), (f"{where}/{'error' if last.startswith('ece') else 'ece'}", "min")
+
+
+def pareto_points(runs: pd.DataFrame, x: str, y: str, modes: Sequence[str] = ("min", "min")) -> pd.DataFrame:
     """trial_number, config, x, y and `pareto` (True where no other run is at least as good in
-    both, minimised, and better in one) for the runs that logged both metrics."""
+    both, in their `modes`, and better in one) for the runs that logged both metrics."""
     points = runs.dropna(subset=[x, y])[["trial_number", "config", x, y]].copy()
-    points["pareto"] = pareto_mask(points[[x, y]].to_numpy(dtype=float), ["min", "min"])
+    points["pareto"] = pareto_mask(points[[x, y]].to_numpy(dtype=float), list(modes))
     return points
 
 
 def _pareto_part(ctx: _Context, trials: pd.DataFrame) -> None:
-    x, y = PARETO_METRICS
+    (x, mode_x), (y, mode_y) = pareto_axes(ctx.info.objectives)
     if x not in trials or y not in trials:
         return ctx.skip("Pareto front", f"the runs lack {x} or {y}")
-    points = pareto_points(trials, x, y)
-    ctx.figure(plots.pareto_figure(points, x, y), "optuna_pareto",
-               "Pareto front of corrupted error against corrupted ECE")
-    front = points[points["pareto"]].sort_values(x)
-    ctx.report.lines += ["Pareto-optimal trials:", "", "| trial | configuration | corrupted error (%) "
-                         "| corrupted ECE (%) |", "| ---: | --- | ---: | ---: |"]
-    ctx.report.lines += [f"| {r.trial_number} | {r.config} | {100 * r[x]:.2f} | {100 * r[y]:.2f} |"
+    points = pareto_points(trials, x, y, (mode_x, mode_y))
+    ctx.figure(plots.pareto_figure(points, x, y), "optuna_pareto", f"Pareto front of {words(x)} against {words(y)}")
+    tests = [m for m in TEST_HEADLINES if m not in (x, y) and m in trials]  # what the selected trials score
+    front = points[points["pareto"]].sort_values(x).join(trials[tests])
+    head = [plots.metric_label(x), plots.metric_label(y), *(f"test: {plots.metric_label(m)}" for m in tests)]
+    ctx.report.lines += ["Pareto-optimal trials:", "", "| trial | configuration | " + " | ".join(head) + " |",
+                         "| ---: | --- |" + " ---: |" * len(head)]
+    ctx.report.lines += [f"| {r.trial_number} | {r.config} | "
+                         + " | ".join(_percent_or_raw(m, r[m]) for m in (x, y, *tests)) + " |"
                          for _, r in front.iterrows()] + [""]
 
 
@@ -273,6 +319,10 @@ def _header(info: StudyInfo | None, study: str, note: str, n_configs: int) -> li
                   f"- objectives: {objectives}", f"- MLflow parent run: `{info.run_id}`"]
     lines += [f"- runs: {note}", f"- configurations (runs equal but for the seed): {n_configs}",
               "- errors and ECE in %; ± and error bars: 95% t-interval over seeds", ""]
+    if info is not None and info.select_on_test:
+        lines += ["**Selected on the test set.** This study's search or early stopping optimised test metrics "
+                  "(`select_on_test: true`): the best values in its tables were selected on the test set, so "
+                  "they are optimistically biased (METHOD.md section 6).", ""]
     return lines
 
 

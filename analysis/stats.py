@@ -64,13 +64,13 @@ def has_severity_metrics(runs: pd.DataFrame) -> bool:
     return any(corruption_metric(c, "error", s) in runs for c in CORRUPTIONS for s in SEVERITIES)
 
 
-def rank_configurations(runs: pd.DataFrame, metric: str, by: str = "config") -> list[str]:
-    """Configuration labels ordered by the mean of `metric`, lowest first (missing last); in
-    order of appearance when no run logged `metric`."""
+def rank_configurations(runs: pd.DataFrame, metric: str, mode: str = "min", by: str = "config") -> list[str]:
+    """Configuration labels ordered by the mean of `metric`, best first (lowest for mode "min",
+    highest for "max"; missing last); in order of appearance when no run logged `metric`."""
     if metric not in runs:
         return list(dict.fromkeys(runs[by]))
     means = runs.groupby(by, sort=False)[metric].mean()
-    return list(means.sort_values(na_position="last", kind="stable").index)
+    return list(means.sort_values(ascending=mode == "min", na_position="last", kind="stable").index)
 
 
 def pool_bins(bins: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:

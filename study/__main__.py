@@ -81,7 +81,8 @@ def make_figures(name: str, tracking_uri: str, runs_dir: Path) -> None:
 
 def print_status(info: dict) -> None:
     print(f"{info['name']} ({info['preset']}, {info['algorithm']}): {info['finished']}/{info['total']} finished, "
-          f"{info['running']} running, {info['failed']} failed; study run {info['parent_status']}")
+          f"{info['running']} running, {info['stopped_early']} stopped early, {info['failed']} failed; "
+          f"study run {info['parent_status']}")
     if info["best"]:
         b = info["best"]
         print(f"  best {b['metric']} {b['value']:.4f}  run {b['run_id']}  {b['params']}")

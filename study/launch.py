@@ -9,6 +9,7 @@ stores are, its parent run) beside Ray's experiment folder `<runs dir>/<name>/tu
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from study.spec import TRIAL_NUMBER_KEY, DefineByRun, StudySpec, parse_spec
-from study.trainable import STUDY_KEY, train_trial
+from study.trainable import STOPPED_EARLY_TAG, STUDY_KEY, existing_run, mark_stopped_early, train_trial
 from trainables.config import TrialConfig
 from trainables.corruptions.provision import resolve_corruption_set
 from trainables.tracking import ensure_experiment, ensure_sqlite_folder, git_commit, resolve_tracking_uri
@@ -83,7 +84,8 @@ def start_parent_run(spec: StudySpec, tracking_uri: str) -> str:
     tags = {"mollify.study": spec.name, "mollify.kind": "study", "mollify.preset": spec.preset,
             "mollify.search": spec.algorithm, "mollify.objectives": json.dumps([list(o) for o in spec.objectives]),
             "mollify.search_space": json.dumps(spec.search_space_description()),
-            "mollify.total_trials": str(spec.total_trials()), "mlflow.source.git.commit": git_commit()}
+            "mollify.total_trials": str(spec.total_trials()), "mlflow.source.git.commit": git_commit(),
+            "mollify.select_on_test": str(spec.select_on_test).lower()}
     run = client.create_run(experiment_id, run_name=spec.name, tags=tags)
     client.log_dict(run.info.run_id, spec.source, "spec.yaml")
     return run.info.run_id
@@ -98,13 +100,15 @@ def end_parent_run(record: StudyRecord, complete: bool) -> None:
 # --- Ray Tune pieces ------------------------------------------------------------------------------
 
 class PruneAwareOptunaSearch(OptunaSearch):
-    """OptunaSearch that tells Optuna a trial stopped early by the scheduler was PRUNED (Ray tells
-    it COMPLETE with its partial score, which misleads TPE), and ignores intermediate results that
-    lack the objective (e.g. a corruption metric only logged at the end)."""
+    """OptunaSearch that tells Optuna a trial stopped early by the scheduler was PRUNED, with the
+    value it was stopped on (Ray tells it COMPLETE with its partial score, which misleads TPE), and
+    ignores intermediate results that lack the objective (evaluated only every `eval_every` epochs).
+    Reaches into OptunaSearch's private `_ot_study`, `_ot_trials` and `_completed_trials`
+    (Ray 2.60); tests/test_study.py's ASHA study checks it still does what it says."""
 
     def __init__(self, *args: Any, max_epochs: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._max_epochs = max_epochs
+        self._max_epochs = max_epochs  # the trials' epochs unless a trial drew its own
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if isinstance(self.metric, str) and self.metric not in result:
@@ -112,12 +116,36 @@ class PruneAwareOptunaSearch(OptunaSearch):
         super().on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        stopped_early = result is not None and not error and result.get("epoch", self._max_epochs) < self._max_epochs
-        if stopped_early and trial_id not in self._completed_trials:
-            self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.PRUNED)
-            self._completed_trials.add(trial_id)
-            return
-        super().on_trial_complete(trial_id, result, error)
+        if trial_id in self._completed_trials or not self._stopped_early(trial_id, result, error):
+            return super().on_trial_complete(trial_id, result, error)
+        trial = self._ot_trials[trial_id]
+        # Ray does not pass the result a scheduler stops on to on_trial_result: report it, so that
+        # the PRUNED trial keeps it as its last intermediate value (Optuna's value of a pruned trial).
+        if isinstance(self.metric, str) and self.metric in result:
+            trial.report(result[self.metric], result["training_iteration"])
+        self._ot_study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        self._completed_trials.add(trial_id)
+
+    def _stopped_early(self, trial_id: str, result: dict | None, error: bool) -> bool:
+        if result is None or error or "epoch" not in result:
+            return False
+        budget = int(self._ot_trials[trial_id].params.get("epochs", self._max_epochs))
+        return result["epoch"] < budget
+
+
+class MarkStoppedEarly(tune.Callback):
+    """Closes the MLflow run of a trial the scheduler stopped (see study/trainable.py): a trial that
+    ran its epochs finishes its run before it reports its last epoch, so a run still open when Ray
+    says the trial completed belongs to a stopped one."""
+
+    def __init__(self, tracking_uri: str, experiment: str) -> None:
+        self.tracking_uri, self.experiment = tracking_uri, experiment
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        client = MlflowClient(self.tracking_uri)
+        run_id = existing_run(client, self.experiment, trial.trial_id)
+        if run_id is not None and client.get_run(run_id).info.status == "RUNNING":
+            mark_stopped_early(client, run_id)
 
 
 class Progress(tune.Callback):
@@ -170,7 +198,7 @@ def make_searcher(spec: StudySpec, record: StudyRecord) -> OptunaSearch | None:
         sampler=samplers[spec.algorithm](seed=spec.seeds[0]),
         storage=optuna.storages.RDBStorage(record.optuna_storage),  # an object, not a URL (Ray 2.60)
         study_name=spec.name,
-        max_epochs=int(spec.trial.get("epochs", 10)),
+        max_epochs=spec.max_epochs,
     )
 
 
@@ -179,7 +207,7 @@ def make_scheduler(spec: StudySpec):
     if s.type == "fifo":
         return FIFOScheduler()
     return ASHAScheduler(metric=s.metric, mode=s.mode, time_attr="training_iteration",
-                         max_t=int(spec.trial.get("epochs", 10)), grace_period=s.grace_period,
+                         max_t=spec.max_epochs, grace_period=s.grace_period,
                          reduction_factor=s.reduction_factor)
 
 
@@ -216,7 +244,8 @@ def make_tuner(spec: StudySpec, record: StudyRecord, runs_dir: Path) -> tune.Tun
         name=TUNE_DIR, storage_path=str(study_dir(runs_dir, spec.name)),
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-        callbacks=[Progress(spec.total_trials(), objective, spec.max_concurrent or spec.total_trials())],
+        callbacks=[Progress(spec.total_trials(), objective, spec.max_concurrent or spec.total_trials()),
+                   MarkStoppedEarly(record.tracking_uri, spec.name)],
         verbose=0,
     )
     return tune.Tuner(trainable(spec), param_space=param_space(spec, record), tune_config=tune_config,
@@ -294,6 +323,10 @@ def resume(name: str, *, runs_dir: Path) -> StudyRecord:
 def run(spec: StudySpec, record: StudyRecord, runs_dir: Path, *, tune_restore: bool) -> None:
     spec = absolute_paths(spec)
     prepare_corruption_sets(spec, record)
+    # Objectives arrive only on evaluated epochs (eval_every) and the test grid only at the end;
+    # ASHA and PruneAwareOptunaSearch skip results without their metric, and parse_spec has already
+    # checked every metric name, which is what Ray's strict check is for.
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     init_ray(record.address)
     if tune_restore:
         # Trials that were running when the driver died continue from their last checkpoint;
@@ -316,12 +349,14 @@ def status(name: str, *, runs_dir: Path) -> dict[str, Any]:
     experiment_id = ensure_experiment(client, name)
     runs = client.search_runs([experiment_id], filter_string="tags.`mollify.kind` = 'trial'", max_results=10_000)
     counts = {s: sum(r.info.status == s for r in runs) for s in ("FINISHED", "RUNNING", "FAILED", "KILLED")}
-    metric, mode = spec.objectives[0]
+    stopped = sum(r.data.tags.get(STOPPED_EARLY_TAG) == "true" for r in runs)
+    metric, mode = spec.objectives[0]  # what was searched (for a grid: the objective it names)
     scored = [r for r in runs if r.info.status == "FINISHED" and metric in r.data.metrics]
     best = (min if mode == "min" else max)(scored, key=lambda r: r.data.metrics[metric], default=None)
     return {
         "name": name, "preset": record.preset, "algorithm": spec.algorithm, "total": spec.total_trials(),
-        "finished": counts["FINISHED"], "running": counts["RUNNING"], "failed": counts["FAILED"] + counts["KILLED"],
+        "finished": counts["FINISHED"], "running": counts["RUNNING"], "stopped_early": stopped,
+        "failed": counts["FAILED"] + counts["KILLED"] - stopped,
         "parent_status": client.get_run(record.parent_run_id).info.status,
         "best": None if best is None else {
             "metric": metric, "value": best.data.metrics[metric], "run_id": best.info.run_id,

@@ -1,21 +1,29 @@
 """A study, declared in YAML and validated before anything starts.
 
     name: paper-amount                 # default study name; --name overrides
-    trial: {dataset: cifar10, ...}     # fixed TrialConfig values, for every trial
+    trial: {dataset: cifar10, valid_per_class: 50, ...}   # fixed TrialConfig values, for every trial
     search:
       algorithm: grid                  # grid | tpe | gp | nsga2
-      objectives: [[corrupt/error, min]]   # two for nsga2, e.g. [[corrupt/error, min], [corrupt/ece, min]]
+      objectives: [[valid/corrupt/error, min]]   # nsga2: two, e.g. [[valid/corrupt/error, min], [valid/ece, min]]
       grid: [{roles: [xnb], beta: [2, 4, 9]}]     # grid: a union of cartesian products
       space: {beta: {type: float, low: 1, high: 10, log: true}}   # Optuna: one domain per config key
       num_samples: 20                  # Optuna: number of trials
     seeds: [0, 1, 2]                   # repeats: grid searches cross them with every grid point
-    scheduler: {type: asha, metric: clean/error, mode: min, grace_period: 1, reduction_factor: 2}
+    scheduler: {type: asha, metric: valid/error, mode: min, grace_period: 1, reduction_factor: 2}
     resources: {cpus: 1, gpus: 0}      # per trial; fractional GPUs share one device
     max_concurrent: 2                  # trials at once (0: as many as resources allow)
     max_failures: 2                    # retries of a failed trial, from its last checkpoint
+    select_on_test: false              # true: accept an Optuna search or ASHA on test metrics (tagged)
 
 Every key of `trial`, `grid` and `space` is a `TrialConfig` field; every trial the study can run is
 checked as a `TrialConfig` here, so a bad value fails before Ray starts, naming the problem.
+
+Selection without the test set (METHOD.md section 6): an Optuna search's objectives and ASHA's
+stopping metric choose between configurations, so they must be validation metrics (`valid/...`,
+measured on `valid_per_class` held-out training images per class) unless the spec says
+`select_on_test: true`; a grid with the fifo scheduler only enumerates, and its objectives (default
+clean/error) only name what `study status` reports. An Optuna search's default objective is
+valid/error.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from typing import Any, Callable, Mapping
 import yaml
 
 from trainables.config import FIELD_TYPES, ConfigError, TrialConfig
+from trainables.train import trial_metric_names
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 ALGORITHMS = ("grid", "tpe", "gp", "nsga2")
@@ -35,6 +44,8 @@ SCHEDULERS = ("fifo", "asha")
 MODES = ("min", "max")
 DOMAIN_TYPES = ("float", "int", "categorical")
 TRIAL_NUMBER_KEY = "__trial_number"  # Optuna's trial number, or the grid index: the MLflow tag
+TEST_PREFIXES = ("clean/", "corrupt/")  # metrics measured on the test split and its corruptions
+DEFAULT_OBJECTIVES = {"grid": ("clean/error", "min"), "search": ("valid/error", "min")}
 
 
 class SpecError(ValueError):
@@ -77,7 +88,7 @@ class Domain:
 @dataclass(frozen=True)
 class Scheduler:
     type: str = "fifo"
-    metric: str = "clean/error"
+    metric: str = "valid/error"  # asha: what it stops trials on (fifo: unused)
     mode: str = "min"
     grace_period: int = 1
     reduction_factor: int = 2
@@ -98,12 +109,33 @@ class StudySpec:
     gpus: float = 0.0
     max_concurrent: int = 0
     max_failures: int = 2
+    select_on_test: bool = False  # the spec accepts an Optuna search or ASHA on test metrics
     preset: str = "custom"
     source: dict[str, Any] = field(default_factory=dict)  # the YAML as given, for the record
 
     @property
     def multi_objective(self) -> bool:
         return len(self.objectives) > 1
+
+    @property
+    def selection_metrics(self) -> tuple[tuple[str, str], ...]:
+        """(metric, where it is set) for the metrics that choose between configurations: an Optuna
+        search's objectives and ASHA's stopping metric. A grid under fifo only enumerates."""
+        out = [(m, "search.objectives") for m, _ in self.objectives] if self.algorithm != "grid" else []
+        if self.scheduler.type == "asha":
+            out.append((self.scheduler.metric, "scheduler.metric"))
+        return tuple(out)
+
+    @property
+    def max_epochs(self) -> int:
+        """The longest trial's epochs (a searched `epochs`: its domain's maximum): ASHA's horizon."""
+        default = TrialConfig().epochs
+        if "epochs" in self.space:
+            domain = self.space["epochs"]
+            return int(max(domain.choices) if domain.type == "categorical" else domain.high)
+        if self.algorithm == "grid":
+            return max(int(c.get("epochs", default)) for c in self.trial_configs())
+        return int(self.trial.get("epochs", default))
 
     def trial_configs(self) -> list[dict[str, Any]]:
         """Grid searches: every trial's flat config, in launch order (grid points x seeds)."""
@@ -178,7 +210,7 @@ class DefineByRun:
 # --- loading and validation ---------------------------------------------------------------------------
 
 SPEC_KEYS = ("name", "description", "trial", "search", "seeds", "scheduler", "resources",
-             "max_concurrent", "max_failures")
+             "max_concurrent", "max_failures", "select_on_test")
 SEARCH_KEYS = ("algorithm", "objectives", "grid", "space", "num_samples")
 RESOURCE_KEYS = ("cpus", "gpus")
 
@@ -233,8 +265,63 @@ def _objectives(raw: Any) -> tuple[tuple[str, str], ...]:
     for item in items:
         if not (isinstance(item, list) and len(item) == 2 and item[1] in MODES):
             raise SpecError(f"search.objectives: each objective is [metric, min|max], got {item!r}")
-        out.append((str(item[0]), item[1]))
+        out.append((_metric(str(item[0]), "search.objectives"), item[1]))
     return tuple(out)
+
+
+def _metric(name: str, where: str) -> str:
+    """A metric a trial reports; Ray's own check is off (objectives arrive only on evaluated epochs)."""
+    if name not in trial_metric_names():
+        raise SpecError(f"{where}: unknown metric {name!r}; e.g. valid/error, valid/corrupt/error, valid/ece, "
+                        "clean/error, corrupt/error (README: What gets logged)")
+    return name
+
+
+def validation_counterpart(metric: str) -> str:
+    """The validation metric to select on instead of a test metric: clean/X -> valid/X,
+    corrupt/X -> valid/corrupt/X (the held-out corruptions' mean where X names a test corruption
+    or group, which the validation split does not have)."""
+    if metric.startswith("clean/"):
+        return "valid/" + metric.removeprefix("clean/")
+    same = "valid/" + metric
+    return same if same in trial_metric_names() else "valid/corrupt/" + metric.rsplit("/", 1)[-1]
+
+
+def _check_selection(spec: StudySpec) -> None:
+    """METHOD.md section 6: selecting on the test set biases the number the study reports."""
+    if spec.select_on_test:
+        return
+    for metric, where in spec.selection_metrics:
+        if metric.startswith(TEST_PREFIXES):
+            chooser = "the ASHA scheduler stops trials" if where == "scheduler.metric" else \
+                f"the {spec.algorithm} search selects configurations"
+            raise SpecError(
+                f"{where} {metric!r} is measured on the test set, and {chooser} on it: the best value the "
+                f"study reports would be selected on the test set and optimistically biased (METHOD.md "
+                f"section 6). Use the validation metric {validation_counterpart(metric)!r} (with trial "
+                "valid_per_class > 0, e.g. 50 for CIFAR), or set select_on_test: true at the top of the spec "
+                "to accept test-set selection (the study run is tagged mollify.select_on_test)")
+
+
+def _holds_out(spec: StudySpec) -> bool:
+    """Whether every trial the study can run holds out a validation split."""
+    if spec.algorithm == "grid":
+        return all(TrialConfig.from_dict(c).valid_per_class > 0 for c in spec.trial_configs())
+    domain = spec.space.get("valid_per_class")
+    if domain is not None:
+        return min(domain.choices or (domain.low,)) > 0
+    return TrialConfig.from_dict(spec.trial).valid_per_class > 0
+
+
+def _check_validation_split(spec: StudySpec) -> None:
+    metrics = [(m, "search.objectives") for m, _ in spec.objectives]
+    metrics += [(spec.scheduler.metric, "scheduler.metric")] if spec.scheduler.type == "asha" else []
+    needing = [(m, where) for m, where in metrics if m.startswith("valid/")]
+    if needing and not _holds_out(spec):
+        metric, where = needing[0]
+        raise SpecError(f"{where} {metric!r} is measured on the validation split, but not every trial holds one "
+                        "out: set trial valid_per_class > 0 (training images held out per class, e.g. 50 for "
+                        "CIFAR), or search it over positive values only")
 
 
 def _grid(raw: Any) -> tuple[dict[str, tuple], ...]:
@@ -300,24 +387,32 @@ def parse_spec(raw: Mapping[str, Any], *, preset: str = "custom", name: str | No
     _known(sched_raw, ("type", "metric", "mode", "grace_period", "reduction_factor"), "scheduler")
     if sched_raw.get("type", "fifo") not in SCHEDULERS:
         raise SpecError(f"unknown scheduler type {sched_raw.get('type')!r}; valid: {', '.join(SCHEDULERS)}")
+    if "metric" in sched_raw:
+        _metric(str(sched_raw["metric"]), "scheduler.metric")
+    select_on_test = raw.get("select_on_test", False)
+    if not isinstance(select_on_test, bool):
+        raise SpecError(f"select_on_test must be true or false, got {select_on_test!r}")
     resources = _mapping(raw.get("resources"), "resources")
     _known(resources, RESOURCE_KEYS, "resources")
     seeds = raw.get("seeds", [trial.get("seed", 0)])
     if not (isinstance(seeds, list) and seeds and all(isinstance(s, int) for s in seeds)):
         raise SpecError(f"seeds must be a non-empty list of integers, got {seeds!r}")
     study_name = name or raw.get("name") or preset
+    default_objective = DEFAULT_OBJECTIVES["grid" if algorithm == "grid" else "search"]
     spec = StudySpec(
         name=str(study_name), trial={k: v for k, v in trial.items() if k != "seed"},
-        algorithm=algorithm, objectives=_objectives(search.get("objectives", ["clean/error", "min"])),
+        algorithm=algorithm, objectives=_objectives(search.get("objectives", list(default_objective))),
         grid=_grid(search["grid"]) if "grid" in search else (),
         space={k: _domain(k, v) for k, v in space_raw.items()},
         num_samples=int(search.get("num_samples", 1)), seeds=tuple(seeds), scheduler=Scheduler(**sched_raw),
         cpus=float(resources.get("cpus", 1)), gpus=float(resources.get("gpus", 0)),
         max_concurrent=int(raw.get("max_concurrent", 0)), max_failures=int(raw.get("max_failures", 2)),
-        preset=preset, source=dict(raw),
+        select_on_test=select_on_test, preset=preset, source=dict(raw),
     )
     _check_search(spec)
     _check_trials(spec)
+    _check_selection(spec)
+    _check_validation_split(spec)
     if spec.num_samples < 1 or spec.cpus <= 0 or spec.gpus < 0 or spec.max_failures < 0:
         raise SpecError("num_samples must be >= 1, resources.cpus > 0, resources.gpus >= 0, max_failures >= 0")
     return spec

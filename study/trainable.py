@@ -5,6 +5,11 @@ than by Ray's `MLflowLoggerCallback`: the callback runs in the driver and sends 
 metric (slow with the corruption grid's hundreds of metrics), and it starts a fresh run whenever
 the driver restarts, which would duplicate runs on `study resume`. Here a restarted trial finds
 its own run by the `mollify.trial_id` tag and continues it.
+
+A scheduler (ASHA) stops a trial inside `tune.report`, which then raises SystemExit in the trial's
+thread while Ray tears its actor down: the trial cannot be relied on to write anything after that.
+So its last epoch is reported to Ray only once its MLflow run is complete, and a run that a stopped
+trial left open is closed by the driver (`study.launch.MarkStoppedEarly`, `mark_stopped_early`).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 from ray import tune
 
@@ -25,6 +31,7 @@ from trainables.train import run_trial
 
 STUDY_KEY = "__study"  # the param_space entry carrying the study's context to every trial
 TRIAL_ID_TAG = "mollify.trial_id"
+STOPPED_EARLY_TAG = "mollify.stopped_early"  # "true" on the runs of trials a scheduler stopped
 
 
 def existing_run(client: MlflowClient, experiment: str, trial_id: str) -> str | None:
@@ -32,6 +39,14 @@ def existing_run(client: MlflowClient, experiment: str, trial_id: str) -> str | 
     experiment_id = ensure_experiment(client, experiment)
     runs = client.search_runs([experiment_id], filter_string=f"tags.`{TRIAL_ID_TAG}` = '{trial_id}'")
     return runs[0].info.run_id if runs else None
+
+
+def mark_stopped_early(client: MlflowClient, run_id: str) -> None:
+    """The run of a trial the scheduler stopped: KILLED (it did not run its epochs; no test
+    corruption grid, no model) but not FAILED, and tagged so that status and analysis say why."""
+    client.set_tag(run_id, STOPPED_EARLY_TAG, "true")
+    client.set_tag(run_id, "mollify.status", "stopped early by the scheduler")
+    client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
 
 
 def start_logger(cfg: TrialConfig, study: dict[str, Any], trial_id: str, number: int) -> MlflowTrialLogger:
@@ -63,14 +78,22 @@ def train_trial(config: dict[str, Any]) -> None:
 
     def report(metrics: dict[str, float], checkpoint: Path | None) -> None:
         logger.report(metrics, checkpoint)
-        # Ray copies the folder into the study's storage before report returns.
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoint)) if checkpoint else None)
+        if metrics["epoch"] < cfg.epochs:  # the last one goes to Ray once the run is complete, below
+            report_to_ray(metrics, checkpoint)
 
     try:
         result = run_trial(cfg, report=report, checkpoint_dir=folder)
+        logger.finish(result)
+        report_to_ray(result.history[-1], folder)
+    except SystemExit:  # tune.report: the scheduler stopped this trial (the driver closes its run)
+        raise
     except BaseException:
         logger.fail()
         raise
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    logger.finish(result)
+
+
+def report_to_ray(metrics: dict[str, float], checkpoint: Path | None) -> None:
+    """Ray copies the checkpoint folder into the study's storage before this returns."""
+    tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoint)) if checkpoint else None)

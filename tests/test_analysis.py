@@ -25,6 +25,8 @@ from analysis import mlflow_io
 from analysis.__main__ import main
 from analysis.mlflow_io import parse_param
 from analysis.panels import PANELS
+from analysis.report import Report, _Context, pareto_axes
+from analysis.stats import rank_configurations
 
 GROUPS = {
     "noise": ("gaussian_noise", "shot_noise", "impulse_noise"),
@@ -34,6 +36,7 @@ GROUPS = {
 }
 CORRUPTIONS = [c for names in GROUPS.values() for c in names]
 TYPE_STUDY, TPE_STUDY, OTHER_STUDY = "type-cifar10", "tpe-cifar10", "other-study"
+VALID_STUDY, ON_TEST_STUDY = "valid-cifar10", "on-test-cifar10"
 
 BASE_CONFIG = {
     "dataset": "cifar10", "data_root": "/data", "num_classes": None, "image_size": None,
@@ -102,20 +105,22 @@ def _experiment(client: MlflowClient, name: str, root: Path) -> str:
     return client.create_experiment(name, artifact_location=(root / "mlartifacts" / name).as_uri())
 
 
-def _parent(client: MlflowClient, eid: str, name: str, search: str, objectives, space) -> str:
+def _parent(client: MlflowClient, eid: str, name: str, search: str, objectives, space,
+            select_on_test: bool = False) -> str:
     tags = {"mollify.study": name, "mollify.kind": "study", "mollify.preset": name.split("-")[0],
             "mollify.search": search, "mollify.objectives": json.dumps(objectives),
-            "mollify.search_space": json.dumps(space)}
+            "mollify.search_space": json.dumps(space), "mollify.select_on_test": str(select_on_test).lower()}
     run = client.create_run(eid, run_name=name, tags=tags)
     client.log_text(run.info.run_id, "preset: x\n", "spec.yaml")
     return run.info.run_id
 
 
 def _trial(client: MlflowClient, eid: str, study: str, parent: str, number: int, config: dict,
-           metrics: dict[str, float], status: str = "FINISHED", bins: dict | None = None) -> str:
+           metrics: dict[str, float], status: str = "FINISHED", bins: dict | None = None,
+           tags: dict | None = None) -> str:
     tags = {"mlflow.parentRunId": parent, "mollify.study": study, "mollify.kind": "trial",
             "mollify.trial_number": str(number), "mollify.seed": str(config["seed"]),
-            "mlflow.source.git.commit": "abc123"}
+            "mlflow.source.git.commit": "abc123", **(tags or {})}
     run_id = client.create_run(eid, run_name=f"{study}-{number}", tags=tags).info.run_id
     now = int(time.time() * 1000)
     # an earlier epoch with other values: only the last logged value counts
@@ -170,13 +175,42 @@ def _tpe_study(client: MlflowClient, root: Path) -> dict:
     return {"parent": parent}
 
 
+# A TPE search on the validation split: per trial (valid/corrupt/error, valid/corrupt/ece,
+# corrupt/error, corrupt/ece, clean/error). By what it searched, trial 3 is best and {2, 3} is the
+# Pareto front; on the test set trial 0 would be both (so a report that ranked by the test metrics
+# would name other trials). Trial 5 was stopped early by ASHA, with the best value of all at an
+# early epoch: it must be left out.
+VALID_POINTS = [(0.30, 0.10, 0.10, 0.05, 0.05), (0.25, 0.20, 0.20, 0.30, 0.06), (0.28, 0.05, 0.25, 0.30, 0.07),
+                (0.20, 0.15, 0.15, 0.30, 0.08), (0.35, 0.30, 0.30, 0.30, 0.09)]
+VALID_BEST, VALID_PARETO = 3, {2, 3}
+
+
+def _valid_study(client: MlflowClient, root: Path) -> dict:
+    eid = _experiment(client, VALID_STUDY, root)
+    space = {"beta": TPE_SPACE["beta"]}
+    parent = _parent(client, eid, VALID_STUDY, "tpe", [["valid/corrupt/error", "min"]], space)
+    for n, (v_err, v_ece, err, ece, clean) in enumerate(VALID_POINTS):
+        _trial(client, eid, VALID_STUDY, parent, n, {**BASE_CONFIG, "beta": 1.5 + n},
+               {"valid/corrupt/error": v_err, "valid/corrupt/ece": v_ece, "corrupt/error": err,
+                "corrupt/ece": ece, "clean/error": clean})
+    _trial(client, eid, VALID_STUDY, parent, 5, {**BASE_CONFIG, "beta": 8.0},
+           {"valid/corrupt/error": 0.01, "valid/corrupt/ece": 0.01, "clean/error": 0.5}, status="KILLED",
+           tags={"mollify.stopped_early": "true"})
+    eid = _experiment(client, ON_TEST_STUDY, root)
+    parent = _parent(client, eid, ON_TEST_STUDY, "tpe", [["corrupt/error", "min"]], space, select_on_test=True)
+    for n in range(2):
+        _trial(client, eid, ON_TEST_STUDY, parent, n, {**BASE_CONFIG, "beta": 2.0 + n},
+               {"corrupt/error": 0.2 + 0.1 * n, "clean/error": 0.05})
+    return {"parent": parent}
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     client = MlflowClient(uri)
     out = {"uri": uri, "root": root, "client": client, TYPE_STUDY: _type_study(client, root),
-           TPE_STUDY: _tpe_study(client, root)}
+           TPE_STUDY: _tpe_study(client, root), VALID_STUDY: _valid_study(client, root)}
     eid = _experiment(client, OTHER_STUDY, root)
     other_parent = _parent(client, eid, OTHER_STUDY, "grid", [], {})
     _trial(client, eid, OTHER_STUDY, other_parent, 0, BASE_CONFIG, trial_metrics(3, 0))
@@ -468,6 +502,78 @@ def test_line_plots_keep_the_best_configurations(tmp_path):
     lines = []
     write_report(runs, None, {}, tmp_path, max_configs=2, echo=lines.append)
     assert "show the 2 of 5 configurations with the lowest corrupted error" in "\n".join(lines)
+
+
+# --- selection on the validation split (METHOD.md section 6) ---------------------------------------
+
+@pytest.fixture(scope="module")
+def valid_report(store, tmp_path_factory) -> dict:
+    runs, info = load_runs(VALID_STUDY, store["uri"]), load_study_info(VALID_STUDY, store["uri"])
+    out = tmp_path_factory.mktemp("report") / "valid"
+    lines: list[str] = []
+    write_report(runs, info, {}, out, max_configs=2, echo=lines.append)
+    return {"runs": runs, "info": info, "out": out, "stdout": "\n".join(lines),
+            "index": (out / "index.md").read_text()}
+
+
+def _config_of(runs: pd.DataFrame, number: int) -> str:
+    labelled, _ = with_configurations(runs[runs["status"] == "FINISHED"])
+    return labelled.set_index("trial_number").loc[number, "config"]
+
+
+def test_the_best_configuration_is_the_best_by_what_was_searched(valid_report):
+    runs, info = valid_report["runs"], valid_report["info"]
+    assert info.objectives == (("valid/corrupt/error", "min"),) and not info.select_on_test
+    labelled, table = with_configurations(runs[runs["status"] == "FINISHED"])
+    ctx = _Context(labelled, table, {}, info, {}, Report(valid_report["out"]), 2, lambda line: None)
+    best_two = {_config_of(runs, 3), _config_of(runs, 1)}  # lowest validation corrupted error
+    assert set(ctx.plotted) == best_two and _config_of(runs, 0) not in ctx.plotted  # 0: best on the test set
+    assert rank_configurations(labelled, "valid/corrupt/error")[0] == _config_of(runs, VALID_BEST)
+    assert rank_configurations(labelled, "valid/corrupt/error", "max")[0] == _config_of(runs, 4)
+    assert "show the 2 of 5 configurations with the lowest validation corrupted error" in valid_report["index"]
+    # the selected trial, with the test figures it scores (what the study reports)
+    assert (f"Selected by valid/corrupt/error (minimised): trial {VALID_BEST} ({_config_of(runs, VALID_BEST)}), "
+            "validation corrupted error 20.00; on the test set: clean error 8.00, corrupted error 15.00."
+            ) in valid_report["index"]
+
+
+def test_optuna_figures_use_the_searched_metrics(valid_report):
+    index = valid_report["index"]
+    pareto = index.split("Pareto-optimal trials:")[1].split("##")[0]
+    rows = [line for line in pareto.splitlines() if line.startswith("|") and line.split("|")[1].strip().isdigit()]
+    assert {int(line.split("|")[1]) for line in rows} == VALID_PARETO  # on the test metrics: {0}
+    assert ("| validation corrupted error (%) | validation corrupted ECE (%) | test: clean error (%) "
+            "| test: corrupted error (%) |") in pareto
+    assert any(line.startswith(f"| 3 | {_config_of(valid_report['runs'], 3)} | 20.00 | 15.00 | 8.00 | 15.00 |")
+               for line in rows)
+    assert "Pareto front of validation corrupted error against validation corrupted ECE" in index
+    assert (valid_report["out"] / "optuna_history.png").is_file()
+    assert "| param | valid/corrupt/error |" in index  # importances for the searched objective
+
+
+def test_trials_stopped_early_are_left_out_saying_why(valid_report):
+    runs = valid_report["runs"]
+    stopped = runs[runs["stopped_early"]]
+    assert list(stopped["trial_number"]) == [5] and list(stopped["status"]) == ["KILLED"]
+    assert "5 FINISHED trial runs; left out 1 stopped early by the scheduler" in valid_report["index"]
+    assert "Selected on the test set" not in valid_report["index"]
+
+
+def test_a_study_that_selected_on_the_test_set_says_so(store, tmp_path):
+    info = load_study_info(ON_TEST_STUDY, store["uri"])
+    assert info.select_on_test and info.objectives == (("corrupt/error", "min"),)
+    write_report(load_runs(ON_TEST_STUDY, store["uri"]), info, {}, tmp_path, echo=lambda line: None)
+    index = (tmp_path / "index.md").read_text()
+    assert "the best values in its tables were selected on the test set" in index
+    assert "Selected by corrupt/error (minimised): trial 0" in index
+
+
+def test_pareto_axes_follow_the_objectives():
+    assert pareto_axes([("valid/corrupt/error", "min")]) == (("valid/corrupt/error", "min"), ("valid/corrupt/ece", "min"))
+    assert pareto_axes([("valid/ece", "min")]) == (("valid/ece", "min"), ("valid/error", "min"))
+    assert pareto_axes([("valid/corrupt/error", "min"), ("valid/ece", "min")]) == (
+        ("valid/corrupt/error", "min"), ("valid/ece", "min"))
+    assert pareto_axes([]) is None
 
 
 def test_analysis_reads_only_mlflow():

@@ -52,6 +52,8 @@ def test_unknown_value_lists_the_valid_choices(key, value, listed):
         ({"weight_decay": -1}, "'weight_decay' must be >= 0"),
         ({"sigma_max": 0.1}, "must exceed sigma_min"),
         ({"model": None}, "'model' must be a str, not None"),
+        ({"valid_per_class": -1}, "'valid_per_class' must be >= 0"),
+        ({"valid_corrupt_images": 0}, "'valid_corrupt_images' must be positive"),
     ],
 )
 def test_bad_values_fail_naming_the_key(values, message):
@@ -82,3 +84,11 @@ def test_override_needs_an_equals_sign():
 def test_config_round_trips_through_a_flat_dict():
     cfg = TrialConfig(beta=9.0, roles="xb", augment="fcr+trivaug")
     assert TrialConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_validation_defaults_keep_the_whole_training_split():
+    cfg = TrialConfig()
+    assert (cfg.valid_per_class, cfg.valid_seed, cfg.valid_corrupt_images) == (0, 0, 500)
+    spec = TrialConfig(valid_seed=3, corruption_table="cifar").valid_corruption_spec
+    assert (spec.source, spec.corruptions, spec.severities, spec.seed, spec.table) == (
+        "on_the_fly", ("speckle_noise", "gaussian_blur", "spatter", "saturate"), (1, 2, 3, 4, 5), 3, "cifar")

@@ -4,6 +4,7 @@ shared data folder is there), the decoded-tensor cache, and every error path."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import os
@@ -22,6 +23,7 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
 from trainables import data
+from trainables.config import ConfigError, TrialConfig
 from trainables.data import (
     DATASET_STATS,
     DATASETS,
@@ -30,8 +32,10 @@ from trainables.data import (
     ImageSet,
     cifar_missing_message,
     load_dataset,
+    split_validation,
     tiny_missing_message,
 )
+from trainables.train import load_splits
 
 CIFAR10 = torchvision.datasets.CIFAR10
 CIFAR100 = torchvision.datasets.CIFAR100
@@ -659,3 +663,99 @@ def test_imageset_validates_and_moves() -> None:
 def test_load_onto_cuda() -> None:
     ds = load_dataset("synthetic", ".", "train", synthetic_size=100, device="cuda")
     assert ds.images.is_cuda and ds.labels.is_cuda and ds.images.dtype == torch.uint8
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation split (METHOD.md section 6)
+
+
+def _train_split(name: str, root: Path, tmp_path: Path) -> ImageSet:
+    """A training split of each dataset: synthetic, or files written in the official format."""
+    if name == "synthetic":
+        return load_dataset("synthetic", root, "train", synthetic_size=300)
+    if name == "cifar10":
+        write_cifar10(root, per_batch=40)
+    elif name == "cifar100":
+        write_cifar100(root, n_train=2000)
+    else:
+        root = make_tiny_tree(root)
+        return load_dataset(name, root, "train", cache_dir=tmp_path / "cache")
+    return _load_unverified(name, root, "train", download=False)
+
+
+def _rows(images: torch.Tensor) -> list[bytes]:
+    return [bytes(row) for row in images.flatten(1).numpy()]
+
+
+SPLIT_CASES = [("synthetic", 5), ("cifar10", 3), ("cifar100", 2), ("tinyimagenet", 1)]
+
+
+def test_every_dataset_has_a_split_case() -> None:
+    assert {name for name, _ in SPLIT_CASES} == set(DATASETS)
+
+
+@pytest.mark.parametrize("name, per_class", SPLIT_CASES)
+def test_validation_split_is_stratified_disjoint_and_complete(name: str, per_class: int, tmp_path: Path) -> None:
+    full = _train_split(name, tmp_path / "data", tmp_path)
+    train, valid = split_validation(full, per_class, seed=0)
+    k = full.num_classes
+    assert len(valid) == per_class * k and len(train) == len(full) - per_class * k
+    assert torch.bincount(valid.labels, minlength=k).tolist() == [per_class] * k  # stratified
+    assert valid.labels[:k].tolist() == list(range(k))  # interleaved: any first N are balanced
+    # a partition of the training split: nothing held out is trained on, nothing is lost
+    assert not set(_rows(train.images)) & set(_rows(valid.images))
+    assert sorted(_rows(torch.cat([train.images, valid.images]))) == sorted(_rows(full.images))
+    pairs = set(zip(_rows(full.images), full.labels.tolist()))
+    assert set(zip(_rows(valid.images), valid.labels.tolist())) <= pairs  # labels travel with images
+    # the kept images keep their order
+    kept = [i for i, row in enumerate(_rows(full.images)) if row not in set(_rows(valid.images))]
+    assert torch.equal(train.images, full.images[kept]) and torch.equal(train.labels, full.labels[kept])
+    assert (train.class_names, train.mean, valid.std) == (full.class_names, full.mean, full.std)
+
+
+@pytest.mark.parametrize("name, per_class", SPLIT_CASES)
+def test_validation_split_depends_on_the_labels_and_its_own_seed_only(name: str, per_class: int,
+                                                                      tmp_path: Path) -> None:
+    full = _train_split(name, tmp_path / "data", tmp_path)
+    _, valid = split_validation(full, per_class, seed=0)
+    _, again = split_validation(full, per_class, seed=0)
+    assert torch.equal(valid.images, again.images) and torch.equal(valid.labels, again.labels)
+    # other pixels, same labels (what another training seed changes): the same positions held out
+    negative = dataclasses.replace(full, images=255 - full.images)
+    assert torch.equal(split_validation(negative, per_class, seed=0)[1].images, 255 - valid.images)
+    if name != "tinyimagenet":  # the hand-made tree has 2-3 images a class: one held out of 2 may repeat
+        assert not torch.equal(split_validation(full, per_class, seed=1)[1].images, valid.images)
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100", "tinyimagenet"])
+def test_every_trial_holds_out_the_same_images_whatever_its_seed(name: str, tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    _train_split(name, root, tmp_path)
+    data_root = root / "tiny-imagenet-200" if name == "tinyimagenet" else root
+    splits = []
+    for seed in (0, 7):
+        cfg = TrialConfig(dataset=name, data_root=str(data_root), valid_per_class=1, seed=seed, beta=2.0 + seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DatasetChecksumWarning)
+            splits.append(load_splits(cfg, torch.device("cpu")))
+    (train_a, valid_a, _), (train_b, valid_b, _) = splits
+    assert torch.equal(valid_a.images, valid_b.images) and torch.equal(train_a.images, train_b.images)
+
+
+def test_no_validation_split_leaves_the_training_split_exactly_as_it_was() -> None:
+    full = load_dataset("synthetic", "unused", "train", synthetic_size=200, seed=3)
+    train, valid = split_validation(full, 0, seed=0)
+    assert train is full and len(valid) == 0 and valid.images.shape[1:] == full.images.shape[1:]
+    cfg = TrialConfig(dataset="synthetic", train_size=200, seed=3)
+    loaded, none, _ = load_splits(cfg, torch.device("cpu"))
+    assert none is None and torch.equal(loaded.images, full.images) and torch.equal(loaded.labels, full.labels)
+
+
+def test_a_class_too_small_to_hold_out_is_named(tiny_root: Path, tmp_path: Path) -> None:
+    full = load_dataset("tinyimagenet", tiny_root, "train", cache_dir=tmp_path / "cache")  # 3, 3, 2, 3 a class
+    with pytest.raises(ValueError, match=r"cannot hold out 2 validation images per class: class\(es\) "
+                                         r"'bullfrog' \(2\) have no more training images than that \(at most 1"):
+        split_validation(full, 2, seed=0)
+    cfg = TrialConfig(dataset="tinyimagenet", data_root=str(tiny_root), valid_per_class=3)
+    with pytest.raises(ConfigError, match=r"config key 'valid_per_class': cannot hold out 3"):
+        load_splits(cfg, torch.device("cpu"))

@@ -22,6 +22,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from study.__main__ import main
+from study.launch import make_scheduler, start_parent_run
 from study.spec import CONDITIONS, DefineByRun, SpecError, load_spec, parse_spec, preset_names
 from trainables.config import TrialConfig
 from trainables.models import create_model
@@ -144,7 +145,7 @@ def test_conditional_parameters_appear_only_where_they_apply():
 
 
 def test_define_by_run_skips_mollification_knobs_when_mollification_is_off():
-    spec = parse_spec({"trial": {"dataset": "synthetic"}, "search": {
+    spec = parse_spec({"trial": {"dataset": "synthetic", "valid_per_class": 10}, "search": {
         "algorithm": "tpe", "num_samples": 4,
         "space": {"mollify": [True, False], "beta": {"type": "float", "low": 1, "high": 9}}}})
     study = optuna.create_study()
@@ -174,6 +175,116 @@ def test_define_by_run_skips_mollification_knobs_when_mollification_is_off():
 def test_bad_specs_fail_naming_the_problem(spec, message):
     with pytest.raises(SpecError, match=message):
         parse_spec(spec)
+
+
+# --- selection without the test set (METHOD.md section 6) ------------------------------------------
+
+SEARCH = {"algorithm": "tpe", "num_samples": 4, "space": {"beta": {"type": "float", "low": 1, "high": 9}}}
+HELD_OUT = {"dataset": "synthetic", "valid_per_class": 10}
+
+
+@pytest.mark.parametrize(("metric", "counterpart"), [
+    ("clean/error", "valid/error"), ("clean/ece", "valid/ece"), ("corrupt/error", "valid/corrupt/error"),
+    ("corrupt/ece_batch100", "valid/corrupt/ece_batch100"),
+    ("corrupt/group/noise/error", "valid/corrupt/error"),  # no test group among the held-out corruptions
+    ("corrupt/gaussian_noise/s3/nll", "valid/corrupt/nll"),
+    ("corrupt/spatter/error", "valid/corrupt/spatter/error"),
+])
+@pytest.mark.parametrize("algorithm", ["tpe", "gp"])
+def test_a_search_on_a_test_metric_fails_naming_the_validation_metric(metric, counterpart, algorithm):
+    with pytest.raises(SpecError) as err:
+        parse_spec({"trial": HELD_OUT, "search": {**SEARCH, "algorithm": algorithm,
+                                                  "objectives": [[metric, "min"]]}})
+    message = str(err.value)
+    assert f"search.objectives {metric!r} is measured on the test set" in message
+    assert "optimistically biased" in message and f"validation metric {counterpart!r}" in message
+    assert "select_on_test: true" in message
+
+
+def test_nsga2_and_asha_on_test_metrics_fail_too():
+    nsga2 = {**SEARCH, "algorithm": "nsga2", "objectives": [["valid/corrupt/error", "min"], ["corrupt/ece", "min"]]}
+    with pytest.raises(SpecError, match=r"'corrupt/ece' is measured on the test set.*'valid/corrupt/ece'"):
+        parse_spec({"trial": HELD_OUT, "search": nsga2})
+    # a grid only enumerates, but ASHA stopping on test error selects
+    grid = {"algorithm": "grid", "objectives": [["corrupt/error", "min"]], "grid": [{"beta": [2, 4]}]}
+    with pytest.raises(SpecError, match=r"scheduler.metric 'clean/error' is measured on the test set, and the "
+                                        r"ASHA scheduler stops trials on it.*'valid/error'"):
+        parse_spec({"trial": HELD_OUT, "search": grid, "scheduler": {"type": "asha", "metric": "clean/error"}})
+
+
+def test_grids_that_only_enumerate_pass_on_test_metrics():
+    spec = parse_spec({"trial": {"dataset": "synthetic"}, "search": {
+        "algorithm": "grid", "objectives": [["corrupt/error", "min"]], "grid": [{"beta": [2, 4]}]}})
+    assert spec.selection_metrics == () and not spec.select_on_test
+    for name in ("paper-baselines", "paper-type", "quickstart", "evidence-cpu"):
+        assert load_spec(name).selection_metrics == ()
+
+
+def test_select_on_test_opts_in_and_is_tagged_on_the_study_run(tmp_path):
+    raw = {"trial": {"dataset": "synthetic"}, "select_on_test": True,
+           "search": {**SEARCH, "objectives": [["corrupt/error", "min"]]},
+           "scheduler": {"type": "asha", "metric": "clean/error"}}
+    spec = parse_spec(raw, name="opted-in")
+    assert spec.select_on_test and spec.selection_metrics == (("corrupt/error", "search.objectives"),
+                                                              ("clean/error", "scheduler.metric"))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    tags = client.get_run(start_parent_run(spec, uri)).data.tags
+    assert tags["mollify.select_on_test"] == "true"
+    honest = parse_spec({"trial": HELD_OUT, "search": SEARCH}, name="honest")
+    assert client.get_run(start_parent_run(honest, uri)).data.tags["mollify.select_on_test"] == "false"
+    with pytest.raises(SpecError, match="select_on_test must be true or false, got 'yes'"):
+        parse_spec({**raw, "select_on_test": "yes"})
+
+
+@pytest.mark.parametrize("raw", [
+    {"trial": {"dataset": "synthetic"}, "search": SEARCH},  # the search's default objective is valid/error
+    {"trial": {"dataset": "synthetic", "valid_per_class": 0}, "search": {**SEARCH, "objectives": [["valid/ece", "min"]]}},
+    {"trial": {"dataset": "synthetic"}, "search": {**SEARCH, "space": {**SEARCH["space"], "valid_per_class": [0, 20]}}},
+    {"trial": {"dataset": "synthetic"}, "search": {"algorithm": "grid", "objectives": [["valid/corrupt/error", "min"]],
+                                                   "grid": [{"valid_per_class": [0, 10]}]}},
+    {"trial": {"dataset": "synthetic"}, "search": {"algorithm": "grid", "grid": [{"beta": [2, 4]}]},
+     "scheduler": {"type": "asha", "metric": "valid/error"}},
+])
+def test_a_validation_metric_without_a_validation_split_fails(raw):
+    with pytest.raises(SpecError, match=r"is measured on the validation split, but not every trial holds one out: "
+                                        r"set trial valid_per_class > 0"):
+        parse_spec(raw)
+
+
+def test_validation_objectives_with_a_split_pass():
+    spec = parse_spec({"trial": HELD_OUT, "search": SEARCH})
+    assert spec.objectives == (("valid/error", "min"),)
+    searched = {**SEARCH, "space": {**SEARCH["space"], "valid_per_class": {"type": "int", "low": 5, "high": 20}}}
+    assert parse_spec({"trial": {"dataset": "synthetic"}, "search": searched}).space["valid_per_class"].low == 5
+    for name in ("hpo", "pareto", "smoke"):
+        spec = load_spec(name)
+        assert all(m.startswith("valid/") for m, _ in spec.selection_metrics), spec.selection_metrics
+        assert spec.trial["valid_per_class"] > 0
+    assert load_spec("hpo").scheduler.metric == "valid/corrupt/error"
+
+
+def test_unknown_metrics_fail_naming_examples():
+    with pytest.raises(SpecError, match=r"search.objectives: unknown metric 'valid/eror'; e.g. valid/error"):
+        parse_spec({"trial": HELD_OUT, "search": {**SEARCH, "objectives": [["valid/eror", "min"]]}})
+    with pytest.raises(SpecError, match=r"scheduler.metric: unknown metric 'valid/gaussian_noise/error'"):
+        parse_spec({"trial": HELD_OUT, "search": SEARCH, "scheduler": {"type": "asha",
+                                                                       "metric": "valid/gaussian_noise/error"}})
+
+
+def test_epochs_horizon_is_the_configs_default_or_the_searched_maximum():
+    def horizon(trial: dict, space: dict | None = None, grid: list | None = None) -> int:
+        search = {"algorithm": "grid", "grid": grid} if grid else {**SEARCH, "space": {**SEARCH["space"], **(space or {})}}
+        spec = parse_spec({"trial": {**HELD_OUT, **trial}, "search": search,
+                           "scheduler": {"type": "asha", "metric": "valid/error"}})
+        assert make_scheduler(spec)._max_t == spec.max_epochs
+        return spec.max_epochs
+
+    assert horizon({}) == TrialConfig().epochs
+    assert horizon({"epochs": 3}) == 3
+    assert horizon({}, {"epochs": {"type": "int", "low": 2, "high": 7}}) == 7
+    assert horizon({}, {"epochs": [4, 12, 6]}) == 12
+    assert horizon({}, grid=[{"epochs": [2, 5]}, {"beta": [3]}]) == max(5, TrialConfig().epochs)
 
 
 def test_bad_spec_fails_before_ray_starts(tmp_path, capsys):
@@ -237,7 +348,8 @@ def test_smoke_study_end_to_end(tmp_path):
         assert run.info.status == "FINISHED"
         for key in ("clean/error", "clean/nll", "clean/ece", "clean/ece_batch100", "train/loss", "train/error", "lr",
                     "corrupt/error", "corrupt/nll", "corrupt/ece", "corrupt/group/weather/error",
-                    "corrupt/glass_blur/error", "corrupt/jpeg_compression/s5/ece"):
+                    "corrupt/glass_blur/error", "corrupt/jpeg_compression/s5/ece", "valid/error",
+                    "valid/corrupt/error", "valid/corrupt/spatter/nll"):
             assert key in run.data.metrics, (key, run.data.metrics)
         assert run.data.params["dataset"] == "synthetic" and run.data.params["epochs"] == "1"
     assert sorted(int(r.data.tags["mollify.trial_number"]) for r in children) == [0, 1, 2, 3]
@@ -245,20 +357,22 @@ def test_smoke_study_end_to_end(tmp_path):
     assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 4
     by_number = {int(r.data.tags["mollify.trial_number"]): r for r in children}
     for t in trials:  # Optuna's values are the runs' metrics, and its params the runs' params
-        assert t.value == pytest.approx(by_number[t.number].data.metrics["clean/error"])
+        assert t.value == pytest.approx(by_number[t.number].data.metrics["valid/error"])  # what it searched
         assert t.params["roles"] == by_number[t.number].data.params["roles"]
     assert "[study] 4/4 trials done" in proc.stdout
     status = subprocess.run([sys.executable, "-m", "study", "--runs-dir", str(tmp_path / "runs"), "status", "smoke",
                              "--json"], env=study_env(), capture_output=True, text=True, timeout=120)
     info = json.loads(status.stdout)
     assert (info["finished"], info["total"], info["failed"]) == (4, 4, 0)
-    assert info["best"]["value"] == pytest.approx(min(r.data.metrics["clean/error"] for r in children))
+    assert info["best"]["metric"] == "valid/error"
+    assert info["best"]["value"] == pytest.approx(min(r.data.metrics["valid/error"] for r in children))
 
 
 RESUME_SPEC = {
     "trial": {"dataset": "synthetic", "train_size": 4096, "model": "smallcnn", "epochs": 3, "batch_size": 64,
-              "lr": 0.05, "limit_eval_images": 200, "corruption_source": "none"},
-    "search": {"algorithm": "tpe", "objectives": [["clean/error", "min"]], "num_samples": 4,
+              "lr": 0.05, "limit_eval_images": 200, "corruption_source": "none", "valid_per_class": 10,
+              "valid_corrupt_images": 32},
+    "search": {"algorithm": "tpe", "objectives": [["valid/error", "min"]], "num_samples": 4,
                "space": {"beta": {"type": "float", "low": 1, "high": 9}, "roles": ["xn", "xb", "xnb"]}},
     "resources": {"cpus": 1}, "max_concurrent": 1, "max_failures": 1,
 }
@@ -395,3 +509,58 @@ def test_evidence_cpu_runs_end_to_end_at_a_tiny_size(tmp_path, tiny_imagenet_roo
         trials.append((p["mollify"] == "True", p["roles"], p["smooth_labels"] == "True", int(p["seed"])))
     arms = evidence_arms(trials)
     assert set(arms) == EVIDENCE_ARMS and all(sorted(seeds) == [0, 1, 2] for seeds in arms.values())
+# Trials that differ only in the learning rate (log-uniform over five decades), one at a time, so
+# that ASHA (rungs at epochs 1, 2 and 4) stops those behind the running median of their rung. The
+# validation NLL is continuous: no ties at a cutoff.
+ASHA_SPEC = {
+    "trial": {"dataset": "synthetic", "train_size": 640, "model": "smallcnn", "epochs": 4, "batch_size": 64,
+              "limit_eval_images": 64, "corruption_source": "none", "valid_per_class": 8,
+              "valid_corrupt_images": 16},
+    "search": {"algorithm": "tpe", "objectives": [["valid/nll", "min"]], "num_samples": 6,
+               "space": {"lr": {"type": "float", "low": 1e-5, "high": 0.3, "log": True}}},
+    "scheduler": {"type": "asha", "metric": "valid/nll", "mode": "min", "grace_period": 1, "reduction_factor": 2},
+    "resources": {"cpus": 1}, "max_concurrent": 1, "max_failures": 0,
+}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)  # about 3 minutes alone on 2 CPU cores; a loaded machine takes longer
+def test_asha_stops_trials_that_optuna_records_as_pruned_and_mlflow_as_stopped_early(tmp_path):
+    """ASHA on the validation NLL: the trials it stops are exactly Optuna's PRUNED ones, each with
+    the value it was stopped on; their MLflow runs are KILLED (not FAILED) and tagged stopped early,
+    the others FINISHED with every epoch; status counts them apart."""
+    uri, storage = f"sqlite:///{tmp_path / 'mlflow.db'}", f"sqlite:///{tmp_path / 'optuna.db'}"
+    path = tmp_path / "asha.yaml"
+    path.write_text(yaml.safe_dump(ASHA_SPEC))
+    proc = subprocess.run(study_cmd(tmp_path, "launch", str(path), "--name", "asha", "--tracking-uri", uri,
+                                    "--storage", storage, "--no-figures"),
+                          env=study_env(), capture_output=True, text=True, timeout=1100)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    client, parents, children = trial_runs(uri, "asha")
+    assert len(children) == 6 and parents[0].info.status == "FINISHED"
+    runs = {int(r.data.tags["mollify.trial_number"]): r for r in children}
+    trials = optuna.load_study(study_name="asha", storage=storage).trials
+    pruned = {t.number for t in trials if t.state == optuna.trial.TrialState.PRUNED}
+    complete = {t.number for t in trials if t.state == optuna.trial.TrialState.COMPLETE}
+    assert pruned and complete and pruned | complete == set(runs), [t.state for t in trials]
+    assert pruned == {n for n, r in runs.items() if r.data.tags.get("mollify.stopped_early") == "true"}
+    for t in trials:
+        run = runs[t.number]
+        epochs = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
+        nll = client.get_metric_history(run.info.run_id, "valid/nll")
+        logged = {m.step: pytest.approx(m.value) for m in nll}
+        assert t.value == pytest.approx(run.data.metrics["valid/nll"])  # the last value logged
+        if t.number in pruned:  # Ray never passes the result ASHA stops on to the searcher: reported
+            assert t.intermediate_values == logged and t.value == t.intermediate_values[max(logged)]
+            assert run.info.status == "KILLED" and 1 <= len(epochs) < 4 and epochs == list(range(1, len(epochs) + 1))
+            assert "corrupt/error" not in run.data.metrics and "clean/error" in run.data.metrics
+        else:
+            assert t.intermediate_values.items() <= logged.items()
+            assert run.info.status == "FINISHED" and epochs == [1, 2, 3, 4]
+            assert "mollify.stopped_early" not in run.data.tags
+            assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"model", "config.yaml"}
+    status = subprocess.run([sys.executable, "-m", "study", "--runs-dir", str(tmp_path / "runs"), "status", "asha",
+                             "--json"], env=study_env(), capture_output=True, text=True, timeout=120)
+    info = json.loads(status.stdout)
+    assert (info["finished"], info["stopped_early"], info["failed"]) == (len(complete), len(pruned), 0)
+    assert info["best"]["value"] == pytest.approx(min(runs[n].data.metrics["valid/nll"] for n in complete))

@@ -18,10 +18,11 @@ from mlflow.tracking import MlflowClient
 
 from trainables.__main__ import main
 from trainables.config import TrialConfig
-from trainables.evaluate import classification_metrics, predict_logits
+from trainables.corruptions import EXTRA
+from trainables.evaluate import METRICS, classification_metrics, predict_logits
 from trainables.pipeline import normalize, to_unit
 from trainables.tracking import MODEL_ARTIFACT, MlflowTrialLogger
-from trainables.train import CHECKPOINT_FILE, load_test_split, run_trial
+from trainables.train import CHECKPOINT_FILE, load_test_split, run_trial, validation_metric_names
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK = dict(dataset="synthetic", model="smallcnn", train_size=1024, batch_size=64, lr=0.05,
@@ -69,6 +70,48 @@ def test_final_report_carries_the_corruption_grid():
     assert result.metrics["corrupt/error"] == final["corrupt/error"]
     assert set(result.reliability) == {"clean", "corrupt_s5"}
     assert sum(result.reliability["corrupt_s5"]["count"]) == 4 * 64
+
+
+def test_validation_metrics_under_their_documented_names_every_evaluated_epoch():
+    cfg = TrialConfig(**QUICK, epochs=3, eval_every=2, limit_train_batches=2, valid_per_class=6,
+                      valid_corrupt_images=20)
+    reports = []
+    result = run_trial(cfg, report=lambda m, c: reports.append(m))
+    names = set(validation_metric_names())
+    assert names == ({f"valid/{m}" for m in METRICS} | {f"valid/corrupt/{m}" for m in METRICS}
+                     | {f"valid/corrupt/{c}/{m}" for c in EXTRA for m in METRICS})
+    assert not names & set(reports[0]) and names <= set(reports[1]) and names <= set(reports[2])  # epochs 2, 3
+    final = result.metrics
+    assert names <= set(final) and {"clean/error", "clean/ece", "train/loss"} <= set(final)  # the test set as before
+    assert not [k for k in final if k.startswith("valid/") and k not in names]  # no per-severity cells
+    for m in METRICS:
+        assert final[f"valid/corrupt/{m}"] == pytest.approx(sum(final[f"valid/corrupt/{c}/{m}"] for c in EXTRA) / 4)
+    assert all(0 <= final[f"valid/corrupt/{c}/error"] <= 1 for c in EXTRA)
+    assert 0 <= final["valid/error"] <= 1 and final["valid/nll"] > 0
+    assert "corrupt/error" not in final  # corruption_source none: the test grid stays off, validation does not
+
+
+def test_validation_corruptions_cover_the_extra_cells_on_the_first_images(monkeypatch):
+    import trainables.train as train_module
+
+    seen = []
+    real = train_module.evaluate_corruptions
+
+    def spy(model, images, spec, **kwargs):
+        seen.append((len(images), spec))
+        return real(model, images, spec, **kwargs)
+
+    monkeypatch.setattr(train_module, "evaluate_corruptions", spy)
+    cfg = TrialConfig(**QUICK, epochs=1, limit_train_batches=1, valid_per_class=3, valid_corrupt_images=16, valid_seed=4)
+    run_trial(cfg)
+    ((n, spec),) = seen  # corruption_source none: only the validation's corruptions ran
+    assert n == 16 and spec.source == "on_the_fly" and spec.corruptions == EXTRA
+    assert spec.severities == (1, 2, 3, 4, 5) and spec.seed == 4
+
+
+def test_no_validation_split_logs_no_validation_metrics():
+    result = run_trial(TrialConfig(**QUICK, epochs=1, limit_train_batches=2))
+    assert not [k for k in result.metrics if k.startswith("valid/")]
 
 
 def test_resumed_trial_continues_exactly_where_it_stopped(tmp_path):

@@ -25,7 +25,7 @@ from trainables.train import TrialResult, has_checkpoint, run_trial
 
 RUN_ID_FILE = "mlflow_run_id"
 SUMMARY_KEYS = ("clean/error", "clean/nll", "clean/ece", "corrupt/error", "corrupt/nll", "corrupt/ece",
-                "train/loss", "train/error")
+                "valid/error", "valid/corrupt/error", "train/loss", "train/error")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -82,7 +82,7 @@ def print_summary(cfg: TrialConfig, result: TrialResult, logger: MlflowTrialLogg
     print(f"\n{cfg.dataset} / {cfg.model} / augment {cfg.augment} / mollification {molly}")
     for key in SUMMARY_KEYS:
         if key in result.metrics:
-            print(f"  {key:<14} {result.metrics[key]:.4f}")
+            print(f"  {key:<20} {result.metrics[key]:.4f}")
     print(f"done in {seconds:.1f} s; MLflow run {logger.run_id} at {logger.client.tracking_uri}")
 
 

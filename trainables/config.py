@@ -14,7 +14,7 @@ from typing import Any, Mapping
 import yaml
 
 from trainables.augment import AUGMENTATIONS
-from trainables.corruptions import SOURCES, CorruptionSpec, expand_corruptions
+from trainables.corruptions import EXTRA, SEVERITIES, SOURCES, CorruptionSpec, expand_corruptions
 from trainables.data import DATASETS
 from trainables.losses import LOSSES
 from trainables.models import MODELS
@@ -63,10 +63,14 @@ class TrialConfig:
     corruptions: str = "benchmark"  # comma-separated names or groups: noise, blur, weather, digital, extra, all
     severities: str = "1,2,3,4,5"
     corruption_table: str | None = None  # severity table cifar/tinyimagenet/imagenet; None: by image size
+    # --- validation split (METHOD.md section 6): what searches select on; never trained on ---
+    valid_per_class: int = 0  # training images held out per class; 0: none, the whole split trains
+    valid_seed: int = 0  # the held-out draw's own seed: the same images in every trial, whatever its seed
+    valid_corrupt_images: int | None = 500  # the 4 extra corruptions on the first N held-out images; None: all
     # --- run ---
     seed: int = 0
     device: str = "auto"  # auto, cpu, cuda, cuda:N
-    eval_every: int = 1  # evaluate on the clean test set every N epochs (and always at the end)
+    eval_every: int = 1  # evaluate (clean test set, validation) every N epochs, and always at the end
     eval_batch_size: int = 500
     # --- limits for quick runs ---
     limit_train_batches: int | None = None  # batches per epoch
@@ -94,6 +98,14 @@ class TrialConfig:
         corruptions, severities = self.corruption_cells
         return CorruptionSpec(source=self.corruption_source, path=self.corruption_path, corruptions=corruptions,
                               severities=severities, seed=self.seed, table=self.corruption_table)
+
+    @property
+    def valid_corruption_spec(self) -> CorruptionSpec:
+        """The corruptions held apart for selection (METHOD.md section 6): the 4 extra ones at every
+        severity, on the fly, seeded by `valid_seed` like the split itself. The validation images
+        are training images, so no released or generated file holds them corrupted."""
+        return CorruptionSpec(source="on_the_fly", corruptions=EXTRA, severities=SEVERITIES, seed=self.valid_seed,
+                              table=self.corruption_table)
 
     @property
     def sink_class(self) -> bool:
@@ -206,12 +218,13 @@ def _check_choices(cfg: TrialConfig) -> None:
 def _check_ranges(cfg: TrialConfig) -> None:
     positive = ("epochs", "batch_size", "lr", "alpha", "beta", "npow", "bpow", "sigma_min",
                 "eval_every", "eval_batch_size", "num_classes", "image_size", "train_size",
-                "limit_train_batches", "limit_eval_images", "limit_corrupt_images", "sigma_max")
+                "limit_train_batches", "limit_eval_images", "limit_corrupt_images", "sigma_max",
+                "valid_corrupt_images")
     for key in positive:
         value = getattr(cfg, key)
         if value is not None and value <= 0:
             raise ConfigError(f"config key {key!r} must be positive, got {value!r}")
-    for key in ("momentum", "weight_decay"):
+    for key in ("momentum", "weight_decay", "valid_per_class"):
         if getattr(cfg, key) < 0:
             raise ConfigError(f"config key {key!r} must be >= 0, got {getattr(cfg, key)!r}")
     if cfg.sigma_max is not None and cfg.sigma_max <= cfg.sigma_min:

@@ -20,11 +20,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from trainables.augment import create_augmentation
-from trainables.config import TrialConfig
-from trainables.corruptions import evaluate_corruptions
+from trainables.config import ConfigError, TrialConfig
+from trainables.corruptions import CORRUPTIONS, EXTRA, SEVERITIES, corruption_metric_names, evaluate_corruptions
 from trainables.corruptions.provision import resolve_corruption_set
-from trainables.data import ImageSet, load_dataset
-from trainables.evaluate import classification_metrics, predict_logits, reliability_bins
+from trainables.data import ImageSet, load_dataset, split_validation
+from trainables.evaluate import METRICS, classification_metrics, predict_logits, reliability_bins
 from trainables.losses import create_loss
 from trainables.models import create_model
 from trainables.mollify import mollify
@@ -32,11 +32,13 @@ from trainables.pipeline import autocast, normalize, resolve_device, to_unit
 
 CHECKPOINT_FILE = "checkpoint.pt"
 Report = Callable[[dict[str, float], "Path | None"], None]
+VALID = "valid"  # validation metrics: valid/<m>, valid/corrupt/<m>, valid/corrupt/<corruption>/<m>
+FINAL_PREFIXES = ("clean/", "corrupt/", "train/", f"{VALID}/")
 
 
 @dataclass
 class TrialResult:
-    metrics: dict[str, float]  # final metrics, named as MLflow stores them (clean/error, ...)
+    metrics: dict[str, float]  # final metrics, named as MLflow stores them (clean/error, valid/error, ...)
     history: list[dict[str, float]] = field(default_factory=list)  # one entry per epoch
     reliability: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # per eval set
     model: nn.Module | None = None  # the final network (eval mode), kept with the run
@@ -95,10 +97,17 @@ def has_checkpoint(folder: Path | None) -> bool:
 
 # --- setup -----------------------------------------------------------------------------------------
 
-def load_splits(cfg: TrialConfig, device: torch.device) -> tuple[ImageSet, ImageSet]:
+def load_splits(cfg: TrialConfig, device: torch.device) -> tuple[ImageSet, ImageSet | None, ImageSet]:
+    """(train, validation or None when `valid_per_class` is 0, test)."""
     train = load_dataset(cfg.dataset, cfg.data_root, "train", num_classes=cfg.num_classes,
                          image_size=cfg.image_size, device=device, seed=cfg.seed, synthetic_size=cfg.train_size)
-    return train, load_test_split(cfg, device)
+    if not cfg.valid_per_class:
+        return train, None, load_test_split(cfg, device)
+    try:
+        train, valid = split_validation(train, cfg.valid_per_class, cfg.valid_seed)
+    except ValueError as err:
+        raise ConfigError(f"config key 'valid_per_class': {err}") from None
+    return train, valid, load_test_split(cfg, device)
 
 
 def load_test_split(cfg: TrialConfig, device: torch.device, image_size: int | None = None) -> ImageSet:
@@ -194,6 +203,39 @@ def evaluate_clean(cfg: TrialConfig, model: nn.Module, test: ImageSet) -> tuple[
     return metrics, reliability_bins(logits.softmax(dim=1), test.labels)
 
 
+def evaluate_validation(cfg: TrialConfig, model: nn.Module, valid: ImageSet) -> dict[str, float]:
+    """What searches select on (METHOD.md section 6): the held-out training images clean, and the
+    first `valid_corrupt_images` of them under the 4 extra corruptions (never the 15 of the test
+    benchmark), summarised as the plain mean over those 20 cells and per corruption."""
+    logits = predict_logits(model, valid.images, valid.mean, valid.std, num_classes=valid.num_classes,
+                            batch_size=cfg.eval_batch_size, precision=cfg.precision)
+    metrics = {f"{VALID}/{name}": value for name, value in classification_metrics(logits, valid.labels).items()}
+    spec = cfg.valid_corruption_spec
+    cells, _ = evaluate_corruptions(model, first(valid, cfg.valid_corrupt_images), spec, dataset=cfg.dataset,
+                                    batch_size=cfg.eval_batch_size, precision=cfg.precision)
+    # Every corruption has the same severities, so the mean of the per-corruption means is the mean
+    # over the cells (evaluate_corruptions' own corrupt/<m> covers the benchmark's cells only).
+    for m in METRICS:
+        per_corruption = {c: cells[f"corrupt/{c}/{m}"] for c in spec.corruptions}
+        metrics |= {f"{VALID}/corrupt/{c}/{m}": value for c, value in per_corruption.items()}
+        metrics[f"{VALID}/corrupt/{m}"] = sum(per_corruption.values()) / len(per_corruption)
+    return metrics
+
+
+def validation_metric_names() -> tuple[str, ...]:
+    """Every name `evaluate_validation` returns."""
+    return (*(f"{VALID}/{m}" for m in METRICS), *(f"{VALID}/corrupt/{m}" for m in METRICS),
+            *(f"{VALID}/corrupt/{c}/{m}" for c in EXTRA for m in METRICS))
+
+
+def trial_metric_names() -> frozenset[str]:
+    """Every metric a trial can report (the corruption grid's for every corruption and severity):
+    what a study may optimise or stop on."""
+    return frozenset({"epoch", "lr", "train/loss", "train/error", "train/images_per_s",
+                      *(f"clean/{m}" for m in METRICS), *corruption_metric_names(tuple(CORRUPTIONS), SEVERITIES),
+                      *validation_metric_names()})
+
+
 # --- the trial -----------------------------------------------------------------------------------
 
 def run_trial(cfg: TrialConfig, report: Report | None = None, checkpoint_dir: str | Path | None = None,
@@ -203,7 +245,7 @@ def run_trial(cfg: TrialConfig, report: Report | None = None, checkpoint_dir: st
     A `checkpoint_dir` that already holds one is resumed from: the trial continues where it stopped."""
     cfg = resolve_corruption_set(cfg)  # callers resolve it first, to log what runs; a no-op then
     device = resolve_device(cfg.device)
-    train, test = load_splits(cfg, device)
+    train, valid, test = load_splits(cfg, device)
     steps = steps_per_epoch(cfg, len(train))
     state = build_state(cfg, train.num_classes, steps * cfg.epochs, device)
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
@@ -217,7 +259,7 @@ def run_trial(cfg: TrialConfig, report: Report | None = None, checkpoint_dir: st
         state.epoch += 1
         if state.epoch % cfg.eval_every == 0 or state.epoch == cfg.epochs:
             clean, reliability["clean"] = evaluate_clean(cfg, state.model, test)
-            metrics |= clean
+            metrics |= clean | (evaluate_validation(cfg, state.model, valid) if valid is not None else {})
         if state.epoch == cfg.epochs:  # the final report carries the corruption grid too
             corrupted, extras = evaluate_corrupted(cfg, state.model, test)
             metrics |= corrupted
@@ -231,6 +273,6 @@ def run_trial(cfg: TrialConfig, report: Report | None = None, checkpoint_dir: st
         corrupted, extras = evaluate_corrupted(cfg, state.model, test)
         state.history[-1] |= clean | corrupted
         reliability |= extras
-    final = {k: v for k, v in state.history[-1].items() if k.startswith(("clean/", "corrupt/", "train/"))}
+    final = {k: v for k, v in state.history[-1].items() if k.startswith(FINAL_PREFIXES)}
     return TrialResult(metrics=final, history=state.history, reliability=reliability,
                        model=state.model.eval(), model_card=model_card(cfg, test))
