@@ -48,16 +48,22 @@ def paired_differences(runs: pd.DataFrame, baseline: str, columns: Sequence[tupl
     for config, group in runs[runs[by] != baseline].groupby(by, sort=False):
         group = group.drop_duplicates("seed").set_index("seed")
         seeds = group.index.intersection(base.index)
-        row = {}
-        for heading, metric, scale in columns:
-            if metric in runs:
-                diffs = (group.loc[seeds, metric] - base.loc[seeds, metric]) * scale
-                mean, half, n = mean_ci(diffs)
-            else:
-                mean, half, n = math.nan, math.nan, 0
-            row.update({(heading, "mean"): mean, (heading, "half"): half, (heading, "n"): n})
-        out[config] = row
-    frame = pd.DataFrame.from_dict(out, orient="index")
+        out[config] = _interval_row(
+            columns, lambda metric: group.loc[seeds, metric] - base.loc[seeds, metric] if metric in runs else [])
+    return _frame(out, by)
+
+
+def _interval_row(columns: Sequence[tuple[str, str, float]], values) -> dict:
+    """{(heading, mean|half|n)} of the 95% t interval of `values(metric)` times the scale."""
+    row = {}
+    for heading, metric, scale in columns:
+        mean, half, n = mean_ci(pd.Series(values(metric), dtype=float) * scale)
+        row.update({(heading, "mean"): mean, (heading, "half"): half, (heading, "n"): n})
+    return row
+
+
+def _frame(rows: dict, by: str) -> pd.DataFrame:
+    frame = pd.DataFrame.from_dict(rows, orient="index")
     frame.columns = pd.MultiIndex.from_tuples(frame.columns, names=["metric", "stat"])
     frame.index.name = by
     return frame
@@ -108,17 +114,9 @@ def differences_markdown(diffs: pd.DataFrame, baseline: str,
 def headline_table(runs: pd.DataFrame, columns: Sequence[tuple[str, str, float]] = HEADLINE,
                    by: str = "config") -> pd.DataFrame:
     """Mean, 95% half-width and n over seeds of each headline metric per configuration."""
-    out = {}
-    for config, group in runs.groupby(by, sort=False):
-        row = {}
-        for heading, metric, scale in columns:
-            mean, half, n = mean_ci(group[metric] * scale if metric in group else [])
-            row.update({(heading, "mean"): mean, (heading, "half"): half, (heading, "n"): n})
-        out[config] = row
-    frame = pd.DataFrame.from_dict(out, orient="index")
-    frame.columns = pd.MultiIndex.from_tuples(frame.columns, names=["metric", "stat"])
-    frame.index.name = by
-    return frame
+    out = {config: _interval_row(columns, lambda metric: group[metric] if metric in group else [])
+           for config, group in runs.groupby(by, sort=False)}
+    return _frame(out, by)
 
 
 def headline_markdown(table: pd.DataFrame, columns: Sequence[tuple[str, str, float]] = HEADLINE) -> str:
