@@ -149,13 +149,15 @@ class MarkStoppedEarly(tune.Callback):
 
 
 class Progress(tune.Callback):
-    """A line per finished trial: done / running / failed, best objective so far, time left."""
+    """A line per finished trial: done (and how many of those the scheduler stopped early) /
+    running / failed, the best objective so far among the trials that ran to the end, time left."""
 
     def __init__(self, total: int, objective: tuple[str, str], concurrency: int) -> None:
         self.total, (self.metric, self.mode), self.concurrency = total, objective, max(concurrency, 1)
         self.started: dict[str, float] = {}
         self.durations: list[float] = []
         self.failed = 0
+        self.stopped = 0  # by the scheduler, before their last epoch
         self.best: float | None = None
         self.launched = time.monotonic()
 
@@ -166,8 +168,11 @@ class Progress(tune.Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.durations.append(time.monotonic() - self.started.get(trial.trial_id, self.launched))
-        value = (trial.last_result or {}).get(self.metric)
-        if value is not None and (self.best is None or (value < self.best) == (self.mode == "min")):
+        result = trial.last_result or {}
+        if result.get("epoch", float("inf")) < trial_epochs(trial.config):
+            self.stopped += 1  # its partial value is no score: it never enters "best"
+        elif (value := result.get(self.metric)) is not None and (
+                self.best is None or (value < self.best) == (self.mode == "min")):
             self.best = value
         self.print_line(trials, trial)
 
@@ -181,8 +186,15 @@ class Progress(tune.Callback):
         left = max(self.total - done - self.failed, 0)
         eta = sum(self.durations) / done * left / self.concurrency if done else float("nan")
         best = f"{self.best:.4f}" if self.best is not None else "n/a"
-        print(f"[study] {done}/{self.total} trials done, {running} running, {self.failed} failed; "
+        stopped = f" ({self.stopped} stopped early)" if self.stopped else ""
+        print(f"[study] {done}/{self.total} trials done{stopped}, {running} running, {self.failed} failed; "
               f"best {self.metric} {best}; about {eta / 60:.1f} min left", flush=True)
+
+
+def trial_epochs(config: dict[str, Any]) -> int:
+    """The epochs a trial was to run: its grid point's, else its drawn or fixed value, else the
+    TrialConfig default."""
+    return int(config.get("__point", {}).get("epochs", config.get("epochs", TrialConfig().epochs)))
 
 
 def make_searcher(spec: StudySpec, record: StudyRecord) -> OptunaSearch | None:

@@ -509,6 +509,8 @@ def test_evidence_cpu_runs_end_to_end_at_a_tiny_size(tmp_path, tiny_imagenet_roo
         trials.append((p["mollify"] == "True", p["roles"], p["smooth_labels"] == "True", int(p["seed"])))
     arms = evidence_arms(trials)
     assert set(arms) == EVIDENCE_ARMS and all(sorted(seeds) == [0, 1, 2] for seeds in arms.values())
+
+
 # Trials that differ only in the learning rate (log-uniform over five decades), one at a time, so
 # that ASHA (rungs at epochs 1, 2 and 4) stops those behind the running median of their rung. The
 # validation NLL is continuous: no ties at a cutoff.
@@ -559,6 +561,10 @@ def test_asha_stops_trials_that_optuna_records_as_pruned_and_mlflow_as_stopped_e
             assert run.info.status == "FINISHED" and epochs == [1, 2, 3, 4]
             assert "mollify.stopped_early" not in run.data.tags
             assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"model", "config.yaml"}
+    # The live progress line counts the stopped trials apart and never takes "best" from them.
+    last = [line for line in proc.stdout.splitlines() if "trials done" in line][-1]
+    assert f"6/6 trials done ({len(pruned)} stopped early)" in last
+    assert f"best valid/nll {min(runs[n].data.metrics['valid/nll'] for n in complete):.4f}" in last
     status = subprocess.run([sys.executable, "-m", "study", "--runs-dir", str(tmp_path / "runs"), "status", "asha",
                              "--json"], env=study_env(), capture_output=True, text=True, timeout=120)
     info = json.loads(status.stdout)
