@@ -88,22 +88,31 @@ def _signed(mean: float, half: float, n: int, digits: int) -> str:
     return f"{text} ± {half:.{digits}f}" if n >= 2 and math.isfinite(half) else text
 
 
+def _markdown(frame: pd.DataFrame, columns: Sequence[tuple[str, str, float]], first: str, count: str,
+              cell) -> list[str]:
+    """Table lines: a row per configuration, its largest n, then `cell(mean, half, n, digits)` per
+    column (2 digits for % columns, 3 for NLL)."""
+    headings = [h for h, *_ in columns]
+    lines = [f"| {first} | {count} | " + " | ".join(headings) + " |",
+             "| --- | ---: | " + " | ".join("---:" for _ in headings) + " |"]
+    for config, row in frame.iterrows():
+        cells = [cell(row[(h, "mean")], row[(h, "half")], int(row[(h, "n")]), 2 if scale == 100.0 else 3)
+                 for h, _, scale in columns]
+        n = int(max(row[(h, "n")] for h in headings))
+        lines.append(f"| {config.replace('|', '/')} | {n} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _marked(mean: float, half: float, n: int, digits: int) -> str:
+    mark = verdict(mean, half, n)
+    return _signed(mean, half, n, digits) + (f" ({mark})" if mark in ("lower", "higher") else "")
+
+
 def differences_markdown(diffs: pd.DataFrame, baseline: str,
                          columns: Sequence[tuple[str, str, float]] = HEADLINE) -> str:
     """The paired differences as Markdown; a cell is `difference ± half-width`, marked with
     (lower) / (higher) only where the 95% interval excludes zero."""
-    headings = [h for h, *_ in columns]
-    lines = ["| configuration − baseline | pairs | " + " | ".join(headings) + " |",
-             "| --- | ---: | " + " | ".join("---:" for _ in headings) + " |"]
-    for config, row in diffs.iterrows():
-        cells = []
-        for heading, metric, scale in columns:
-            mean, half, n = row[(heading, "mean")], row[(heading, "half")], int(row[(heading, "n")])
-            digits = 2 if scale == 100.0 else 3
-            mark = verdict(mean, half, n)
-            cells.append(_signed(mean, half, n, digits) + (f" ({mark})" if mark in ("lower", "higher") else ""))
-        pairs = int(max(row[(h, "n")] for h in headings))
-        lines.append(f"| {config.replace('|', '/')} | {pairs} | " + " | ".join(cells) + " |")
+    lines = _markdown(diffs, columns, "configuration − baseline", "pairs", _marked)
     note = (f"Baseline: {baseline}. Per seed, the configuration's value minus the baseline's with the "
             "same seed; mean ± 95% t-interval half-width over the seeds. Errors and ECE in percentage "
             "points, NLL in nats. (lower)/(higher): the interval excludes 0; unmarked: no difference "
@@ -120,16 +129,8 @@ def headline_table(runs: pd.DataFrame, columns: Sequence[tuple[str, str, float]]
 
 
 def headline_markdown(table: pd.DataFrame, columns: Sequence[tuple[str, str, float]] = HEADLINE) -> str:
-    headings = [h for h, *_ in columns]
-    lines = ["| configuration | seeds | " + " | ".join(headings) + " |",
-             "| --- | ---: | " + " | ".join("---:" for _ in headings) + " |"]
-    for config, row in table.iterrows():
-        cells = []
-        for heading, _, scale in columns:
-            cells.append(format_cell(row[(heading, "mean")], row[(heading, "half")], int(row[(heading, "n")]),
-                                     digits=2 if scale == 100.0 else 3))
-        seeds = int(max(row[(h, "n")] for h in headings))
-        lines.append(f"| {config.replace('|', '/')} | {seeds} | " + " | ".join(cells) + " |")
+    lines = _markdown(table, columns, "configuration", "seeds",
+                      lambda mean, half, n, digits: format_cell(mean, half, n, digits=digits))
     note = ("Mean ± 95% t-interval half-width over seeds. Errors and ECE in %, NLL in nats; "
             "corrupted = the plain mean over the 15 x 5 corruption x severity cells; groups as in "
             "METHOD.md section 4.")
