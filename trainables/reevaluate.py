@@ -21,7 +21,6 @@ from typing import Any
 
 import mlflow.pytorch
 import yaml
-from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 from mlflow.tracking import MlflowClient
@@ -30,7 +29,7 @@ from trainables.config import TrialConfig
 from trainables.corruptions.provision import resolve_corruption_set
 from trainables.data import ImageSet
 from trainables.pipeline import resolve_device
-from trainables.tracking import BATCH_LIMIT, MODEL_ARTIFACT, resolve_tracking_uri
+from trainables.tracking import MODEL_ARTIFACT, log_metrics, resolve_tracking_uri
 from trainables.train import evaluate_clean, evaluate_corrupted, load_test_split
 
 EVAL_PREFIX = "eval"
@@ -147,10 +146,7 @@ def _check_classes(card: dict, test: ImageSet, cfg: TrialConfig) -> None:
 
 def _log(client: MlflowClient, run_id: str, name: str, metrics: dict[str, float], reliability: dict,
          cfg: TrialConfig) -> None:
-    now = int(time.time() * 1000)
-    entries = [Metric(key, float(value), now, 0) for key, value in metrics.items()]
-    for start in range(0, len(entries), BATCH_LIMIT):
-        client.log_batch(run_id, metrics=entries[start:start + BATCH_LIMIT])
+    log_metrics(client, run_id, metrics, step=0)
     client.log_dict(run_id, reliability, f"{EVAL_PREFIX}/{name}/reliability_clean.json")
     what = {"data_root": cfg.data_root, "corruption_source": cfg.corruption_source,
             "corruption_path": cfg.corruption_path, "when": time.strftime("%Y-%m-%d %H:%M:%S")}

@@ -92,6 +92,13 @@ def _metrics(values: Mapping[str, float], step: int) -> list[Metric]:
     return [Metric(key, float(value), now, step) for key, value in values.items() if key != "epoch"]
 
 
+def log_metrics(client: MlflowClient, run_id: str, values: Mapping[str, float], step: int) -> None:
+    """`values` into the run at `step`, in batches of MLflow's per-call limit (`epoch` left out)."""
+    metrics = _metrics(values, step)
+    for start in range(0, len(metrics), BATCH_LIMIT):
+        client.log_batch(run_id, metrics=metrics[start : start + BATCH_LIMIT])
+
+
 class MlflowTrialLogger:
     """One trial's MLflow run. `report` is the trial's per-epoch callback; `finish` and `fail` end
     the run. Pass `run_id` to continue a run after a restart instead of starting a second one."""
@@ -117,9 +124,7 @@ class MlflowTrialLogger:
         self.client.log_dict(self.run_id, cfg.to_dict(), "config.yaml")
 
     def log_metrics(self, values: Mapping[str, float], step: int) -> None:
-        metrics = _metrics(values, step)
-        for start in range(0, len(metrics), BATCH_LIMIT):
-            self.client.log_batch(self.run_id, metrics=metrics[start : start + BATCH_LIMIT])
+        log_metrics(self.client, self.run_id, values, step)
 
     def _last_logged_epoch(self) -> int:
         history = self.client.get_metric_history(self.run_id, EPOCH_KEY)
