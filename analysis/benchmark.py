@@ -33,5 +33,10 @@ def corruption_metric(corruption: str, metric: str = "error", severity: int | No
     return f"corrupt/{corruption}/s{severity}/{metric}"
 
 
+def severity_metric(severity: int, metric: str = "error") -> str:
+    """`corrupt/s<k>/<metric>`: the mean over the 15 corruptions at severity k."""
+    return f"corrupt/s{severity}/{metric}"
+
+
 def group_metric(group: str, metric: str = "error") -> str:
     return f"corrupt/group/{group}/{metric}"

@@ -4,8 +4,9 @@ seed, named in words, and given one colour each.
 A run's *effective* params are its config params minus bookkeeping (where data lie, which device,
 how often or in what batch size evaluation ran) with the knobs that had no effect in that run
 replaced by `NA`: every mollification knob when mollification is off, npow and bpow without label
-smoothing, npow without the noise role, bpow and the blur scales without the blur role. Runs with
-equal effective params form one configuration; its seeds are its repeats."""
+smoothing, npow without the noise role, bpow and the blur scales without the blur role (the
+trial's own rules, analysis.contract.ACTIVE_WHEN; new runs do not log such knobs at all, older
+ones did). Runs with equal effective params form one configuration; its seeds are its repeats."""
 
 from __future__ import annotations
 
@@ -18,13 +19,12 @@ import pandas as pd
 from matplotlib import colormaps
 from matplotlib.colors import to_hex
 
+from analysis.contract import ACTIVE_WHEN, MOLLIFYING, rule_holds
 from analysis.mlflow_io import META_COLUMNS, METRIC_PREFIX
 
 NA = "n/a"  # a knob that had no effect in this run (see the module docstring)
 BOOKKEEPING = ("data_root", "device", "compile", "eval_every", "eval_batch_size")
-MOLLIFY_KNOBS = ("roles", "alpha", "beta", "npow", "bpow", "smooth_labels", "label_mode",
-                 "sigma_min", "sigma_max")
-BLUR_KNOBS = ("bpow", "sigma_min", "sigma_max")
+MOLLIFY_KNOBS = tuple(k for k, rule in ACTIVE_WHEN.items() if MOLLIFYING[0] in rule)
 
 DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "tinyimagenet": "Tiny ImageNet",
                  "imagenet": "ImageNet", "synthetic": "synthetic data"}
@@ -52,18 +52,8 @@ def _plain(value: Any) -> Any:
 
 
 def _effective(params: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(params)
-    blank = set()
-    if out.get("mollify") is False:
-        blank.update(MOLLIFY_KNOBS)
-    if out.get("smooth_labels") is False:
-        blank.update(("npow", "bpow"))
-    roles = out.get("roles")
-    if isinstance(roles, str) and "n" not in roles:
-        blank.add("npow")
-    if isinstance(roles, str) and "b" not in roles:
-        blank.update(BLUR_KNOBS)
-    return {k: NA if k in blank else v for k, v in out.items()}
+    return {k: v if k not in ACTIVE_WHEN or rule_holds(ACTIVE_WHEN[k], params) else NA
+            for k, v in params.items()}
 
 
 def effective_params(runs: pd.DataFrame) -> pd.DataFrame:
@@ -197,14 +187,18 @@ def with_configurations(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]
     return runs.assign(config=labels), table
 
 
-def colour_map(labels: Sequence[str]) -> dict[str, str]:
-    """One colour per configuration label, fixed by the labels' order (the configuration table's),
-    so that a configuration has the same colour in every figure of a report."""
-    n = len(labels)
+def palette(n: int) -> list[str]:
+    """n distinct colours: tab10, tab20, else evenly spaced along turbo."""
     if n <= 10:
         colours = [colormaps["tab10"](i) for i in range(n)]
     elif n <= 20:
         colours = [colormaps["tab20"](i) for i in range(n)]
     else:
         colours = [colormaps["turbo"](x) for x in np.linspace(0.05, 0.95, n)]
-    return {label: to_hex(c) for label, c in zip(labels, colours)}
+    return [to_hex(c) for c in colours]
+
+
+def colour_map(labels: Sequence[str]) -> dict[str, str]:
+    """One colour per configuration label, fixed by the labels' order (the configuration table's),
+    so that a configuration has the same colour in every figure of a report."""
+    return dict(zip(labels, palette(len(labels))))

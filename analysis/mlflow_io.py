@@ -2,12 +2,13 @@
 parent run, the trials' reliability artifacts, and attaching a report to the parent run. Everything
 else in `analysis` is a pure function of what these return.
 
-The conventions read here (written by `trainables` and `study`): one experiment per study; one
-parent run tagged `mollify.kind=study` (and `mollify.search`, `mollify.objectives`,
-`mollify.select_on_test`); one child run per trial tagged `mollify.kind=trial`,
-`mlflow.parentRunId`, `mollify.trial_number`, `mollify.seed` (and `mollify.stopped_early` when the
-scheduler stopped it, status KILLED); params = the flattened trial config as strings; metrics logged per epoch (the latest value is the final one); reliability bins as
-`reliability/<set>.json` artifacts.
+The conventions read here (written by `trainables` and `study`, their names declared in
+analysis/contract.py): one experiment per study; one parent run tagged `mollify.kind=study`, with
+the study's record as data in `study/record.json` (older studies: tags only); one child run per
+trial tagged `mollify.kind=trial`, `mlflow.parentRunId`, `mollify.trial_number`, `mollify.seed`
+(and `mollify.stopped_early` when the scheduler stopped it, status KILLED); params = the trial
+config's knobs that acted, as strings; metrics logged per epoch (the latest value is the final
+one); reliability bins as `reliability/<set>.json` artifacts.
 """
 
 from __future__ import annotations
@@ -25,15 +26,15 @@ import pandas as pd
 from mlflow.entities import Run, ViewType
 from mlflow.tracking import MlflowClient
 
+from analysis.contract import (KIND_TAG, LEGACY_SEARCH_SPACE_TAG, OBJECTIVES_TAG, PARENT_TAG, PRESET_TAG,
+                               RECORD_ARTIFACT, RELIABILITY_DIR, REPORT_DIR, SEARCH_TAG, SEED_TAG,
+                               SELECT_ON_TEST_TAG, STOPPED_EARLY_TAG, STUDY_TAG, TRIAL_NUMBER_TAG)
+
 DEFAULT_DB = "mlflow.db"
-PARENT_TAG = "mlflow.parentRunId"
-KIND_TAG = "mollify.kind"
-META_COLUMNS = ("run_id", "status", "stopped_early", "study", "trial_number", "seed", "start_time")
-STOPPED_EARLY_TAG = "mollify.stopped_early"
+META_COLUMNS = ("run_id", "run_name", "status", "stopped_early", "study", "trial_number", "seed", "start_time")
 METRIC_PREFIX = "metrics."  # for metric names without a '/', which could clash with a param (`lr`)
 PAGE_SIZE = 1000
-RELIABILITY_DIR = "reliability"
-ARTIFACT_DIR = "figures"
+ARTIFACT_DIR = REPORT_DIR
 PROGRESS_BAR_VARIABLE = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 
@@ -108,11 +109,12 @@ def _row(run: Run, experiment: str) -> dict[str, Any]:
     seed = row.pop("seed", None)
     row.update(
         run_id=run.info.run_id,
+        run_name=run.info.run_name,
         status=run.info.status,
         stopped_early=tags.get(STOPPED_EARLY_TAG) == "true",
-        study=tags.get("mollify.study", experiment),
-        trial_number=_int_or_none(tags.get("mollify.trial_number")),
-        seed=seed if seed is not None else _int_or_none(tags.get("mollify.seed")),
+        study=tags.get(STUDY_TAG, experiment),
+        trial_number=_int_or_none(tags.get(TRIAL_NUMBER_TAG)),
+        seed=seed if seed is not None else _int_or_none(tags.get(SEED_TAG)),
         start_time=pd.Timestamp(run.info.start_time, unit="ms", tz="UTC"),
     )
     return row
@@ -158,9 +160,12 @@ class StudyInfo:
     preset: str | None = None
     search: str | None = None  # tpe, gp, nsga2, grid or random
     objectives: tuple[tuple[str, str], ...] = ()  # (metric, "min" | "max")
+    # key -> domain ({"type": float|int|categorical|grid, ...}) and, for a conditional key,
+    # "active_when": the clauses under which it acted (analysis.contract.rule_holds)
     search_space: dict[str, dict[str, Any]] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     select_on_test: bool = False  # the search or early stopping optimised test metrics, knowingly
+    label_keys: tuple[str, ...] = ()  # the keys that tell the study's trials apart (seed aside)
 
 
 def _json_tag(tags: Mapping[str, str], key: str, default: Any) -> Any:
@@ -183,16 +188,32 @@ def load_study_info(experiment: str, tracking_uri: str | None = None) -> StudyIn
         return None
     run = max(parents, key=lambda r: r.info.start_time)
     tags = dict(run.data.tags)
+    record = _record(client, run.info.run_id)
+    if record is None:  # recorded before study/record.json: the tags say as much
+        record = {"study": tags.get(STUDY_TAG, experiment), "preset": tags.get(PRESET_TAG),
+                  "search": tags.get(SEARCH_TAG), "objectives": _json_tag(tags, OBJECTIVES_TAG, []),
+                  "search_space": _json_tag(tags, LEGACY_SEARCH_SPACE_TAG, {}),
+                  "select_on_test": tags.get(SELECT_ON_TEST_TAG) == "true", "label_keys": []}
     return StudyInfo(
         run_id=run.info.run_id,
-        name=tags.get("mollify.study", experiment),
-        preset=tags.get("mollify.preset"),
-        search=tags.get("mollify.search"),
-        objectives=tuple((str(m), str(d)) for m, d in _json_tag(tags, "mollify.objectives", [])),
-        search_space=_json_tag(tags, "mollify.search_space", {}),
+        name=record["study"],
+        preset=record["preset"],
+        search=record["search"],
+        objectives=tuple((str(m), str(d)) for m, d in record["objectives"]),
+        search_space=record["search_space"],
         tags=tags,
-        select_on_test=tags.get("mollify.select_on_test") == "true",
+        select_on_test=bool(record["select_on_test"]),
+        label_keys=tuple(record["label_keys"]),
     )
+
+
+def _record(client: MlflowClient, run_id: str) -> dict[str, Any] | None:
+    """The parent run's `study/record.json`, or None when it has none."""
+    folder, name = RECORD_ARTIFACT.rsplit("/", 1)
+    if not any(a.path == RECORD_ARTIFACT for a in client.list_artifacts(run_id, folder)):
+        return None
+    with _no_progress_bars(), tempfile.TemporaryDirectory(prefix="mollify-record-") as tmp:
+        return json.loads(Path(client.download_artifacts(run_id, RECORD_ARTIFACT, tmp)).read_text())
 
 
 # --- artifacts ------------------------------------------------------------------------------------

@@ -1,11 +1,11 @@
 """Optuna studies seen through MLflow: the study rebuilt in memory from the trial runs and the
-parent run's search-space tag (no access to Optuna's own storage), parameter importances, and the
-Pareto set of a multi-objective comparison."""
+study's recorded search space (no access to Optuna's own storage), each run holding the searched
+params that acted in it, as Optuna's own trial does; parameter importances, as Optuna computes
+them; and the Pareto set of a multi-objective study."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -14,6 +14,8 @@ import optuna
 import pandas as pd
 from optuna.distributions import (BaseDistribution, CategoricalDistribution, FloatDistribution,
                                   IntDistribution)
+
+from analysis.contract import ACTIVE_WHEN, rule_holds
 
 OPTUNA_SEARCHES = ("tpe", "gp", "nsga2", "random")
 DIRECTIONS = {"min": "minimize", "max": "maximize"}
@@ -36,29 +38,10 @@ def distribution(domain: Mapping[str, Any]) -> BaseDistribution:
                      "categorical, grid")
 
 
-def _token(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def condition_holds(condition: str | None, params: Mapping[str, Any]) -> bool:
-    """Whether a conditional parameter was active: `"<key> contains <text>"`, `"<key> == <value>"`
-    or `"<key> != <value>"`. No condition, or one in another form, counts as active."""
-    if not condition:
-        return True
-    parts = condition.split(maxsplit=2)
-    if len(parts) != 3 or parts[0] not in params:
-        return True
-    key, op, raw = parts
-    value = params[key]
-    if op == "contains":
-        return isinstance(value, str) and raw in value
-    if op in ("==", "!="):
-        equal = value == _token(raw) or str(value) == raw
-        return equal if op == "==" else not equal
-    return True
+def acted(name: str, domain: Mapping[str, Any], row: Mapping[str, Any]) -> bool:
+    """Whether searched key `name` acted in the run `row`: the record's `active_when` clauses, or
+    for a study recorded before them, the trial's own rule (analysis.contract.ACTIVE_WHEN)."""
+    return rule_holds(domain.get("active_when", ACTIVE_WHEN.get(name)), row)
 
 
 def _missing(value: Any) -> bool:
@@ -67,11 +50,12 @@ def _missing(value: Any) -> bool:
 
 def trial_params(row: Mapping[str, Any], space: Mapping[str, Mapping[str, Any]]
                  ) -> tuple[dict[str, Any], dict[str, BaseDistribution]]:
-    """The searched params of one run that were active and lie in their domain."""
+    """The searched params of one run that acted in it and lie in their domain: what Optuna's own
+    trial holds (a conditional key is drawn only where it acts)."""
     params, dists = {}, {}
     for name, domain in space.items():
         value = row.get(name)
-        if _missing(value) or not condition_holds(domain.get("condition"), row):
+        if _missing(value) or not acted(name, domain, row):
             continue
         dist = distribution(domain)
         if isinstance(value, np.generic):
@@ -114,16 +98,47 @@ def rebuild_study(runs: pd.DataFrame, objectives: Sequence[tuple[str, str]],
     return study
 
 
-def importances(study: optuna.Study, objectives: Sequence[tuple[str, str]], seed: int = 0
-                ) -> dict[str, dict[str, float]]:
-    """Objective metric -> {param: fANOVA importance} (Optuna's default evaluator, seeded), over
-    the params present in every trial."""
+def importances(study: optuna.Study, objectives: Sequence[tuple[str, str]], seed: int = 0,
+                params: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
+    """Objective metric -> {param: fANOVA importance} (Optuna's default evaluator, seeded), as
+    `optuna.importance.get_param_importances` computes them: over `params`, from the trials that
+    hold all of them; by default over the params present in every trial, so a conditional key
+    enters only where it acted in every trial (see `conditional_importances`)."""
     out = {}
     for i, (metric, _) in enumerate(objectives):
         evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
         target = (lambda t, i=i: t.values[i]) if len(objectives) > 1 else None
-        out[metric] = optuna.importance.get_param_importances(study, evaluator=evaluator,
+        out[metric] = optuna.importance.get_param_importances(study, evaluator=evaluator, params=params,
                                                               target=target)
+    return out
+
+
+def param_presence(study: optuna.Study) -> dict[str, int]:
+    """Param -> the number of complete trials that hold it (that it acted in)."""
+    counts: dict[str, int] = {}
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        for name in trial.params:
+            counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def conditional_importances(study: optuna.Study, objectives: Sequence[tuple[str, str]], seed: int = 0,
+                            min_trials: int = 3) -> dict[str, tuple[int, dict[str, float]]]:
+    """For each param absent from some trials (a conditional key): (the number of trials where it
+    acted, objective metric -> its importance among the always-present params and itself, from
+    those trials alone). Params that acted in fewer than `min_trials` trials are left out."""
+    presence = param_presence(study)
+    total = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+    always = [p for p, n in presence.items() if n == total]
+    out = {}
+    for name, n in presence.items():
+        if n == total or n < min_trials:
+            continue
+        try:
+            values = importances(study, objectives, seed, params=[*always, name])
+        except (RuntimeError, ValueError):
+            continue
+        out[name] = (n, {metric: imp.get(name, 0.0) for metric, imp in values.items()})
     return out
 
 

@@ -18,10 +18,11 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.configs import MOLLIFY_KNOBS, NA, describe
+from analysis.configs import MOLLIFY_KNOBS, NA, describe, palette
 
 
 SEEN_SHOWN = 6  # knob values listed in a skip message
+BASELINE_COLOUR = "#4d4d4d"  # the unmollified reference, in every panel
 
 
 @dataclass(frozen=True)
@@ -127,3 +128,23 @@ def skip_reason(table: pd.DataFrame, panel: Panel) -> str:
     if len(words) > SEEN_SHOWN:
         listed += f"; ... {len(words)} in all"
     return f"no two mollified configurations differ only in {panel.knob_words} (seen: {listed})"
+
+
+def knob_colours(table: pd.DataFrame, comparisons: list[Comparison]) -> dict[str, str]:
+    """Configuration label -> colour for a panel's figures: by the knob's value, the same value the
+    same colour in every comparison of the panel (beta 4 is one colour whether the roles are noise
+    or noise + blur), the unmollified baseline dark grey."""
+    panel = comparisons[0].panel
+    members = [label for c in comparisons for label in c.configs]
+    baseline = set(_baseline_labels(table, members))
+    values = sorted({_knob_value(table.loc[label], panel.knob) for label in members if label not in baseline},
+                    key=_sort_key)
+    colours = dict(zip(values, palette(len(values))))
+    return {label: BASELINE_COLOUR if label in baseline else colours[_knob_value(table.loc[label], panel.knob)]
+            for label in members}
+
+
+def _baseline_labels(table: pd.DataFrame, labels: list[str]) -> list[str]:
+    if "mollify" not in table:
+        return []
+    return [label for label in labels if table.loc[label, "mollify"] is False]

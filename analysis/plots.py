@@ -84,6 +84,19 @@ def _legend_below(fig: Figure, handles: list, labels: list[str], title: str | No
 
 # --- severity curves (poster Fig. 6) ----------------------------------------------------------------
 
+def seeds_note(summary: pd.DataFrame) -> str:
+    """What the error bars of a `summarise` frame stand on, for the figure's title: 'one seed per
+    configuration: no interval', '3 seeds per configuration', or the range when the counts differ."""
+    n = summary.xs("n", axis=1, level="stat").max(axis=1).astype(int)
+    if n.max() <= 1:
+        return "one seed per configuration: no interval"
+    if n.min() == n.max():
+        return f"error bars: 95% interval over {n.max()} seeds"
+    if n.min() <= 1:
+        return f"error bars: 95% interval over up to {n.max()} seeds; configurations with one seed have none"
+    return f"error bars: 95% interval over {n.min()} to {n.max()} seeds"
+
+
 @styled
 def severity_figure(curves: Mapping[str, pd.DataFrame], colours: Mapping[str, str]) -> Figure:
     """One panel per metric (e.g. {"error (%)": frame, "ECE (%)": frame}); each frame is a
@@ -104,7 +117,8 @@ def severity_figure(curves: Mapping[str, pd.DataFrame], colours: Mapping[str, st
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     shown = " and ".join(label.split(" (")[0] for label in curves)
-    fig.suptitle(f"{shown[0].upper()}{shown[1:]} against corruption severity (mean over corruptions)")
+    fig.suptitle(f"{shown[0].upper()}{shown[1:]} against corruption severity (mean over corruptions)\n"
+                 f"{seeds_note(next(iter(curves.values())))}")
     handles, labels = axes[0].get_legend_handles_labels()
     _legend_below(fig, handles, labels)
     return fig
@@ -176,7 +190,8 @@ def ablation_figure(summary: pd.DataFrame, configs: Sequence[str], colours: Mapp
     ax_ece.set_ylabel("ECE (%)")
     ax_ece.set_title("calibration error (15 bins)")
     short, common = shared_phrases(configs)
-    fig.suptitle(f"{title} ({common})" if common else title)
+    heading = f"{title}: {common}" if common and common not in title else title
+    fig.suptitle(f"{heading}\n{seeds_note(summary.loc[list(configs)])}")
     _legend_below(fig, [Patch(color=colours[c]) for c in configs], short)
     return fig
 
@@ -260,8 +275,9 @@ def history_figure(trials: pd.DataFrame, objectives: Sequence[tuple[str, str]]) 
 
 
 @styled
-def importance_figure(values: Mapping[str, Mapping[str, float]]) -> Figure:
-    """Horizontal bars: each searched param's fANOVA importance for each objective."""
+def importance_figure(values: Mapping[str, Mapping[str, float]], n_trials: int, caution: str = "") -> Figure:
+    """Horizontal bars: each searched param's fANOVA importance for each objective, from `n_trials`
+    trials; `caution` (e.g. too few trials for a stable ranking) goes under the title."""
     params = sorted({p for imp in values.values() for p in imp},
                     key=lambda p: -max(imp.get(p, 0.0) for imp in values.values()))
     fig = _figure(5.5, 1.2 + 0.45 * len(params) * max(1, len(values)) ** 0.5)
@@ -274,7 +290,8 @@ def importance_figure(values: Mapping[str, Mapping[str, float]]) -> Figure:
     ax.set_yticks(y, params)
     ax.invert_yaxis()
     ax.set_xlabel("importance (fANOVA; sums to 1 per objective)")
-    ax.set_title("Parameter importances")
+    ax.set_title(f"Parameter importances from {n_trials} trials" + (f"\n{caution}" if caution else ""),
+                 color="black")
     ax.grid(axis="x", alpha=0.3)
     if len(values) > 1:
         ax.legend(frameon=False, loc="lower right")

@@ -1,6 +1,8 @@
 """The study report: Table 1, severity curves, ablation panels, reliability diagrams and, for
 Optuna studies, the optimisation history, parameter importances and the Pareto front, written into
-one folder with an `index.md` that links them. "Best" means best by what the study searched (its
+one folder with an `index.md` that links them and a `report.html` with the same content and the
+figures embedded, which opens as one file in MLflow's artifact viewer (where Markdown shows its
+image links as text). "Best" means best by what the study searched (its
 parent run's `mollify.objectives`, validation metrics for an honest search), while the tables
 report test metrics: the test figures of what was selected (METHOD.md section 6). `write_report` is a pure function of the runs frame,
 the study's parent-run info and the reliability bins; `make_figures` reads those from MLflow first
@@ -8,23 +10,31 @@ the study's parent-run info and the reliability bins; `make_figures` reads those
 
 from __future__ import annotations
 
+import base64
 import functools
+import html
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
+import markdown
 import pandas as pd
 
 from analysis import mlflow_io, paired, plots, tables
 from analysis.benchmark import CLEAN_ERROR, CORRUPT_ERROR, CORRUPTION_GROUPS, group_metric
 from analysis.configs import colour_map, describe, varying_params, with_configurations
 from analysis.mlflow_io import Reliability, StudyInfo
-from analysis.optimisation import (OPTUNA_SEARCHES, importances, pareto_mask, rebuild_study)
-from analysis.panels import PANELS, Comparison, find_comparisons, skip_reason
+from analysis.optimisation import (OPTUNA_SEARCHES, conditional_importances, importances, param_presence,
+                                   pareto_mask, rebuild_study)
+from analysis.panels import PANELS, Comparison, find_comparisons, knob_colours, skip_reason
 from analysis.stats import (has_severity_metrics, pool_bins, rank_configurations,
                             severity_columns, summarise)
 
 INDEX = "index.md"
+HTML = "report.html"
+MIN_IMPORTANCE_TRIALS = 3  # fewer: no importances at all
+TRIALS_PER_PARAM = 10  # fewer per searched param: the importances carry a caution
 TEST_HEADLINES = (CLEAN_ERROR, CORRUPT_ERROR)  # reported beside configurations selected on other metrics
 ABLATION_METRICS = ("clean/error", "corrupt/error", *(group_metric(g) for g in CORRUPTION_GROUPS),
                     "clean/nll", "corrupt/nll", "clean/ece", "corrupt/ece")
@@ -138,7 +148,7 @@ def _headline_section(ctx: _Context) -> None:
 def _severity_section(ctx: _Context) -> None:
     ctx.report.lines += ["## Error against corruption severity", ""]
     if not has_severity_metrics(ctx.runs):
-        return ctx.skip("Severity curves", "no per-severity metrics corrupt/<corruption>/s<k>/error "
+        return ctx.skip("Severity curves", "no per-severity metrics corrupt/s<k>/error "
                         "were logged")
     runs = ctx.runs[ctx.runs["config"].isin(ctx.plotted)]
     curves = {}
@@ -152,13 +162,18 @@ def _severity_section(ctx: _Context) -> None:
                "at s); error bars: 95% interval over seeds")
 
 
-def _comparison_title(ctx: _Context, comparisons: Sequence[Comparison], i: int) -> str:
-    title = comparisons[i].panel.title
+def _comparison_context(ctx: _Context, comparisons: Sequence[Comparison], i: int) -> str:
+    """What sets comparison i of a panel apart from the panel's others ('' when it is alone)."""
     if len(comparisons) == 1:
-        return title
+        return ""
     anchors = ctx.table.loc[[c.anchor for c in comparisons]].drop(columns="n_runs")
     varying = [c for c in varying_params(anchors) if c not in comparisons[i].panel.knob]
-    return f"{title}: {describe(anchors.iloc[i].to_dict(), varying)}"
+    return describe(anchors.iloc[i].to_dict(), varying)
+
+
+def slug(text: str) -> str:
+    """A file-name part from words: 'noise + blur, beta 4' -> 'noise-blur-beta-4'."""
+    return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-.")
 
 
 def _ablation_section(ctx: _Context) -> None:
@@ -168,13 +183,14 @@ def _ablation_section(ctx: _Context) -> None:
         if not comparisons:
             ctx.skip(panel.title, skip_reason(ctx.table, panel))
             continue
+        colours = knob_colours(ctx.table, comparisons)  # one colour per knob value across the panel
         for i, comparison in enumerate(comparisons):
             runs = ctx.runs[ctx.runs["config"].isin(comparison.configs)]
             summary = summarise(runs, ABLATION_METRICS).reindex(list(comparison.configs))
-            title = _comparison_title(ctx, comparisons, i)
-            stem = f"ablation_{panel.key}" + (f"_{i + 1}" if i else "")
-            ctx.figure(plots.ablation_figure(summary, comparison.configs, ctx.colours, title),
-                       stem, title)
+            context = _comparison_context(ctx, comparisons, i)
+            stem = f"ablation_{panel.key}" + (f"_{slug(context)}" if context else "")
+            caption = f"{panel.title}: {context}" if context else panel.title
+            ctx.figure(plots.ablation_figure(summary, comparison.configs, colours, panel.title), stem, caption)
 
 
 def pooled_reliability(runs: pd.DataFrame, reliability: Mapping[str, Reliability]
@@ -247,38 +263,59 @@ def _selected_part(ctx: _Context, trials: pd.DataFrame) -> None:
     metric, mode = ctx.info.objectives[0]
     best = trials.loc[trials[metric].idxmin() if mode == "min" else trials[metric].idxmax()]
     tests = [f"{words(m)} {_percent_or_raw(m, best[m])}" for m in TEST_HEADLINES if m != metric and m in best]
-    line = (f"Selected by {metric} ({mode}imised): trial {best['trial_number']} ({best['config']}), "
+    line = (f"Selected by {metric} ({mode}imised): trial run '{best['run_name']}' ({best['config']}), "
             f"{words(metric)} {_percent_or_raw(metric, best[metric])}")
     ctx.report.lines += [line + (f"; on the test set: {', '.join(tests)}." if tests else "."), ""]
 
 
 def _importance_part(ctx: _Context, trials: pd.DataFrame) -> None:
+    """Importances as Optuna computes them (`optuna.importance.get_param_importances`): each run
+    holds the searched params that acted in it, the figure covers the params that acted in every
+    trial, and each conditional param is assessed apart, on the trials where it acted."""
     info = ctx.info
     study = rebuild_study(trials, info.objectives, info.search_space)
-    if len(study.trials) < 2 or not info.search_space:
-        return ctx.skip("Parameter importances", f"{len(study.trials)} complete trial(s) and "
-                        f"{len(info.search_space)} searched param(s); need at least 2 of each")
+    n = len(study.trials)
+    if n < MIN_IMPORTANCE_TRIALS or not info.search_space:
+        return ctx.skip("Parameter importances", f"{n} complete trial(s) and {len(info.search_space)} searched "
+                        f"param(s); need at least {MIN_IMPORTANCE_TRIALS} trials")
     try:
         values = importances(study, info.objectives)
     except (RuntimeError, ValueError) as err:
         return ctx.skip("Parameter importances", f"Optuna could not compute them ({err})")
     if not any(values.values()):
-        return ctx.skip("Parameter importances", "no searched param took two values in the trials")
-    ctx.figure(plots.importance_figure(values), "optuna_importance",
-               "Parameter importances (fANOVA, from the MLflow runs rebuilt as an Optuna study)")
-    ctx.report.lines += _importance_lines(values)
+        return ctx.skip("Parameter importances", "no param that acted in every trial took two values")
+    n_params = max(len(v) for v in values.values())
+    caution = "" if n >= TRIALS_PER_PARAM * n_params else (
+        f"Caution: {n} trials for {n_params} params; a stable ranking needs about {TRIALS_PER_PARAM * n_params}. "
+        "Indicative only.")
+    ctx.figure(plots.importance_figure(values, n, caution), "optuna_importance",
+               f"Parameter importances (fANOVA, as Optuna computes them, from {n} trials)")
+    ctx.report.lines += ([f"**{caution}**", ""] if caution else []) + _importance_lines(values)
+    _conditional_lines(ctx, study)
+
+
+def _conditional_lines(ctx: _Context, study) -> None:
+    presence, n = param_presence(study), len(study.trials)
+    partial = {p: k for p, k in presence.items() if k < n}
+    if not partial:
+        return
+    assessed = conditional_importances(study, ctx.info.objectives, min_trials=MIN_IMPORTANCE_TRIALS)
+    lines = ["Searched params that acted in only some trials (a conditional knob is drawn only where it "
+             "acts) are not in the figure. Each is assessed on the trials where it acted, beside the "
+             "params that acted in all of them:", ""]
+    for param, k in sorted(partial.items()):
+        if param in assessed:
+            values = ", ".join(f"{words(m)} {v:.3f}" for m, v in assessed[param][1].items())
+            lines.append(f"- {param}: acted in {k} of {n} trials; importance there {values}")
+        else:
+            lines.append(f"- {param}: acted in {k} of {n} trials, too few to assess")
+    ctx.report.lines += lines + [""]
 
 
 def pareto_axes(objectives: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], tuple[str, str]] | None:
     """The two (metric, mode) a Pareto front is drawn over: a multi-objective study's first two
-    objectives, else its objective against the ECE on the same set (the error when the objective
-    is an ECE): valid/corrupt/error -> valid/corrupt/ece. None without an objective."""
-    if len(objectives) >= 2:
-        return objectives[0], objectives[1]
-    if not objectives:
-        return None
-    (metric, mode), (where, last) = objectives[0], objectives[0][0].rsplit("/", 1)
-    return (metric, mode), (f"{where}/{'error' if last.startswith('ece') else 'ece'}", "min")
+    objectives; None for a single objective, which has no front to speak of."""
+    return (objectives[0], objectives[1]) if len(objectives) >= 2 else None
 
 
 def pareto_points(runs: pd.DataFrame, x: str, y: str, modes: Sequence[str] = ("min", "min")) -> pd.DataFrame:
@@ -290,7 +327,10 @@ def pareto_points(runs: pd.DataFrame, x: str, y: str, modes: Sequence[str] = ("m
 
 
 def _pareto_part(ctx: _Context, trials: pd.DataFrame) -> None:
-    (x, mode_x), (y, mode_y) = pareto_axes(ctx.info.objectives)
+    axes = pareto_axes(ctx.info.objectives)
+    if axes is None:
+        return
+    (x, mode_x), (y, mode_y) = axes
     if x not in trials or y not in trials:
         return ctx.skip("Pareto front", f"the runs lack {x} or {y}")
     points = pareto_points(trials, x, y, (mode_x, mode_y))
@@ -352,9 +392,34 @@ def write_report(runs: pd.DataFrame, info: StudyInfo | None, reliability: Mappin
     if report.skipped:
         report.lines += ["## Skipped", "", *(f"- {line}" for line in report.skipped), ""]
     (out / INDEX).write_text("\n".join(report.lines))
-    report.files.append(out / INDEX)
-    echo(f"wrote {len(report.files)} files into {out} (open {out / INDEX})")
+    (out / HTML).write_text(to_html(report.lines, out, f"Study {study}"))
+    report.files += [out / INDEX, out / HTML]
+    echo(f"wrote {len(report.files)} files into {out} (open {out / HTML})")
     return report
+
+
+HTML_STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:90%}th,td{border:1px solid #ccc;padding:3px 7px}
+td{text-align:right}td:first-child,th:first-child{text-align:left}img{max-width:100%;height:auto}
+code{background:#f4f4f4;padding:0 3px}"""
+
+
+def to_html(lines: Sequence[str], folder: Path, title: str) -> str:
+    """The report's Markdown as one HTML page with every PNG embedded (a data URI), so that it
+    shows whole wherever it is opened, MLflow's artifact viewer included. Links to the other files
+    beside it (PDF, CSV, LaTeX) stay relative: they work where the folder is."""
+    body = markdown.markdown("\n".join(lines), extensions=["tables"])
+
+    def embed(match: re.Match) -> str:
+        path = folder / html.unescape(match["src"])
+        if path.suffix != ".png" or not path.exists():
+            return match[0]
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        return f'src="data:image/png;base64,{data}"'
+
+    body = re.sub(r'src="(?P<src>[^"]+)"', embed, body)
+    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{HTML_STYLE}</style></head>\n<body>\n{body}\n</body></html>\n")
 
 
 def make_figures(experiment: str, out_dir: str | Path, *, tracking_uri: str | None = None,

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analysis.benchmark import CORRUPTIONS, SEVERITIES, corruption_metric
+from analysis.benchmark import CORRUPTIONS, SEVERITIES, corruption_metric, severity_metric
 
 STATS = ("mean", "half", "n")
 
@@ -50,18 +50,21 @@ def summarise(runs: pd.DataFrame, columns: Sequence[str], by: str = "config",
 
 
 def severity_columns(runs: pd.DataFrame, metric: str = "error") -> pd.DataFrame:
-    """Per run, `metric` at severity 0 (the clean test set) to 5 (the mean over the corruptions
-    logged at that severity); columns 0..5, NaN where nothing was logged."""
-    columns = {0: runs.get(f"clean/{metric}", pd.Series(np.nan, index=runs.index))}
+    """Per run, `metric` at severity 0 (the clean test set) to 5 (the mean over the corruptions at
+    that severity: the run's `corrupt/s<k>/<metric>`, or for runs logged before that summary
+    existed, the mean of their per-cell metrics); columns 0..5, NaN where nothing was logged."""
+    missing = pd.Series(np.nan, index=runs.index)
+    columns = {0: runs.get(f"clean/{metric}", missing)}
     for s in SEVERITIES:
-        names = [corruption_metric(c, metric, s) for c in CORRUPTIONS]
-        present = [n for n in names if n in runs]
-        columns[s] = runs[present].mean(axis=1) if present else pd.Series(np.nan, index=runs.index)
+        cells = [n for n in (corruption_metric(c, metric, s) for c in CORRUPTIONS) if n in runs]
+        from_cells = runs[cells].mean(axis=1) if cells else missing
+        columns[s] = runs.get(severity_metric(s, metric), missing).fillna(from_cells)
     return pd.DataFrame(columns, index=runs.index)
 
 
 def has_severity_metrics(runs: pd.DataFrame) -> bool:
-    return any(corruption_metric(c, "error", s) in runs for c in CORRUPTIONS for s in SEVERITIES)
+    return any(severity_metric(s) in runs or any(corruption_metric(c, "error", s) in runs for c in CORRUPTIONS)
+               for s in SEVERITIES)
 
 
 def rank_configurations(runs: pd.DataFrame, metric: str, mode: str = "min", by: str = "config") -> list[str]:

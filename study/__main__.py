@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from study.launch import StudyError, launch, list_studies, resume, status, study_dir
+from study.launch import LOG_FILE, StudyError, launch, list_studies, resume, status, study_dir
 from study.spec import SpecError, StudySpec, parse_spec, preset_names, read_source
 from trainables.config import ConfigError, parse_overrides
 
@@ -42,9 +42,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     go.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="fix a trial config key for every trial; repeatable")
     go.add_argument("--no-figures", action="store_true", help="skip the analysis figures at the end")
+    go.add_argument("--verbose", action="store_true",
+                    help="show what Ray, Optuna and MLflow print (default: into <runs dir>/<name>/study.log)")
     back = commands.add_parser("resume", help="finish a study whose driver stopped")
     back.add_argument("name")
     back.add_argument("--no-figures", action="store_true")
+    back.add_argument("--verbose", action="store_true")
     show = commands.add_parser("status", help="trials done / running / failed, best so far")
     show.add_argument("name")
     show.add_argument("--json", action="store_true")
@@ -68,15 +71,22 @@ def spec_from_args(args: argparse.Namespace) -> StudySpec:
     return parse_spec(raw, preset=preset, name=args.name, overrides=parse_overrides(args.overrides))
 
 
-def make_figures(name: str, tracking_uri: str, runs_dir: Path) -> None:
-    """Regenerate the study's figures (the analysis package), attached to its parent run."""
+def make_figures(name: str, tracking_uri: str, runs_dir: Path, verbose: bool) -> None:
+    """Regenerate the study's figures (the analysis package), attached to its parent run; what the
+    analysis prints goes to the study's log unless `verbose`."""
     if importlib.util.find_spec("analysis.__main__") is None:
         return
-    out = study_dir(runs_dir, name) / "figures"
+    folder = study_dir(runs_dir, name)
+    out = folder / "figures"
     cmd = [sys.executable, "-m", "analysis", "figures", "--experiment", name, "--tracking-uri", tracking_uri,
            "--out", str(out), "--log-to-mlflow"]
-    print(f"[study] figures: {' '.join(cmd[1:])}", flush=True)
-    subprocess.run(cmd, check=False)
+    with open(folder / LOG_FILE, "a") as log:
+        sink = None if verbose else log
+        done = subprocess.run(cmd, check=False, stdout=sink, stderr=sink).returncode == 0
+    if done:
+        print(f"[study] figures: {out / 'report.html'} (also attached to the parent run under figures/)", flush=True)
+    else:
+        print(f"[study] the figures failed: see {folder / LOG_FILE}; rerun `python {' '.join(cmd[1:])}`", flush=True)
 
 
 def print_status(info: dict) -> None:
@@ -85,8 +95,8 @@ def print_status(info: dict) -> None:
           f"study run {info['parent_status']}")
     if info["best"]:
         b = info["best"]
-        print(f"  best {b['metric']} {b['value']:.4f}  run {b['run_id']}  {b['params']}")
-    print(f"  MLflow: {info['tracking_uri']}")
+        print(f"  best {b['metric']} {b['value']:.4f}: trial run '{b['run_name']}' ({b['run_id']})")
+    print(f"  MLflow: {info['tracking_uri']}; runs: {info['runs_link']}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,9 +108,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "launch":
             spec = spec_from_args(args)
             record = launch(spec, runs_dir=args.runs_dir, tracking_uri=args.tracking_uri, storage=args.storage,
-                            address=args.address, overrides=parse_overrides(args.overrides))
+                            address=args.address, overrides=parse_overrides(args.overrides), verbose=args.verbose)
         elif args.command == "resume":
-            record = resume(args.name, runs_dir=args.runs_dir)
+            record = resume(args.name, runs_dir=args.runs_dir, verbose=args.verbose)
         elif args.command == "status":
             info = status(args.name, runs_dir=args.runs_dir)
             print(json.dumps(info, indent=2)) if args.json else print_status(info)
@@ -114,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print_status(status(record.name, runs_dir=args.runs_dir))
     if not args.no_figures:
-        make_figures(record.name, record.tracking_uri, args.runs_dir)
+        make_figures(record.name, record.tracking_uri, args.runs_dir, args.verbose)
     return 0
 
 

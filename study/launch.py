@@ -1,9 +1,10 @@
 """Launching, resuming and inspecting studies: Ray Tune schedules the trials, Optuna searches (or an
 exact grid enumerates), MLflow records one parent run per study and one child run per trial.
 
-Each study keeps a record in `<runs dir>/<name>/study.json` (the spec, where its MLflow and Optuna
-stores are, its parent run) beside Ray's experiment folder `<runs dir>/<name>/tune/`, so that
-`resume` needs only the name.
+What a study records, and where, is study/record.py's job; this module wires Ray, Optuna and the
+record together. A study's folder `<runs dir>/<name>/` holds its record (`study.json`), Ray's
+experiment folder (`tune/`) and the log of everything Ray, Optuna and MLflow print (`study.log`),
+so that `resume` needs only the name and the console shows only the study's own lines.
 """
 
 from __future__ import annotations
@@ -11,26 +12,28 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
 import ray
-from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from study.spec import TRIAL_NUMBER_KEY, DefineByRun, StudySpec, parse_spec
-from study.trainable import STOPPED_EARLY_TAG, STUDY_KEY, existing_run, mark_stopped_early, train_trial
+from study.console import quiet_console, say
+from study.record import (CORRUPTION_SETS_TAG, OPTUNA_RUN_ATTR, OPTUNA_RUN_NAME_ATTR, RECORD_FILE, StudyRecord,
+                          end_parent_run, label_keys, optuna_study_attrs, progress, safe_uri, start_parent_run,
+                          trial_runs, ui_link, update_parent)
+from study.spec import TRIAL_NUMBER_KEY, DefineByRun, StudySpec
+from study.trainable import STUDY_KEY, existing_run, mark_stopped_early, train_trial
 from trainables.config import TrialConfig
 from trainables.corruptions.provision import resolve_corruption_set
-from trainables.tracking import ensure_experiment, ensure_sqlite_folder, git_commit, resolve_tracking_uri
+from trainables.tracking import ensure_experiment, ensure_sqlite_folder, resolve_tracking_uri
 
-RECORD_FILE = "study.json"
 TUNE_DIR = "tune"
+LOG_FILE = "study.log"
 DEFAULT_OPTUNA_DB = "optuna.db"
 
 
@@ -38,34 +41,16 @@ class StudyError(RuntimeError):
     """A study that cannot be launched or resumed as asked; the message says why and what to do."""
 
 
-@dataclass(frozen=True)
-class StudyRecord:
-    """What `resume` and `status` need, written once at launch."""
-
-    name: str
-    preset: str
-    spec: dict[str, Any]  # the YAML as given
-    overrides: dict[str, Any]  # --set values
-    tracking_uri: str
-    optuna_storage: str
-    parent_run_id: str
-    address: str | None
-    created: float
-
-    def load_spec(self) -> StudySpec:
-        return parse_spec(self.spec, preset=self.preset, name=self.name, overrides=self.overrides)
-
-
 def study_dir(runs_dir: Path, name: str) -> Path:
     return runs_dir.resolve() / name
 
 
 def read_record(runs_dir: Path, name: str) -> StudyRecord:
-    path = study_dir(runs_dir, name) / RECORD_FILE
-    if not path.exists():
+    folder = study_dir(runs_dir, name)
+    if not (folder / RECORD_FILE).exists():
         known = ", ".join(list_studies(runs_dir)) or "none"
         raise StudyError(f"no study {name!r} under {runs_dir.resolve()}; studies there: {known}")
-    return StudyRecord(**json.loads(path.read_text()))
+    return StudyRecord.read(folder)
 
 
 def list_studies(runs_dir: Path) -> list[str]:
@@ -76,46 +61,53 @@ def default_optuna_storage() -> str:
     return f"sqlite:///{Path.cwd() / DEFAULT_OPTUNA_DB}"
 
 
-# --- MLflow parent run ---------------------------------------------------------------------------
-
-def start_parent_run(spec: StudySpec, tracking_uri: str) -> str:
-    client = MlflowClient(tracking_uri)
-    experiment_id = ensure_experiment(client, spec.name)
-    tags = {"mollify.study": spec.name, "mollify.kind": "study", "mollify.preset": spec.preset,
-            "mollify.search": spec.algorithm, "mollify.objectives": json.dumps([list(o) for o in spec.objectives]),
-            "mollify.search_space": json.dumps(spec.search_space_description()),
-            "mollify.total_trials": str(spec.total_trials()), "mlflow.source.git.commit": git_commit(),
-            "mollify.select_on_test": str(spec.select_on_test).lower()}
-    run = client.create_run(experiment_id, run_name=spec.name, tags=tags)
-    client.log_dict(run.info.run_id, spec.source, "spec.yaml")
-    return run.info.run_id
-
-
-def end_parent_run(record: StudyRecord, complete: bool) -> None:
-    client = MlflowClient(record.tracking_uri)
-    status = RunStatus.FINISHED if complete else RunStatus.FAILED
-    client.set_terminated(record.parent_run_id, RunStatus.to_string(status))
-
-
 # --- Ray Tune pieces ------------------------------------------------------------------------------
 
 class PruneAwareOptunaSearch(OptunaSearch):
     """OptunaSearch that tells Optuna a trial stopped early by the scheduler was PRUNED, with the
-    value it was stopped on (Ray tells it COMPLETE with its partial score, which misleads TPE), and
-    ignores intermediate results that lack the objective (evaluated only every `eval_every` epochs).
-    Reaches into OptunaSearch's private `_ot_study`, `_ot_trials` and `_completed_trials`
-    (Ray 2.60); tests/test_study.py's ASHA study checks it still does what it says."""
+    value it was stopped on (Ray tells it COMPLETE with its partial score, which misleads TPE),
+    ignores intermediate results that lack the objective (evaluated only every `eval_every` epochs),
+    and links Optuna to MLflow: the study gets its metric names and the record's attributes, each
+    trial its MLflow run's id and name. Reaches into OptunaSearch's private `_setup_study`,
+    `_ot_study`, `_ot_trials` and `_completed_trials` (Ray 2.60); tests/test_study.py's ASHA and
+    smoke studies check it still does what it says."""
 
-    def __init__(self, *args: Any, max_epochs: int, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, *args: Any, max_epochs: int, study_attrs: dict[str, str], tracking_uri: str,
+                 experiment: str, **kwargs: Any) -> None:
         self._max_epochs = max_epochs  # the trials' epochs unless a trial drew its own
+        self._study_attrs, self._tracking_uri, self._experiment = study_attrs, tracking_uri, experiment
+        self._linked: set[str] = set()
+        super().__init__(*args, **kwargs)  # creates the Optuna study: _setup_study below
+
+    def _setup_study(self, mode: str | list) -> None:
+        super()._setup_study(mode)
+        metrics = self._metric if isinstance(self._metric, list) else [self._metric]
+        self._ot_study.set_metric_names(metrics)
+        for key, value in self._study_attrs.items():
+            self._ot_study.set_user_attr(key, value)
+
+    def _link(self, trial_id: str) -> None:
+        """Name the trial's MLflow run in its Optuna trial, once the run exists."""
+        if trial_id in self._linked or trial_id not in self._ot_trials:
+            return
+        client = MlflowClient(self._tracking_uri)
+        run_id = existing_run(client, self._experiment, trial_id)
+        if run_id is None:
+            return
+        trial = self._ot_trials[trial_id]
+        trial.set_user_attr(OPTUNA_RUN_ATTR, run_id)
+        trial.set_user_attr(OPTUNA_RUN_NAME_ATTR, client.get_run(run_id).info.run_name)
+        self._linked.add(trial_id)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self._link(trial_id)
         if isinstance(self.metric, str) and self.metric not in result:
             return
         super().on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id not in self._completed_trials:
+            self._link(trial_id)  # before Optuna closes the trial
         if trial_id in self._completed_trials or not self._stopped_early(trial_id, result, error):
             return super().on_trial_complete(trial_id, result, error)
         trial = self._ot_trials[trial_id]
@@ -149,46 +141,63 @@ class MarkStoppedEarly(tune.Callback):
 
 
 class Progress(tune.Callback):
-    """A line per finished trial: done (and how many of those the scheduler stopped early) /
-    running / failed, the best objective so far among the trials that ran to the end, time left."""
+    """A console line per ended trial, counted from Ray's trials (so a resumed study counts the
+    trials of its earlier drivers too): done (and how many of those the scheduler stopped early) /
+    running / failed, the best objective among trials that ran to the end, time left. Each ended
+    trial also updates the MLflow parent run (`record.update_parent`); runs after MarkStoppedEarly."""
 
-    def __init__(self, total: int, objective: tuple[str, str], concurrency: int) -> None:
-        self.total, (self.metric, self.mode), self.concurrency = total, objective, max(concurrency, 1)
+    def __init__(self, spec: StudySpec, record: StudyRecord) -> None:
+        self.spec, self.tracking_uri, self.parent_run_id = spec, record.tracking_uri, record.parent_run_id
+        self.metric, self.mode = spec.objectives[0]
+        self.concurrency = max(spec.max_concurrent or spec.total_trials(), 1)
         self.started: dict[str, float] = {}
         self.durations: list[float] = []
-        self.failed = 0
-        self.stopped = 0  # by the scheduler, before their last epoch
-        self.best: float | None = None
         self.launched = time.monotonic()
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.started.setdefault(trial.trial_id, time.monotonic())
         if len(self.started) == 1:
-            print(f"[study] first trial started {time.monotonic() - self.launched:.1f} s after launch", flush=True)
+            say(f"[study] first trial started {time.monotonic() - self.launched:.1f} s after launch")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.durations.append(time.monotonic() - self.started.get(trial.trial_id, self.launched))
-        result = trial.last_result or {}
-        if result.get("epoch", float("inf")) < trial_epochs(trial.config):
-            self.stopped += 1  # its partial value is no score: it never enters "best"
-        elif (value := result.get(self.metric)) is not None and (
-                self.best is None or (value < self.best) == (self.mode == "min")):
-            self.best = value
-        self.print_line(trials, trial)
+        self.ended(trials, trial, "TERMINATED")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.failed += 1
-        self.print_line(trials, trial)
+        say(f"[study] trial {trial.trial_id} failed: {error_line(trial)}")
+        self.ended(trials, trial, "ERROR")
 
-    def print_line(self, trials: list, ended: Any) -> None:
-        done = len(self.durations)
-        running = sum(t.status == "RUNNING" and t is not ended for t in trials)  # `ended` is not marked yet
-        left = max(self.total - done - self.failed, 0)
-        eta = sum(self.durations) / done * left / self.concurrency if done else float("nan")
-        best = f"{self.best:.4f}" if self.best is not None else "n/a"
-        stopped = f" ({self.stopped} stopped early)" if self.stopped else ""
-        print(f"[study] {done}/{self.total} trials done{stopped}, {running} running, {self.failed} failed; "
-              f"best {self.metric} {best}; about {eta / 60:.1f} min left", flush=True)
+    def ended(self, trials: list, trial: Any, status: str) -> None:
+        self.durations.append(time.monotonic() - self.started.get(trial.trial_id, self.launched))
+        update_parent(self.spec, self.tracking_uri, self.parent_run_id)
+        say(self.line([(status if t is trial else t.status, t) for t in trials]))  # `trial` is not marked yet
+
+    def line(self, trials: list[tuple[str, Any]]) -> str:
+        full = [t for status, t in trials if status == "TERMINATED" and not stopped_early(t)]
+        done = sum(status == "TERMINATED" for status, _ in trials)
+        stopped = done - len(full)
+        failed = sum(status == "ERROR" for status, _ in trials)
+        running = sum(status == "RUNNING" for status, _ in trials)
+        values = [t.last_result[self.metric] for t in full if self.metric in (t.last_result or {})]
+        best = f"{(min if self.mode == 'min' else max)(values):.4f}" if values else "n/a"
+        left = max(self.spec.total_trials() - done - failed, 0)
+        mean = sum(self.durations) / len(self.durations)
+        stopped_words = f" ({stopped} stopped early)" if stopped else ""
+        return (f"[study] {done}/{self.spec.total_trials()} trials done{stopped_words}, {running} running, "
+                f"{failed} failed; best {self.metric} {best}; about {mean * left / self.concurrency / 60:.1f} min left")
+
+
+def stopped_early(trial: Any) -> bool:
+    """A trial that ended before its last epoch: the scheduler stopped it; its value is no score."""
+    return (trial.last_result or {}).get("epoch", float("inf")) < trial_epochs(trial.config)
+
+
+def error_line(trial: Any) -> str:
+    """The last line of the trial's error (the exception), and where the whole traceback is."""
+    path = Path(trial.error_file) if getattr(trial, "error_file", None) else None
+    if path is None or not path.exists():
+        return "see the study log"
+    lines = [line for line in path.read_text().strip().splitlines() if line.strip()]
+    return f"{lines[-1] if lines else 'no message'} (traceback: {path})"
 
 
 def trial_epochs(config: dict[str, Any]) -> int:
@@ -211,6 +220,8 @@ def make_searcher(spec: StudySpec, record: StudyRecord) -> OptunaSearch | None:
         storage=optuna.storages.RDBStorage(record.optuna_storage),  # an object, not a URL (Ray 2.60)
         study_name=spec.name,
         max_epochs=spec.max_epochs,
+        study_attrs=optuna_study_attrs(spec, record.tracking_uri, record.parent_run_id),
+        tracking_uri=record.tracking_uri, experiment=spec.name,
     )
 
 
@@ -224,7 +235,8 @@ def make_scheduler(spec: StudySpec):
 
 
 def param_space(spec: StudySpec, record: StudyRecord) -> dict[str, Any]:
-    context = {"name": spec.name, "tracking_uri": record.tracking_uri, "parent_run_id": record.parent_run_id}
+    context = {"name": spec.name, "tracking_uri": record.tracking_uri, "parent_run_id": record.parent_run_id,
+               "label_keys": label_keys(spec)}
     if spec.algorithm == "grid":  # one grid point per trial: the study's exact list, in order
         points = [{**point, TRIAL_NUMBER_KEY: i} for i, point in enumerate(spec.trial_configs())]
         return {STUDY_KEY: context, "__point": tune.grid_search(points)}
@@ -247,7 +259,6 @@ def trial_dirname(trial: Any) -> str:
 
 
 def make_tuner(spec: StudySpec, record: StudyRecord, runs_dir: Path) -> tune.Tuner:
-    objective = spec.objectives[0]
     tune_config = tune.TuneConfig(search_alg=make_searcher(spec, record), scheduler=make_scheduler(spec),
                                   num_samples=1 if spec.algorithm == "grid" else spec.num_samples,
                                   max_concurrent_trials=spec.max_concurrent or None,
@@ -256,8 +267,7 @@ def make_tuner(spec: StudySpec, record: StudyRecord, runs_dir: Path) -> tune.Tun
         name=TUNE_DIR, storage_path=str(study_dir(runs_dir, spec.name)),
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-        callbacks=[Progress(spec.total_trials(), objective, spec.max_concurrent or spec.total_trials()),
-                   MarkStoppedEarly(record.tracking_uri, spec.name)],
+        callbacks=[MarkStoppedEarly(record.tracking_uri, spec.name), Progress(spec, record)],
         verbose=0,
     )
     return tune.Tuner(trainable(spec), param_space=param_space(spec, record), tune_config=tune_config,
@@ -285,72 +295,94 @@ def prepare_corruption_sets(spec: StudySpec, record: StudyRecord) -> None:
         cfg = TrialConfig.from_dict(values)
         if cfg.corruption_source != "auto":
             continue
-        resolved = resolve_corruption_set(cfg, progress=lambda line: print(f"[study] {line}", flush=True))
+        resolved = resolve_corruption_set(cfg, progress=lambda line: say(f"[study] {line}"))
         found.setdefault(resolved.corruption_path, {
             "dataset": cfg.dataset, "num_classes": cfg.num_classes, "image_size": cfg.image_size,
             "source": resolved.corruption_source, "path": resolved.corruption_path})
     if found:
         sets = list(found.values())
-        MlflowClient(record.tracking_uri).set_tag(record.parent_run_id, "mollify.corruption_sets", json.dumps(sets))
+        MlflowClient(record.tracking_uri).set_tag(record.parent_run_id, CORRUPTION_SETS_TAG, json.dumps(sets))
         for s in sets:
-            print(f"[study] corrupted set for {s['dataset']}: {s['source']} ({s['path']})", flush=True)
+            say(f"[study] corrupted set for {s['dataset']}: {s['source']} ({s['path']})")
 
 
-def init_ray(address: str | None) -> None:
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=True)
+def init_ray(address: str | None) -> bool:
+    """Connect to (or start) Ray; True when this call did, so the caller disconnects at the end."""
+    if ray.is_initialized():
+        return False
+    ray.init(address=address, include_dashboard=False, log_to_driver=True)
+    return True
+
+
+def announce(spec: StudySpec, record: StudyRecord, runs_dir: Path) -> None:
+    client = MlflowClient(record.tracking_uri)
+    experiment_id = ensure_experiment(client, spec.name)
+    server = "" if record.tracking_uri.startswith("http") else \
+        f" (after `mlflow ui --backend-store-uri {record.tracking_uri}`)"
+    say(f"[study] {spec.name}: {spec.total_trials()} trials ({spec.algorithm}); MLflow {safe_uri(record.tracking_uri)}")
+    say(f"[study] runs: {ui_link(record.tracking_uri, experiment_id)}{server}")
+    say(f"[study] Ray, Optuna and MLflow messages: {study_dir(runs_dir, spec.name) / LOG_FILE} "
+        "(--verbose shows them here)")
 
 
 def launch(spec: StudySpec, *, runs_dir: Path, tracking_uri: str | None = None, storage: str | None = None,
-           address: str | None = None, overrides: dict[str, Any] | None = None) -> StudyRecord:
+           address: str | None = None, overrides: dict[str, Any] | None = None,
+           verbose: bool = False) -> StudyRecord:
+    spec = absolute_paths(spec)
     folder = study_dir(runs_dir, spec.name)
     if (folder / RECORD_FILE).exists():
         raise StudyError(f"study {spec.name!r} exists in {folder}: `python -m study resume {spec.name}` "
                          "continues it, or choose another --name")
     storage = storage or default_optuna_storage()
     ensure_sqlite_folder(storage)
-    if spec.algorithm != "grid" and spec.name in optuna.get_all_study_names(storage):
-        raise StudyError(f"the Optuna storage {storage} already holds a study {spec.name!r}; choose another --name")
     uri = resolve_tracking_uri(tracking_uri)
-    record = StudyRecord(name=spec.name, preset=spec.preset, spec=spec.source, overrides=overrides or {},
-                         tracking_uri=uri, optuna_storage=storage, parent_run_id=start_parent_run(spec, uri),
-                         address=address, created=time.time())
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / RECORD_FILE).write_text(json.dumps(asdict(record), indent=2))
-    print(f"[study] {spec.name}: {spec.total_trials()} trials ({spec.algorithm}); MLflow {uri}, "
-          f"parent run {record.parent_run_id}", flush=True)
-    run(spec, record, runs_dir, tune_restore=False)
+    with quiet_console(folder / LOG_FILE, verbose):
+        if spec.algorithm != "grid" and spec.name in optuna.get_all_study_names(storage):
+            raise StudyError(f"the Optuna storage {storage} already holds a study {spec.name!r}; choose another --name")
+        record = StudyRecord(name=spec.name, preset=spec.preset, spec=spec.effective(), overrides=overrides or {},
+                             tracking_uri=uri, optuna_storage=storage, parent_run_id=start_parent_run(spec, uri),
+                             address=address, created=time.time())
+        record.write(folder)
+        announce(spec, record, runs_dir)
+        run(spec, record, runs_dir, tune_restore=False)
     return record
 
 
-def resume(name: str, *, runs_dir: Path) -> StudyRecord:
+def resume(name: str, *, runs_dir: Path, verbose: bool = False) -> StudyRecord:
     record = read_record(runs_dir, name)
     if not tune.Tuner.can_restore(str(study_dir(runs_dir, name) / TUNE_DIR)):
         raise StudyError(f"study {name!r} has no Ray experiment state to resume from yet; launch it again "
                          f"after removing {study_dir(runs_dir, name)}")
-    run(record.load_spec(), record, runs_dir, tune_restore=True)
+    with quiet_console(study_dir(runs_dir, name) / LOG_FILE, verbose):
+        spec = record.load_spec()
+        announce(spec, record, runs_dir)
+        run(spec, record, runs_dir, tune_restore=True)
     return record
 
 
 def run(spec: StudySpec, record: StudyRecord, runs_dir: Path, *, tune_restore: bool) -> None:
-    spec = absolute_paths(spec)
     prepare_corruption_sets(spec, record)
     # Objectives arrive only on evaluated epochs (eval_every) and the test grid only at the end;
     # ASHA and PruneAwareOptunaSearch skip results without their metric, and parse_spec has already
     # checked every metric name, which is what Ray's strict check is for.
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
-    init_ray(record.address)
-    if tune_restore:
-        # Trials that were running when the driver died continue from their last checkpoint;
-        # errored ones are not re-run (FailureConfig already retried them), so Optuna stays truthful.
-        tuner = tune.Tuner.restore(str(study_dir(runs_dir, spec.name) / TUNE_DIR), trainable=trainable(spec),
-                                   resume_unfinished=True, resume_errored=False, restart_errored=False)
-    else:
-        tuner = make_tuner(spec, record, runs_dir)
-    results = tuner.fit()
+    started = init_ray(record.address)
+    try:
+        if tune_restore:
+            # Trials that were running when the driver died continue from their last checkpoint;
+            # errored ones are not re-run (FailureConfig already retried them), so Optuna stays truthful.
+            tuner = tune.Tuner.restore(str(study_dir(runs_dir, spec.name) / TUNE_DIR), trainable=trainable(spec),
+                                       resume_unfinished=True, resume_errored=False, restart_errored=False)
+        else:
+            tuner = make_tuner(spec, record, runs_dir)
+        results = tuner.fit()
+    finally:
+        if started:
+            ray.shutdown()  # inside the quiet console: the trials' last forwarded lines go to the log
     complete = not results.errors and len(results) == spec.total_trials()
-    end_parent_run(record, complete)
-    print(f"[study] {spec.name}: {len(results)} trials, {len(results.errors)} failed", flush=True)
+    end_parent_run(record.tracking_uri, record.parent_run_id, complete)
+    update_parent(spec, record.tracking_uri, record.parent_run_id)
+    say(f"[study] {spec.name}: {len(results)} trials, {len(results.errors)} failed")
 
 
 def status(name: str, *, runs_dir: Path) -> dict[str, Any]:
@@ -359,20 +391,18 @@ def status(name: str, *, runs_dir: Path) -> dict[str, Any]:
     spec = record.load_spec()
     client = MlflowClient(record.tracking_uri)
     experiment_id = ensure_experiment(client, name)
-    runs = client.search_runs([experiment_id], filter_string="tags.`mollify.kind` = 'trial'", max_results=10_000)
-    counts = {s: sum(r.info.status == s for r in runs) for s in ("FINISHED", "RUNNING", "FAILED", "KILLED")}
-    stopped = sum(r.data.tags.get(STOPPED_EARLY_TAG) == "true" for r in runs)
-    metric, mode = spec.objectives[0]  # what was searched (for a grid: the objective it names)
-    scored = [r for r in runs if r.info.status == "FINISHED" and metric in r.data.metrics]
-    best = (min if mode == "min" else max)(scored, key=lambda r: r.data.metrics[metric], default=None)
+    metric = spec.objectives[0][0]  # what was searched (for a grid: the objective it names)
+    state = progress(trial_runs(client, experiment_id), spec.objectives[0])
+    best = state.best
     return {
         "name": name, "preset": record.preset, "algorithm": spec.algorithm, "total": spec.total_trials(),
-        "finished": counts["FINISHED"], "running": counts["RUNNING"], "stopped_early": stopped,
-        "failed": counts["FAILED"] + counts["KILLED"] - stopped,
-        "parent_status": client.get_run(record.parent_run_id).info.status,
+        "finished": state.finished, "running": state.running, "stopped_early": state.stopped_early,
+        "failed": state.failed, "parent_status": client.get_run(record.parent_run_id).info.status,
         "best": None if best is None else {
             "metric": metric, "value": best.data.metrics[metric], "run_id": best.info.run_id,
+            "run_name": best.info.run_name,
             "params": {k: best.data.params[k] for k in sorted(spec.search_space_description()) if k in best.data.params},
         },
-        "tracking_uri": record.tracking_uri,
+        "tracking_uri": safe_uri(record.tracking_uri),
+        "runs_link": ui_link(record.tracking_uri, experiment_id),
     }

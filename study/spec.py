@@ -28,14 +28,15 @@ valid/error.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Iterable, Mapping
 
 import yaml
 
-from trainables.config import FIELD_TYPES, ConfigError, TrialConfig
+from trainables.config import ACTIVE_WHEN, FIELD_TYPES, ConfigError, TrialConfig, is_active
 from trainables.train import trial_metric_names
 
 PRESETS_DIR = Path(__file__).parent / "presets"
@@ -52,21 +53,19 @@ class SpecError(ValueError):
     """A study spec that cannot run; the message names the key and what is valid."""
 
 
-# Conditional parameters: searched only where they apply (METHOD.md section 1). Each maps a config
-# key to the condition under which it is sampled, given the values fixed or drawn so far.
-CONDITIONS: dict[str, tuple[str, Callable[[Mapping[str, Any]], bool]]] = {
-    "npow": ("noise among the roles, with label smoothing",
-             lambda p: p["mollify"] and "n" in p["roles"] and p["smooth_labels"]),
-    "bpow": ("blur among the roles, with label smoothing",
-             lambda p: p["mollify"] and "b" in p["roles"] and p["smooth_labels"]),
-    "roles": ("mollification on", lambda p: p["mollify"]),
-    "alpha": ("mollification on", lambda p: p["mollify"]),
-    "beta": ("mollification on", lambda p: p["mollify"]),
-    "label_mode": ("mollification on", lambda p: p["mollify"]),
-    "smooth_labels": ("mollification on", lambda p: p["mollify"]),
-}
-# Keys the conditions read are drawn first, so that a condition sees its inputs.
-SAMPLING_ORDER = ("mollify", "roles", "smooth_labels")
+def condition_data(key: str) -> list[dict[str, Any]]:
+    """The rule under which config key `key` acts (trainables.config.ACTIVE_WHEN) as data, the form
+    the study's record gives `analysis`: a list of clauses that must all hold, each
+    {"key": ..., "op": "is" | "contains" | "above", "value": ...}; empty when it always acts."""
+    return [{"key": k, "op": op, "value": v} for k, op, v in ACTIVE_WHEN.get(key, ())]
+
+
+def sampling_order(keys: Iterable[str]) -> list[str]:
+    """`keys` with every key after the keys its rule reads (mollify before roles before npow), so
+    that a conditional key is drawn knowing whether it acts; otherwise in the given order."""
+    def depth(key: str) -> int:
+        return 1 + max((depth(k) for k, _, _ in ACTIVE_WHEN.get(key, ())), default=-1)
+    return sorted(keys, key=depth)
 
 
 @dataclass(frozen=True)
@@ -137,6 +136,25 @@ class StudySpec:
             return max(int(c.get("epochs", default)) for c in self.trial_configs())
         return int(self.trial.get("epochs", default))
 
+    def effective(self) -> dict[str, Any]:
+        """The spec as it runs, in the YAML schema: the preset with the command line's changes and
+        --set overrides folded in and every default spelled out, so that parsing it again gives
+        this spec (the study's record stores it)."""
+        search: dict[str, Any] = {"algorithm": self.algorithm, "objectives": [list(o) for o in self.objectives]}
+        if self.grid:
+            search["grid"] = [{k: list(v) for k, v in sub.items()} for sub in self.grid]
+        if self.space:
+            search["space"] = {k: d.describe() for k, d in self.space.items()}
+        if self.algorithm != "grid":
+            search["num_samples"] = self.num_samples
+        out = {"name": self.name, "trial": dict(self.trial), "search": search, "seeds": list(self.seeds),
+               "scheduler": dataclasses.asdict(self.scheduler), "resources": {"cpus": self.cpus, "gpus": self.gpus},
+               "max_concurrent": self.max_concurrent, "max_failures": self.max_failures,
+               "select_on_test": self.select_on_test}
+        if "description" in self.source:
+            out["description"] = self.source["description"]
+        return out
+
     def trial_configs(self) -> list[dict[str, Any]]:
         """Grid searches: every trial's flat config, in launch order (grid points x seeds)."""
         return [{**self.trial, **point, "seed": seed} for point in expand_grid(self.grid) for seed in self.seeds]
@@ -145,16 +163,19 @@ class StudySpec:
         return len(self.trial_configs()) if self.algorithm == "grid" else self.num_samples
 
     def search_space_description(self) -> dict[str, Any]:
-        """What MLflow's parent run records as `mollify.search_space`."""
+        """Each searched key's domain and the rule under which it acts (`active_when`, data: see
+        `condition_data`). A grid's keys list the values its trials take, defaults included where a
+        sub-grid leaves a key out, so that [{mollify: [false]}, {roles: [xn, xb]}] reads
+        mollify: [false, true]."""
         if self.algorithm == "grid":
+            configs = [TrialConfig.from_dict(c).to_dict() for c in self.trial_configs()]
             keys = sorted({k for g in self.grid for k in g})
-            return {k: {"type": "grid", "values": sorted({v for g in self.grid for v in g.get(k, ())}, key=str)}
-                    for k in keys}
-        out = {}
-        for key, domain in self.space.items():
-            out[key] = domain.describe()
-            if key in CONDITIONS:
-                out[key]["condition"] = CONDITIONS[key][0]
+            out = {k: {"type": "grid", "values": sorted({c[k] for c in configs}, key=str)} for k in keys}
+        else:
+            out = {key: domain.describe() for key, domain in self.space.items()}
+        for key, domain in out.items():
+            if key in ACTIVE_WHEN:
+                domain["active_when"] = condition_data(key)
         return out
 
 
@@ -174,14 +195,14 @@ def expand_grid(grid: tuple[dict[str, tuple], ...]) -> list[dict[str, Any]]:
 
 
 def sample_params(space: Mapping[str, Domain], fixed: Mapping[str, Any], suggest: Any) -> dict[str, Any]:
-    """Draw one point of `space` through Optuna's `trial` (passed as `suggest`), applying CONDITIONS:
-    a conditional key is drawn only where it applies. The only place that calls `suggest_*`."""
+    """Draw one point of `space` through Optuna's `trial` (passed as `suggest`): a conditional key
+    is drawn only where it acts (trainables.config.ACTIVE_WHEN), so Optuna, its importances and
+    optuna-dashboard never see a value that had no effect. The only place that calls `suggest_*`."""
     defaults = TrialConfig().to_dict()
     current = {**defaults, **fixed}
     drawn: dict[str, Any] = {}
-    ordered = [k for k in SAMPLING_ORDER if k in space] + [k for k in space if k not in SAMPLING_ORDER]
-    for key in ordered:
-        if key in CONDITIONS and not CONDITIONS[key][1](current):
+    for key in sampling_order(space):
+        if not is_active(key, current):
             continue
         domain = space[key]
         if domain.type == "categorical":

@@ -23,6 +23,7 @@ from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 from ray import tune
 
+from study.record import KIND_TAG, STOPPED_EARLY_TAG, STUDY_TAG, TRIAL_ID_TAG, TRIAL_NUMBER_TAG, trial_run_name
 from study.spec import TRIAL_NUMBER_KEY
 from trainables.config import TrialConfig
 from trainables.corruptions.provision import resolve_corruption_set
@@ -30,8 +31,6 @@ from trainables.tracking import MlflowTrialLogger, ensure_experiment
 from trainables.train import run_trial
 
 STUDY_KEY = "__study"  # the param_space entry carrying the study's context to every trial
-TRIAL_ID_TAG = "mollify.trial_id"
-STOPPED_EARLY_TAG = "mollify.stopped_early"  # "true" on the runs of trials a scheduler stopped
 
 
 def existing_run(client: MlflowClient, experiment: str, trial_id: str) -> str | None:
@@ -52,10 +51,9 @@ def mark_stopped_early(client: MlflowClient, run_id: str) -> None:
 def start_logger(cfg: TrialConfig, study: dict[str, Any], trial_id: str, number: int) -> MlflowTrialLogger:
     client = MlflowClient(study["tracking_uri"])
     run_id = existing_run(client, study["name"], trial_id)
-    tags = {"mollify.study": study["name"], "mollify.kind": "trial", TRIAL_ID_TAG: trial_id,
-            "mollify.trial_number": str(number)}
+    tags = {STUDY_TAG: study["name"], KIND_TAG: "trial", TRIAL_ID_TAG: trial_id, TRIAL_NUMBER_TAG: str(number)}
     return MlflowTrialLogger(cfg, experiment=study["name"], tracking_uri=study["tracking_uri"],
-                             run_name=f"{study['name']}-{number:04d}",
+                             run_name=trial_run_name(number, cfg.to_dict(), study.get("label_keys", ())),
                              parent_run_id=study["parent_run_id"], run_id=run_id, tags=tags)
 
 

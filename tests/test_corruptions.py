@@ -385,7 +385,10 @@ def test_summary_means_and_names() -> None:
     assert out["corrupt/error"] == pytest.approx(np.mean([k + 2 for k in range(15)]))  # saturate out
     assert out["corrupt/nll"] == pytest.approx(out["corrupt/error"] + 1)
     assert "corrupt/saturate/error" in out and not any("group/extra" in k for k in out)
-    assert len(out) == 4 * (16 * 2 + 16 + 4 + 1)
+    # per severity: the mean over the 15 benchmark corruptions at that severity (saturate out)
+    assert out["corrupt/s3/error"] == pytest.approx(np.mean([k + 3 for k in range(15)]))
+    assert "corrupt/s2/error" not in out
+    assert len(out) == 4 * (16 * 2 + 16 + 2 + 4 + 1)
     only_extra = summarize_cells({("saturate", 1): dict.fromkeys(METRICS, 0.5)})
     assert "corrupt/error" not in only_extra and "corrupt/saturate/error" in only_extra
 

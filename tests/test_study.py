@@ -23,7 +23,7 @@ from mlflow.tracking import MlflowClient
 
 from study.__main__ import main
 from study.launch import make_scheduler, start_parent_run
-from study.spec import CONDITIONS, DefineByRun, SpecError, load_spec, parse_spec, preset_names
+from study.spec import DefineByRun, sampling_order, SpecError, load_spec, parse_spec, preset_names
 from trainables.config import TrialConfig
 from trainables.models import create_model
 from trainables.tracking import MODEL_ARTIFACT
@@ -141,7 +141,12 @@ def test_conditional_parameters_appear_only_where_they_apply():
         seen.add((p["roles"], smooth))
         study.tell(trial, 0.5)
     assert len(seen) == 8  # every role set with and without smoothing was drawn
-    assert set(CONDITIONS) >= {"npow", "bpow"}
+
+
+def test_keys_are_drawn_after_the_keys_their_rule_reads():
+    order = sampling_order(["npow", "bpow", "beta", "roles", "smooth_labels", "mollify"])
+    assert order.index("mollify") < order.index("roles") < order.index("npow")
+    assert order.index("smooth_labels") < order.index("bpow")
 
 
 def test_define_by_run_skips_mollification_knobs_when_mollification_is_off():

@@ -1,6 +1,7 @@
 """One trial end to end: training learns, checkpoints resume exactly, and the CLI logs everything
 into a real SQLite MLflow store."""
 
+import json
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import mlflow
 import mlflow.pytorch
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -17,11 +19,11 @@ from mlflow.models import Model
 from mlflow.tracking import MlflowClient
 
 from trainables.__main__ import main
-from trainables.config import TrialConfig
+from trainables.config import TrialConfig, active_params
 from trainables.corruptions import EXTRA
 from trainables.evaluate import METRICS, classification_metrics, predict_logits
 from trainables.pipeline import normalize, to_unit
-from trainables.tracking import MODEL_ARTIFACT, MlflowTrialLogger
+from trainables.tracking import CELL, MODEL_ARTIFACT, MlflowTrialLogger
 from trainables.train import CHECKPOINT_FILE, load_test_split, run_trial, validation_metric_names
 
 REPO = Path(__file__).resolve().parents[1]
@@ -146,7 +148,12 @@ def test_cli_logs_a_trial_into_a_sqlite_mlflow_store(tmp_path, capsys):
     run = runs[0]
     assert run.info.status == "FINISHED" and run.info.run_name == "one-epoch"
     assert run.data.params["beta"] == "4.0" and run.data.params["dataset"] == "synthetic"
-    assert set(run.data.params) == set(TrialConfig().to_dict())
+    # params: the knobs that acted (valid_seed and valid_corrupt_images need a validation split,
+    # limit_corrupt_images an on-the-fly corrupted set); config.yaml keeps every value
+    cfg = TrialConfig.from_dict({**QUICK, "epochs": 1, "beta": 4})
+    assert set(run.data.params) == set(active_params(cfg))
+    assert set(TrialConfig().to_dict()) - set(run.data.params) == {"valid_seed", "valid_corrupt_images",
+                                                                   "limit_corrupt_images"}
     for key in ("clean/error", "clean/nll", "clean/ece", "clean/ece_batch100", "train/loss", "train/error", "lr"):
         assert key in run.data.metrics, key
         assert 0 <= run.data.metrics[key] < 10
@@ -156,8 +163,38 @@ def test_cli_logs_a_trial_into_a_sqlite_mlflow_store(tmp_path, capsys):
     assert {"config.yaml", "reliability"} <= artifacts
     assert "corrupt/error" not in run.data.metrics  # corruption_source none
     stored = yaml.safe_load(Path(client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path))).read_text())
-    assert stored["beta"] == 4.0
+    assert stored["beta"] == 4.0 and set(stored) == set(TrialConfig().to_dict())
     assert "clean/error" in capsys.readouterr().out
+
+
+def test_a_run_records_only_the_knobs_that_acted_and_the_grid_as_one_table(tmp_path):
+    """No mollification: no roles, beta, npow... params; the corruption grid's cells as one table
+    artifact (corrupt/cells.json) beside the summaries, which stay metrics; no float32 noise."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = TrialConfig.from_dict({**QUICK, "epochs": 1, "mollify": False, "corruption_source": "on_the_fly",
+                                 "corruptions": "gaussian_noise,fog", "severities": "1,3",
+                                 "limit_corrupt_images": 32, "limit_train_batches": 2})
+    logger = MlflowTrialLogger(cfg, experiment="knobs", tracking_uri=uri)
+    result = run_trial(cfg, report=logger.report)
+    logger.finish(result)
+    client = MlflowClient(uri)
+    run = client.get_run(logger.run_id)
+    assert not {"roles", "alpha", "beta", "npow", "bpow", "smooth_labels", "label_mode"} & set(run.data.params)
+    assert run.data.params["mollify"] == "False"
+    assert not [k for k in run.data.metrics if CELL.match(k)]  # no corrupt/<c>/s<k>/<m> cell metrics
+    assert CELL.match("corrupt/fog/s3/error") and not CELL.match("corrupt/group/noise/error")
+    for key in ("corrupt/error", "corrupt/fog/error", "corrupt/group/noise/error", "corrupt/s3/ece"):
+        assert key in run.data.metrics, key
+    for key, value in run.data.metrics.items():
+        assert value == float(str(np.float32(value))), (key, value)  # the shortest float32 digits
+    table = json.loads(Path(client.download_artifacts(run.info.run_id, "corrupt/cells.json", str(tmp_path))).read_text())
+    rows = [dict(zip(table["columns"], row)) for row in table["data"]]
+    assert sorted((r["corruption"], r["severity"]) for r in rows) == [("fog", 1), ("fog", 3),
+                                                                      ("gaussian_noise", 1), ("gaussian_noise", 3)]
+    fog = [r["error"] for r in rows if r["corruption"] == "fog"]
+    assert run.data.metrics["corrupt/fog/error"] == pytest.approx(sum(fog) / 2, abs=1e-6)
+    assert result.metrics["corrupt/fog/s3/error"] == [r["error"] for r in rows if r["corruption"] == "fog"
+                                                      and r["severity"] == 3][0]
 
 
 @pytest.fixture

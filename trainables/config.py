@@ -136,6 +136,52 @@ class TrialConfig:
 FIELD_TYPES: dict[str, Any] = typing.get_type_hints(TrialConfig)
 
 
+# --- which knobs act -------------------------------------------------------------------------------
+# A knob has an effect only under some settings (METHOD.md section 1): the mollification knobs only
+# when mollification is on, npow only for noised samples with label smoothing, and so on. Declared
+# here as data, one rule per knob: the search draws a knob only where it acts (study/spec.py), a
+# run logs it as a param only where it acts (trainables/tracking.py), and the study's record hands
+# the same clauses to `analysis`, which evaluates them without importing this package.
+# A rule is a tuple of clauses that must all hold; a clause is (key, op, value) with op one of
+# CONDITION_OPS: "is" (equal), "contains" (a substring of a string value), "above" (greater than).
+CONDITION_OPS = ("is", "contains", "above")
+Clause = tuple[str, str, Any]
+MOLLIFYING: tuple[Clause, ...] = (("mollify", "is", True),)
+ACTIVE_WHEN: dict[str, tuple[Clause, ...]] = {
+    "roles": MOLLIFYING, "alpha": MOLLIFYING, "beta": MOLLIFYING, "label_mode": MOLLIFYING,
+    "smooth_labels": MOLLIFYING,
+    "npow": (*MOLLIFYING, ("roles", "contains", "n"), ("smooth_labels", "is", True)),
+    "bpow": (*MOLLIFYING, ("roles", "contains", "b"), ("smooth_labels", "is", True)),
+    "sigma_min": (*MOLLIFYING, ("roles", "contains", "b")),
+    "sigma_max": (*MOLLIFYING, ("roles", "contains", "b")),
+    "train_size": (("dataset", "is", "synthetic"),),
+    "valid_seed": (("valid_per_class", "above", 0),),
+    "valid_corrupt_images": (("valid_per_class", "above", 0),),
+    "limit_corrupt_images": (("corruption_source", "is", "on_the_fly"),),
+}
+
+
+def clause_holds(clause: Clause, values: Mapping[str, Any]) -> bool:
+    key, op, expected = clause
+    value = values[key]
+    if op == "contains":
+        return isinstance(value, str) and expected in value
+    if op == "above":
+        return value is not None and value > expected
+    return value == expected and type(value) is type(expected)  # True is not 1
+
+
+def is_active(key: str, values: Mapping[str, Any]) -> bool:
+    """Whether knob `key` acts given the other values (a full config's, or those drawn so far)."""
+    return all(clause_holds(c, values) for c in ACTIVE_WHEN.get(key, ()))
+
+
+def active_params(cfg: TrialConfig) -> dict[str, Any]:
+    """The config's values of the knobs that act in it: what a run records as its params."""
+    values = cfg.to_dict()
+    return {k: v for k, v in values.items() if is_active(k, values)}
+
+
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     """`key=value` strings (the CLI's --set) to a dict; values are read as YAML scalars."""
     out = {}

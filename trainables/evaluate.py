@@ -6,7 +6,9 @@ over batches of 100 images, which inflates it; that variant is kept under its ow
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
 
 import torch
 import torch.nn.functional as F
@@ -86,3 +88,11 @@ def classification_metrics(logits: Tensor, labels: Tensor) -> dict[str, float]:
         "ece": expected_calibration_error(probs, labels).item(),
         "ece_batch100": batch_averaged_ece(probs, labels).item(),
     }
+
+
+def float32_digits(values: Mapping[str, float]) -> dict[str, float]:
+    """Each value as the shortest decimal that reads back as the same float32: metrics are computed
+    in float32, so 0.538 arrives as 0.5379999876...; the digits past float32's precision are noise,
+    and they would show in the MLflow UI and in Optuna. Applied once where a trial reports, so Ray,
+    Optuna and MLflow all hold the same number."""
+    return {key: float(str(np.float32(value))) for key, value in values.items()}

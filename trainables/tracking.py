@@ -1,5 +1,12 @@
-"""MLflow logging of one trial: params (the flattened config), per-epoch metrics, final metrics,
-tags (git commit, seed), the config as an artifact and the final network as an MLflow model.
+"""MLflow logging of one trial: params (the config's knobs that act in it: `active_params`),
+per-epoch metrics, final metrics, tags (git commit, seed), the whole config as `config.yaml`, the
+corruption grid as a table and the final network as an MLflow model.
+
+What is a metric and what an artifact: per-epoch series and the summaries (clean, corrupted mean,
+per group, per corruption, per severity, validation) are metrics, charted by the MLflow UI and
+read by `analysis`. The grid's cells (`corrupt/<corruption>/s<k>/<metric>`: 75 cells x 4 metrics,
+one value each) would be 300 one-point charts: they go into one table, `corrupt/cells.json`
+(`mlflow.log_table` format), instead.
 
 It uses an explicit `MlflowClient` bound to one tracking URI rather than MLflow's fluent API, whose
 active run and tracking URI are process-wide state: a trial must not depend on, or change, what
@@ -13,6 +20,7 @@ import contextlib
 import copy
 import logging
 import os
+import re
 import subprocess
 import tempfile
 import time
@@ -20,13 +28,15 @@ from pathlib import Path
 from typing import Mapping
 
 import mlflow.pytorch
+import pandas as pd
 import torch
 import torchvision
 from mlflow.entities import Metric, Param, RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from trainables.config import TrialConfig
+from trainables.config import TrialConfig, active_params
+from trainables.evaluate import float32_digits
 
 DEFAULT_EXPERIMENT = "mollify-lab"
 DEFAULT_DB = "mlflow.db"
@@ -34,6 +44,8 @@ BATCH_LIMIT = 1000  # MLflow's log_batch accepts at most 1000 metrics per call
 PARENT_TAG = "mlflow.parentRunId"
 EPOCH_KEY = "train/loss"  # logged once per epoch: its history tells which epochs a run holds
 MODEL_ARTIFACT = "model"  # the final network: mlflow.pytorch.load_model("runs:/<run id>/model")
+CELLS_ARTIFACT = "cells.json"  # beside the summaries it details: corrupt/cells.json, eval/<set>/corrupt/cells.json
+CELL = re.compile(r"^(?P<prefix>(?:.+/)?corrupt)/(?P<corruption>[a-z_]+)/s(?P<severity>\d+)/(?P<metric>\w+)$")
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
@@ -89,14 +101,36 @@ def _quiet(logger_name: str):
 
 def _metrics(values: Mapping[str, float], step: int) -> list[Metric]:
     now = int(time.time() * 1000)
-    return [Metric(key, float(value), now, step) for key, value in values.items() if key != "epoch"]
+    return [Metric(key, value, now, step) for key, value in float32_digits(values).items() if key != "epoch"]
+
+
+def split_cells(values: Mapping[str, float]) -> tuple[dict[str, float], dict[str, pd.DataFrame]]:
+    """(the metrics that are not grid cells, {table artifact path: the cells as a table}): one
+    row per (corruption, severity), one column per metric, per prefix (corrupt, eval/<set>/corrupt)."""
+    rest: dict[str, float] = {}
+    rows: dict[str, dict[tuple[str, int], dict[str, float]]] = {}
+    for key, value in float32_digits(values).items():
+        match = CELL.match(key)
+        if match is None:
+            rest[key] = value
+            continue
+        cell = rows.setdefault(match["prefix"], {}).setdefault((match["corruption"], int(match["severity"])), {})
+        cell[match["metric"]] = value
+    tables = {f"{prefix}/{CELLS_ARTIFACT}": pd.DataFrame([{"corruption": c, "severity": s, **m}
+                                                         for (c, s), m in cells.items()])
+              for prefix, cells in rows.items()}
+    return rest, tables
 
 
 def log_metrics(client: MlflowClient, run_id: str, values: Mapping[str, float], step: int) -> None:
-    """`values` into the run at `step`, in batches of MLflow's per-call limit (`epoch` left out)."""
-    metrics = _metrics(values, step)
+    """`values` into the run at `step`, in batches of MLflow's per-call limit (`epoch` left out);
+    corruption-grid cells as one table per prefix (see the module docstring)."""
+    rest, tables = split_cells(values)
+    metrics = _metrics(rest, step)
     for start in range(0, len(metrics), BATCH_LIMIT):
         client.log_batch(run_id, metrics=metrics[start : start + BATCH_LIMIT])
+    for path, table in tables.items():
+        client.log_table(run_id, data=table, artifact_file=path)
 
 
 class MlflowTrialLogger:
@@ -119,7 +153,7 @@ class MlflowTrialLogger:
         experiment_id = ensure_experiment(self.client, experiment)
         run = self.client.create_run(experiment_id, run_name=run_name, tags=all_tags)
         self.run_id = run.info.run_id
-        params = [Param(key, str(value)) for key, value in cfg.to_dict().items()]
+        params = [Param(key, str(value)) for key, value in active_params(cfg).items()]
         self.client.log_batch(self.run_id, params=params)
         self.client.log_dict(self.run_id, cfg.to_dict(), "config.yaml")
 

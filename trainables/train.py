@@ -24,7 +24,7 @@ from trainables.config import ConfigError, TrialConfig
 from trainables.corruptions import CORRUPTIONS, EXTRA, SEVERITIES, corruption_metric_names, evaluate_corruptions
 from trainables.corruptions.provision import resolve_corruption_set
 from trainables.data import ImageSet, load_dataset, split_validation
-from trainables.evaluate import METRICS, classification_metrics, predict_logits, reliability_bins
+from trainables.evaluate import METRICS, classification_metrics, float32_digits, predict_logits, reliability_bins
 from trainables.losses import create_loss
 from trainables.models import create_model
 from trainables.mollify import mollify
@@ -264,6 +264,7 @@ def run_trial(cfg: TrialConfig, report: Report | None = None, checkpoint_dir: st
             corrupted, extras = evaluate_corrupted(cfg, state.model, test)
             metrics |= corrupted
             reliability |= extras
+        metrics = float32_digits(metrics)
         state.history.append(metrics)
         saved = state.save(folder) if folder is not None else None
         if report is not None:
@@ -271,7 +272,7 @@ def run_trial(cfg: TrialConfig, report: Report | None = None, checkpoint_dir: st
     if not reliability:  # resumed after the last epoch had already finished
         clean, reliability["clean"] = evaluate_clean(cfg, state.model, test)
         corrupted, extras = evaluate_corrupted(cfg, state.model, test)
-        state.history[-1] |= clean | corrupted
+        state.history[-1] |= float32_digits(clean | corrupted)
         reliability |= extras
     final = {k: v for k, v in state.history[-1].items() if k.startswith(FINAL_PREFIXES)}
     return TrialResult(metrics=final, history=state.history, reliability=reliability,

@@ -72,8 +72,8 @@ def evaluate_corruptions(
     test: the clean test set (on the model's device), whose class subset and image size the
     corrupted sets follow; data_root: the clean dataset's root (Tiny ImageNet: for wnids.txt).
     Returns (metrics, extras): metrics named corrupt/<c>/s<k>/<m>, corrupt/<c>/<m> (mean over
-    severities), corrupt/group/<g>/<m> and corrupt/<m> (means over benchmark cells only; the 4
-    extra corruptions never enter them), m in error, nll, ece, ece_batch100; extras holds
+    severities), corrupt/s<k>/<m> (mean over corruptions), corrupt/group/<g>/<m> and corrupt/<m>
+    (the last three over benchmark cells only; the 4 extra corruptions never enter them), m in error, nll, ece, ece_batch100; extras holds
     "corrupt_s<k>": reliability bins pooled over the benchmark cells (all cells if none) at the
     highest evaluated severity k, the most corrupted evaluation.
     """
@@ -101,6 +101,9 @@ def summarize_cells(cells: dict[tuple[str, int], dict[str, float]]) -> dict[str,
         for m in METRICS:
             out[f"corrupt/{name}/{m}"] = _mean(v[m] for (n, _), v in cells.items() if n == name)
     benchmark = {key: v for key, v in cells.items() if key[0] in BENCHMARK}
+    for severity in sorted({s for _, s in benchmark}):
+        for m in METRICS:
+            out[f"corrupt/s{severity}/{m}"] = _mean(v[m] for (_, s), v in benchmark.items() if s == severity)
     for group, members in GROUPS.items():
         in_group = [v for (n, _), v in benchmark.items() if n in members]
         for m in METRICS:

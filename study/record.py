@@ -1,0 +1,268 @@
+"""The study's record: everything a study writes for the people who read it (the MLflow UI,
+optuna-dashboard, `study status`) and for `analysis`, declared here and nowhere else.
+
+Written at launch:
+- `<runs dir>/<name>/study.json` (`StudyRecord`): what `resume` and `status` need.
+- The MLflow parent run (tag `mollify.kind=study`): the tags below; the effective spec (the preset
+  with the command line's changes and --set overrides, as it runs) as flattened params and as
+  `study/spec.yaml`; `study/record.json`, the record as data (`record_data`: objectives, the search
+  space with the rule under which each key acts, the grid's trials); a description.
+- The Optuna study of a search: its metric names and user attributes naming the MLflow experiment,
+  parent run and tracking server.
+Updated as trials end (`update_parent`): the parent run's counts and best objective so far as
+metrics, and its description. Each trial run is named by what it is (`trial_run_name`) and each
+Optuna trial carries its MLflow run's id. `analysis` declares what it reads of this on its own side
+(analysis/mlflow_io.py); tests/test_record.py checks that the two sides agree.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+from urllib.parse import urlsplit, urlunsplit
+
+import yaml
+from mlflow.entities import Metric, Param, Run, RunStatus
+from mlflow.tracking import MlflowClient
+from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
+
+from study.spec import StudySpec, parse_spec
+from trainables.config import ACTIVE_WHEN, TrialConfig, is_active
+from trainables.tracking import ensure_experiment, git_commit
+
+# --- the contract with analysis ------------------------------------------------------------------
+KIND_TAG = "mollify.kind"  # "study" on the parent run, "trial" on each trial's run
+STUDY_TAG = "mollify.study"
+PRESET_TAG = "mollify.preset"
+SEARCH_TAG = "mollify.search"  # grid, tpe, gp, nsga2
+OBJECTIVES_TAG = "mollify.objectives"  # JSON [[metric, "min" | "max"], ...]
+SELECT_ON_TEST_TAG = "mollify.select_on_test"  # "true" when the spec accepted test-set selection
+TOTAL_TRIALS_TAG = "mollify.total_trials"
+CORRUPTION_SETS_TAG = "mollify.corruption_sets"  # JSON: the corrupted sets the trials evaluate on
+TRIAL_ID_TAG = "mollify.trial_id"  # Ray's trial id: a restarted trial finds its run by it
+TRIAL_NUMBER_TAG = "mollify.trial_number"  # Optuna's trial number, or the grid index
+STOPPED_EARLY_TAG = "mollify.stopped_early"  # "true" on the runs of trials a scheduler stopped
+DESCRIPTION_TAG = "mlflow.note.content"  # the run's description in the MLflow UI
+SPEC_ARTIFACT = "study/spec.yaml"
+RECORD_ARTIFACT = "study/record.json"
+RECORD_SCHEMA = 1
+BEST_PREFIX = "best/"  # parent-run metric best/<objective>: the best value so far
+COUNT_METRICS = ("trials/finished", "trials/failed", "trials/stopped_early")
+OPTUNA_RUN_ATTR = "mlflow_run_id"  # Optuna trial user attribute
+OPTUNA_RUN_NAME_ATTR = "mlflow_run_name"
+
+RECORD_FILE = "study.json"
+
+
+# --- the local record ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class StudyRecord:
+    """What `resume` and `status` need, written once at launch into `<runs dir>/<name>/study.json`."""
+
+    name: str
+    preset: str
+    spec: dict[str, Any]  # the effective spec (StudySpec.effective): what runs, overrides included
+    overrides: dict[str, Any]  # the --set values, for the record (already inside `spec`)
+    tracking_uri: str
+    optuna_storage: str
+    parent_run_id: str
+    address: str | None
+    created: float
+
+    def load_spec(self) -> StudySpec:
+        # Records written before the effective spec kept the overrides apart: applying them again
+        # to an effective spec changes nothing.
+        return parse_spec(self.spec, preset=self.preset, name=self.name, overrides=self.overrides)
+
+    def write(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / RECORD_FILE).write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def read(cls, folder: Path) -> "StudyRecord":
+        return cls(**json.loads((folder / RECORD_FILE).read_text()))
+
+
+# --- the record as data ----------------------------------------------------------------------------
+
+def label_keys(spec: StudySpec) -> list[str]:
+    """The config keys that tell one trial of the study from another (the seed aside): a grid's keys
+    that take more than one value across its trials, a search's searched keys."""
+    if spec.algorithm != "grid":
+        return list(spec.space)
+    configs = [TrialConfig.from_dict(c).to_dict() for c in spec.trial_configs()]
+    keys = dict.fromkeys(k for g in spec.grid for k in g if k != "seed")
+    return [k for k in keys if len({json.dumps(c[k]) for c in configs}) > 1]
+
+
+def record_data(spec: StudySpec) -> dict[str, Any]:
+    """The record `analysis` reads (RECORD_ARTIFACT): JSON-able data, no prose."""
+    data = {"schema": RECORD_SCHEMA, "study": spec.name, "preset": spec.preset, "search": spec.algorithm,
+            "objectives": [list(o) for o in spec.objectives], "search_space": spec.search_space_description(),
+            "label_keys": label_keys(spec), "fixed": dict(spec.trial), "seeds": list(spec.seeds),
+            "total_trials": spec.total_trials(), "select_on_test": spec.select_on_test,
+            "scheduler": asdict(spec.scheduler),
+            "active_when": {k: [list(c) for c in rule] for k, rule in ACTIVE_WHEN.items()}}
+    if spec.algorithm == "grid":
+        data["trials"] = [{"number": i, "params": point} for i, point in enumerate(spec.trial_configs())]
+    return data
+
+
+def flat_params(spec: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """The effective spec as MLflow params: nested mappings flattened with dots (trial.dataset,
+    scheduler.type); lists and search domains as JSON (search.space.beta). A value longer than
+    MLflow's limit points to the spec artifact instead."""
+    out: dict[str, str] = {}
+    for key, value in spec.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and prefix != "search.space.":  # a search domain is one value
+            out |= flat_params(value, name + ".")
+            continue
+        text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+        out[name] = text if len(text) <= MAX_PARAM_VAL_LENGTH else f"(long: see {SPEC_ARTIFACT})"
+    return out
+
+
+# --- names people read ---------------------------------------------------------------------------
+
+SHORT_KEYS = {"smooth_labels": "ls", "mollify": "moll"}
+BARE_KEYS = ("roles", "augment", "model", "dataset")  # their values name themselves: xnb, fcr+trivaug
+
+
+def _name_part(key: str, value: Any) -> str:
+    if isinstance(value, bool):
+        short = SHORT_KEYS.get(key, key)
+        return short if value else f"no-{short}"
+    if key in BARE_KEYS:
+        return str(value)
+    if isinstance(value, float):
+        return f"{key}={value:.3g}"
+    return f"{key}={value}"
+
+
+def trial_run_name(number: int, values: Mapping[str, Any], keys: Iterable[str]) -> str:
+    """`0003 xn beta=4 s0`: the trial's number, the values of the study's `label_keys` that acted in
+    this trial, and its seed. `mollify` on is named only when no mollification knob says it."""
+    shown = [k for k in keys if k in values and is_active(k, values)]
+    mollifying = any(ACTIVE_WHEN.get(k, ()) and ACTIVE_WHEN[k][0][0] == "mollify" for k in shown)
+    parts = [_name_part(k, values[k]) for k in shown if not (k == "mollify" and values[k] and mollifying)]
+    return " ".join([f"{number:04d}", *parts, f"s{values.get('seed', 0)}"])
+
+
+def safe_uri(uri: str) -> str:
+    """The tracking URI without credentials (user:password@host), fit to be stored and shown."""
+    parts = urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
+def ui_link(tracking_uri: str, experiment_id: str, run_id: str | None = None) -> str:
+    """Where the MLflow UI shows the experiment's runs table (or one run). The UI opens an
+    experiment on its GenAI traces page unless asked for the machine-learning view. A SQLite store
+    has no server: the link is for `mlflow ui --backend-store-uri <uri>` on its default port."""
+    base = safe_uri(tracking_uri) if tracking_uri.startswith("http") else "http://127.0.0.1:5000"
+    path = f"/#/experiments/{experiment_id}" + (f"/runs/{run_id}" if run_id else "")
+    return f"{base.rstrip('/')}{path}?workflowType=machine_learning"
+
+
+# --- the MLflow parent run -------------------------------------------------------------------------
+
+def start_parent_run(spec: StudySpec, tracking_uri: str) -> str:
+    """Create the study's parent run with its tags, params, spec and record."""
+    client = MlflowClient(tracking_uri)
+    experiment_id = ensure_experiment(client, spec.name)
+    tags = {KIND_TAG: "study", STUDY_TAG: spec.name, PRESET_TAG: spec.preset, SEARCH_TAG: spec.algorithm,
+            OBJECTIVES_TAG: json.dumps([list(o) for o in spec.objectives]),
+            TOTAL_TRIALS_TAG: str(spec.total_trials()), SELECT_ON_TEST_TAG: str(spec.select_on_test).lower(),
+            "mlflow.source.git.commit": git_commit(), DESCRIPTION_TAG: describe_study(spec)}
+    run_id = client.create_run(experiment_id, run_name=spec.name, tags=tags).info.run_id
+    effective = spec.effective()
+    params = [Param(k, v) for k, v in flat_params(effective).items()]
+    for start in range(0, len(params), 100):  # MLflow takes at most 100 params per call
+        client.log_batch(run_id, params=params[start : start + 100])
+    client.log_text(run_id, yaml.safe_dump(effective, sort_keys=False), SPEC_ARTIFACT)
+    client.log_dict(run_id, record_data(spec), RECORD_ARTIFACT)
+    return run_id
+
+
+def end_parent_run(tracking_uri: str, run_id: str, complete: bool) -> None:
+    status = RunStatus.FINISHED if complete else RunStatus.FAILED
+    MlflowClient(tracking_uri).set_terminated(run_id, RunStatus.to_string(status))
+
+
+def trial_runs(client: MlflowClient, experiment_id: str) -> list[Run]:
+    return client.search_runs([experiment_id], filter_string=f"tags.`{KIND_TAG}` = 'trial'", max_results=10_000)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a study stands, from its MLflow trial runs."""
+
+    finished: int
+    running: int
+    failed: int
+    stopped_early: int
+    best: Run | None  # the best FINISHED run by the first objective
+
+    @property
+    def ended(self) -> int:
+        return self.finished + self.failed + self.stopped_early
+
+
+def progress(runs: list[Run], objective: tuple[str, str]) -> Progress:
+    counts = {s: sum(r.info.status == s for r in runs) for s in ("FINISHED", "RUNNING", "FAILED", "KILLED")}
+    stopped = sum(r.data.tags.get(STOPPED_EARLY_TAG) == "true" for r in runs)
+    metric, mode = objective
+    scored = [r for r in runs if r.info.status == "FINISHED" and metric in r.data.metrics]
+    best = (min if mode == "min" else max)(scored, key=lambda r: r.data.metrics[metric], default=None)
+    return Progress(counts["FINISHED"], counts["RUNNING"], counts["FAILED"] + counts["KILLED"] - stopped,
+                    stopped, best)
+
+
+def describe_study(spec: StudySpec, state: Progress | None = None) -> str:
+    """The parent run's description (Markdown): data, setting, search, and the best trial so far."""
+    t = {**TrialConfig().to_dict(), **spec.trial}
+    data = ", ".join(str(x) for x in (t["dataset"], t["num_classes"] and f"{t['num_classes']} classes",
+                                     t["image_size"] and f"{t['image_size']} px") if x)
+    metric, mode = spec.objectives[0]
+    varied = ", ".join(label_keys(spec)) or "nothing"
+    lines = [f"**{spec.name}** (preset `{spec.preset}`): {data}; {t['model']}, {t['epochs']} epoch{'s' if t['epochs'] != 1 else ''}, "
+             f"augmentation {t['augment']}.",
+             f"Search: {spec.algorithm} over {varied}; {spec.total_trials()} trials; "
+             f"{'selects on' if spec.algorithm != 'grid' else 'reports'} {metric} ({mode}).",
+             f"Effective spec: `{SPEC_ARTIFACT}`; figures: `figures/report.html` once written."]
+    if state is not None:
+        lines.append(f"Trials: {state.finished} finished, {state.failed} failed, {state.stopped_early} stopped "
+                     f"early, of {spec.total_trials()}.")
+        if state.best is not None:
+            value = state.best.data.metrics[metric]
+            lines.append(f"Best {metric} so far: {value:.4g}, trial run `{state.best.info.run_name}`.")
+    return "\n\n".join(lines)
+
+
+def update_parent(spec: StudySpec, tracking_uri: str, parent_run_id: str) -> Progress:
+    """Log where the study stands into its parent run: counts and the best objective so far as
+    metrics (step: the number of trials ended), and the description."""
+    client = MlflowClient(tracking_uri)
+    state = progress(trial_runs(client, ensure_experiment(client, spec.name)), spec.objectives[0])
+    now = int(time.time() * 1000)
+    values = dict(zip(COUNT_METRICS, (state.finished, state.failed, state.stopped_early)))
+    if state.best is not None:
+        metric = spec.objectives[0][0]
+        values[BEST_PREFIX + metric] = state.best.data.metrics[metric]
+    client.log_batch(parent_run_id, metrics=[Metric(k, float(v), now, state.ended) for k, v in values.items()])
+    client.set_tag(parent_run_id, DESCRIPTION_TAG, describe_study(spec, state))
+    return state
+
+
+# --- Optuna --------------------------------------------------------------------------------------
+
+def optuna_study_attrs(spec: StudySpec, tracking_uri: str, parent_run_id: str) -> dict[str, str]:
+    """User attributes of a search's Optuna study: where its MLflow record is."""
+    return {"mollify.preset": spec.preset, "mlflow.experiment": spec.name, "mlflow.parent_run_id": parent_run_id,
+            "mlflow.tracking_uri": safe_uri(tracking_uri)}
