@@ -165,12 +165,13 @@ class StudySpec:
     def search_space_description(self) -> dict[str, Any]:
         """Each searched key's domain and the rule under which it acts (`active_when`, data: see
         `condition_data`). A grid's keys list the values its trials take, defaults included where a
-        sub-grid leaves a key out, so that [{mollify: [false]}, {roles: [xn, xb]}] reads
-        mollify: [false, true]."""
+        sub-grid leaves a key out, in the trials where the key acts: [{mollify: [false]}, {roles: [xn, xb]}]
+        reads mollify: [false, true], roles: [xb, xn]."""
         if self.algorithm == "grid":
             configs = [TrialConfig.from_dict(c).to_dict() for c in self.trial_configs()]
             keys = sorted({k for g in self.grid for k in g})
-            out = {k: {"type": "grid", "values": sorted({c[k] for c in configs}, key=str)} for k in keys}
+            out = {k: {"type": "grid", "values": sorted({c[k] for c in configs if is_active(k, c)}, key=str)}
+                   for k in keys}
         else:
             out = {key: domain.describe() for key, domain in self.space.items()}
         for key, domain in out.items():

@@ -42,6 +42,8 @@ DEFAULT_EXPERIMENT = "mollify-lab"
 DEFAULT_DB = "mlflow.db"
 BATCH_LIMIT = 1000  # MLflow's log_batch accepts at most 1000 metrics per call
 PARENT_TAG = "mlflow.parentRunId"
+SEED_TAG = "mollify.seed"
+RELIABILITY_DIR = "reliability"  # reliability/<set>.json: the bins of each evaluated set
 EPOCH_KEY = "train/loss"  # logged once per epoch: its history tells which epochs a run holds
 MODEL_ARTIFACT = "model"  # the final network: mlflow.pytorch.load_model("runs:/<run id>/model")
 CELLS_ARTIFACT = "cells.json"  # beside the summaries it details: corrupt/cells.json, eval/<set>/corrupt/cells.json
@@ -148,7 +150,7 @@ class MlflowTrialLogger:
             self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
             return
         self.logged_through = 0
-        all_tags = {"mollify.seed": str(cfg.seed), "mlflow.source.git.commit": git_commit(),
+        all_tags = {SEED_TAG: str(cfg.seed), "mlflow.source.git.commit": git_commit(),
                     **({PARENT_TAG: parent_run_id} if parent_run_id else {}), **(tags or {})}
         experiment_id = ensure_experiment(self.client, experiment)
         run = self.client.create_run(experiment_id, run_name=run_name, tags=all_tags)
@@ -180,7 +182,7 @@ class MlflowTrialLogger:
         fresh = {k: v for k, v in result.metrics.items() if last.get(k) != v}
         self.log_metrics(fresh, step=int(last.get("epoch", 0)))
         for name, bins in result.reliability.items():
-            self.client.log_dict(self.run_id, bins, f"reliability/{name}.json")
+            self.client.log_dict(self.run_id, bins, f"{RELIABILITY_DIR}/{name}.json")
         if result.model is not None:
             self.log_model(result.model, result.model_card)
         self.client.set_tag(self.run_id, "mollify.status", "finished")

@@ -1,0 +1,254 @@
+"""The study's record: what study/ and trainables/ write into MLflow and Optuna, what analysis/
+reads, and the two sides' declarations checked against each other; then the smoke study end to
+end, figures on, on real Ray, Optuna and MLflow, read back the way a person and `analysis` read it."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+import analysis.contract as contract
+import study.record as record
+import trainables.tracking as tracking
+from analysis import load_runs, load_study_info, plots, tables
+from analysis.benchmark import (CLEAN_ERROR, CORRUPT_ERROR, CORRUPTION_GROUPS, CORRUPTIONS, SEVERITIES,
+                                corruption_metric, group_metric, severity_metric)
+from analysis.mlflow_io import parse_param
+from analysis.optimisation import importances, rebuild_study
+from analysis.report import ABLATION_METRICS
+from study.launch import absolute_paths
+from study.spec import load_spec, parse_spec, preset_names, read_source
+from test_study import study_cmd, study_env, trial_runs
+from trainables.config import ACTIVE_WHEN, TrialConfig, active_params, is_active
+from trainables.corruptions import BENCHMARK, GROUPS
+from trainables.evaluate import METRICS
+from trainables.train import trial_metric_names
+
+# --- the two sides agree ----------------------------------------------------------------------------
+
+
+def test_tag_and_artifact_names_are_the_same_on_both_sides():
+    for name in ("KIND_TAG", "STUDY_TAG", "PRESET_TAG", "SEARCH_TAG", "OBJECTIVES_TAG", "SELECT_ON_TEST_TAG",
+                 "TRIAL_NUMBER_TAG", "STOPPED_EARLY_TAG", "RECORD_ARTIFACT"):
+        assert getattr(contract, name) == getattr(record, name), name
+    assert (contract.SEED_TAG, contract.PARENT_TAG, contract.RELIABILITY_DIR) == (
+        tracking.SEED_TAG, tracking.PARENT_TAG, tracking.RELIABILITY_DIR)
+
+
+def test_the_record_holds_what_analysis_reads_for_every_preset():
+    for name in preset_names():
+        data = record.record_data(load_spec(name))
+        assert set(contract.RECORD_KEYS) <= set(data), name
+        json.dumps(data)  # data, not objects
+        for key, domain in data["search_space"].items():  # conditions are data, not prose
+            assert "condition" not in domain
+            for clause in domain.get("active_when", []):
+                assert set(clause) == {"key", "op", "value"} and clause["op"] in ("is", "contains", "above")
+
+
+def test_corruption_groups_and_severities_are_the_trials():
+    assert CORRUPTION_GROUPS == {g: GROUPS[g] for g in CORRUPTION_GROUPS} and set(CORRUPTION_GROUPS) == set(GROUPS)
+    assert CORRUPTIONS == BENCHMARK and SEVERITIES == (1, 2, 3, 4, 5)
+
+
+def test_every_metric_analysis_reads_is_one_a_trial_reports():
+    names = trial_metric_names()
+    read = {CLEAN_ERROR, CORRUPT_ERROR, *ABLATION_METRICS, *plots.METRIC_WORDS,
+            *(metric for *_, metric in tables.COLUMNS)}
+    read |= {group_metric(g, m) for g in CORRUPTION_GROUPS for m in METRICS}
+    read |= {corruption_metric(c, m) for c in CORRUPTIONS for m in METRICS}
+    read |= {severity_metric(s, m) for s in SEVERITIES for m in METRICS}
+    assert read - names == set()
+
+
+def test_which_knobs_act_is_one_rule_on_both_sides():
+    assert {k: tuple(tuple(c) for c in rule) for k, rule in contract.ACTIVE_WHEN.items()} == ACTIVE_WHEN
+    # and both evaluate it alike: analysis on the params as MLflow returns them (strings)
+    grid = itertools.product([True, False], ["xn", "xb", "xnb", "e", "xe"], [True, False], [0, 10],
+                             ["on_the_fly", "none"], ["synthetic", "cifar10"])
+    for mollify, roles, smooth, valid, source, dataset in grid:
+        cfg = TrialConfig(mollify=mollify, roles=roles, smooth_labels=smooth, valid_per_class=valid,
+                          corruption_source=source, dataset=dataset)
+        logged = {k: parse_param(str(v)) for k, v in active_params(cfg).items()}
+        for key in ACTIVE_WHEN:
+            assert contract.rule_holds(contract.ACTIVE_WHEN[key], logged) == is_active(key, cfg.to_dict()), (key, cfg)
+
+
+def test_trial_run_names_say_what_the_trial_is():
+    spec = load_spec("evidence-cpu")
+    names = [record.trial_run_name(i, TrialConfig.from_dict(c).to_dict(), record.label_keys(spec))
+             for i, c in enumerate(spec.trial_configs())]
+    assert names[:4] == ["0000 no-moll s0", "0001 no-moll s1", "0002 no-moll s2", "0003 xn ls s0"]
+    assert "0012 xnb no-ls s0" in names and len(set(names)) == len(names)
+    beta = {"mollify": True, "roles": "xn", "beta": 4.0, "npow": 1.5, "smooth_labels": False, "seed": 2}
+    assert record.trial_run_name(7, beta, ["roles", "beta", "npow"]) == "0007 xn beta=4 s2"  # npow did not act
+
+
+def test_a_grid_search_space_lists_the_values_its_trials_take():
+    """[{mollify: [false]}, {roles: [xn, xb]}]: 1 of 3 trials does not mollify."""
+    spec = parse_spec({"trial": {"dataset": "synthetic"}, "search": {
+        "algorithm": "grid", "grid": [{"mollify": [False]}, {"roles": ["xn", "xb"]}]}})
+    space = spec.search_space_description()
+    assert space["mollify"]["values"] == [False, True] and space["roles"]["values"] == ["xb", "xn"]
+    assert space["roles"]["active_when"] == [{"key": "mollify", "op": "is", "value": True}]
+
+
+def test_the_effective_spec_parses_back_to_the_spec_that_ran():
+    for name in preset_names():
+        raw, preset = read_source(name)
+        spec = parse_spec({**raw, "max_concurrent": 3}, preset=preset, name="x", overrides={"epochs": 2})
+        again = parse_spec(spec.effective(), preset=preset)
+        assert dataclasses.replace(again, source={}) == dataclasses.replace(spec, source={}), name
+        assert spec.effective()["trial"]["epochs"] == 2
+
+
+def test_tracking_uris_are_recorded_without_credentials():
+    assert record.safe_uri("http://admin:s3cret@127.0.0.1:5000") == "http://127.0.0.1:5000"
+    assert record.safe_uri("sqlite:////tmp/mlflow.db") == "sqlite:////tmp/mlflow.db"
+    link = record.ui_link("http://admin:s3cret@127.0.0.1:5000/", "3", "abc")
+    assert link == "http://127.0.0.1:5000/#/experiments/3/runs/abc?workflowType=machine_learning"
+
+
+# --- the smoke study, read back -----------------------------------------------------------------------
+
+def _refs(page: str) -> list[str]:
+    return [r for r in re.findall(r'(?:href|src)="([^"]+)"', page) if not r.startswith(("data:", "#"))]
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory) -> dict:
+    """`python -m study launch smoke` with a --set override and figures on."""
+    tmp = tmp_path_factory.mktemp("smoke")
+    uri, storage = f"sqlite:///{tmp / 'mlflow.db'}", f"sqlite:///{tmp / 'optuna.db'}"
+    proc = subprocess.run(study_cmd(tmp, "launch", "smoke", "--tracking-uri", uri, "--storage", storage,
+                                    "--set", "limit_eval_images=150"),
+                          env=study_env(), capture_output=True, text=True, timeout=900, cwd=tmp)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    client, parents, children = trial_runs(uri, "smoke")
+    assert len(parents) == 1 and len(children) == 4
+    return {"tmp": tmp, "uri": uri, "storage": storage, "proc": proc, "client": client, "parent": parents[0],
+            "children": children, "optuna": optuna.load_study(study_name="smoke", storage=storage)}
+
+
+@pytest.mark.slow
+def test_smoke_study_trials_and_metrics(smoke):
+    parent, children = smoke["parent"], smoke["children"]
+    assert parent.info.status == "FINISHED" and parent.data.tags["mollify.search"] == "tpe"
+    for run in children:
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert run.info.status == "FINISHED"
+        for key in ("clean/error", "clean/nll", "clean/ece", "clean/ece_batch100", "train/loss", "train/error", "lr",
+                    "corrupt/error", "corrupt/nll", "corrupt/ece", "corrupt/group/weather/error",
+                    "corrupt/glass_blur/error", "corrupt/s5/ece", "valid/error",
+                    "valid/corrupt/error", "valid/corrupt/spatter/nll"):
+            assert key in run.data.metrics, (key, run.data.metrics)
+        assert len(run.data.metrics) < 150  # summaries; the 300 grid cells are one table
+        cells = smoke["client"].list_artifacts(run.info.run_id, "corrupt")
+        assert [a.path for a in cells] == ["corrupt/cells.json"]
+        assert run.data.params["dataset"] == "synthetic" and run.data.params["limit_eval_images"] == "150"
+    assert sorted(int(r.data.tags["mollify.trial_number"]) for r in children) == [0, 1, 2, 3]
+    trials = smoke["optuna"].trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 4
+    by_number = {int(r.data.tags["mollify.trial_number"]): r for r in children}
+    for t in trials:  # Optuna's values are the runs' metrics (the same digits), its params the runs' params
+        assert t.value == by_number[t.number].data.metrics["valid/error"]
+        assert t.params["roles"] == by_number[t.number].data.params["roles"]
+
+
+@pytest.mark.slow
+def test_smoke_study_records_only_the_knobs_that_acted(smoke):
+    roles = [r.data.params["roles"] for r in smoke["children"]]
+    assert any("n" not in r for r in roles) or any("b" not in r for r in roles), \
+        f"the seeded search drew no trial without noise or without blur ({roles}): nothing conditional to check"
+    for run in smoke["children"]:
+        params, role = run.data.params, run.data.params["roles"]
+        assert ("npow" in params) == ("n" in role) and ("bpow" in params) == ("b" in role), (role, sorted(params))
+    for trial in smoke["optuna"].trials:
+        assert ("npow" in trial.params) == ("n" in trial.params["roles"])
+
+
+@pytest.mark.slow
+def test_smoke_study_record_is_the_effective_spec(smoke):
+    client, parent = smoke["client"], smoke["parent"]
+    spec_text = Path(client.download_artifacts(parent.info.run_id, record.SPEC_ARTIFACT, str(smoke["tmp"]))).read_text()
+    ran = parse_spec(yaml.safe_load(spec_text), preset="smoke")
+    expected = absolute_paths(load_spec("smoke", overrides={"limit_eval_images": 150}))
+    assert dataclasses.replace(ran, source={}) == dataclasses.replace(expected, source={})
+    assert parent.data.params["trial.limit_eval_images"] == "150" and parent.data.params["search.algorithm"] == "tpe"
+    info = load_study_info("smoke", smoke["uri"])
+    assert info.objectives == (("valid/error", "min"),) and info.label_keys == ("roles", "beta", "npow", "bpow")
+    assert info.search_space["npow"]["active_when"][1] == {"key": "roles", "op": "contains", "value": "n"}
+
+
+@pytest.mark.slow
+def test_smoke_study_reads_well_in_the_mlflow_ui(smoke):
+    parent, children = smoke["parent"], smoke["children"]
+    for run in children:
+        p = run.data.params
+        values = {**TrialConfig().to_dict(), **{k: parse_param(v) for k, v in p.items()}}
+        name = record.trial_run_name(int(run.data.tags["mollify.trial_number"]), values, ["roles", "beta", "npow", "bpow"])
+        assert run.info.run_name == name and re.fullmatch(r"\d{4} x[nb]+ beta=\S+( npow=\S+)?( bpow=\S+)? s0", name)
+    best = min(r.data.metrics["valid/error"] for r in children)
+    assert parent.data.metrics["best/valid/error"] == best
+    assert (parent.data.metrics["trials/finished"], parent.data.metrics["trials/failed"]) == (4, 0)
+    description = parent.data.tags["mlflow.note.content"]
+    assert "synthetic" in description and f"Best valid/error so far: {best:.4g}" in description
+    out = smoke["proc"].stdout
+    assert "?workflowType=machine_learning" in out and "[study] 4/4 trials done" in out
+    assert "Checkpoint successfully created" not in out + smoke["proc"].stderr  # Ray's chatter: in the log
+    log = (smoke["tmp"] / "runs" / "smoke" / "study.log").read_text()
+    assert "Checkpoint successfully created" in log
+
+
+@pytest.mark.slow
+def test_smoke_study_optuna_knows_its_mlflow_record(smoke):
+    study, parent = smoke["optuna"], smoke["parent"]
+    assert study.metric_names == ["valid/error"]
+    assert study.user_attrs["mlflow.parent_run_id"] == parent.info.run_id
+    assert study.user_attrs["mlflow.experiment"] == "smoke" and study.user_attrs["mollify.preset"] == "smoke"
+    by_id = {r.info.run_id: r for r in smoke["children"]}
+    for trial in study.trials:
+        run = by_id[trial.user_attrs[record.OPTUNA_RUN_ATTR]]
+        assert int(run.data.tags["mollify.trial_number"]) == trial.number
+        assert trial.user_attrs[record.OPTUNA_RUN_NAME_ATTR] == run.info.run_name
+
+
+@pytest.mark.slow
+def test_smoke_study_importances_are_optunas_on_the_same_trials(smoke):
+    info = load_study_info("smoke", smoke["uri"])
+    rebuilt = rebuild_study(load_runs("smoke", smoke["uri"]), info.objectives, info.search_space)
+    real = smoke["optuna"]
+    assert [t.params for t in rebuilt.trials] == [t.params for t in real.trials]  # only the knobs that acted
+    assert [t.value for t in rebuilt.trials] == [t.value for t in real.trials]
+    ours = importances(rebuilt, info.objectives)["valid/error"]
+    theirs = optuna.importance.get_param_importances(real, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+    assert ours.keys() == theirs.keys() and ours == pytest.approx(theirs)
+    index = (smoke["tmp"] / "runs" / "smoke" / "figures" / "index.md").read_text()
+    for param, value in ours.items():
+        assert f"| {param} | {value:.3f} |" in index
+
+
+@pytest.mark.slow
+def test_smoke_study_html_report_stands_alone(smoke):
+    folder = smoke["tmp"] / "runs" / "smoke" / "figures"
+    page = (folder / "report.html").read_text()
+    assert page.count('src="data:image/png;base64,') == len(list(folder.glob("*.png"))) >= 3
+    assert all((folder / ref).is_file() for ref in _refs(page)), _refs(page)
+    assert "Pareto" not in page  # one objective
+    attached = {Path(a.path).name for a in smoke["client"].list_artifacts(smoke["parent"].info.run_id, "figures")}
+    assert "report.html" in attached and "index.md" in attached
+    status = subprocess.run(study_cmd(smoke["tmp"], "status", "smoke", "--json"), env=study_env(),
+                            capture_output=True, text=True, timeout=120, cwd=smoke["tmp"])
+    info = json.loads(status.stdout)
+    assert (info["finished"], info["total"], info["failed"]) == (4, 4, 0)
+    assert info["best"]["value"] == min(r.data.metrics["valid/error"] for r in smoke["children"])
+    assert info["best"]["run_name"].startswith("000")
