@@ -159,7 +159,7 @@ def _severity_section(ctx: _Context) -> None:
             curves[ylabel] = summary
     ctx.figure(plots.severity_figure(curves, ctx.colours), "severity",
                "Error and ECE against severity (0 = clean; severity s = mean over the corruptions "
-               "at s); error bars: 95% interval over seeds")
+               "at s); what the error bars stand on is in the figure's title")
 
 
 def _comparison_context(ctx: _Context, comparisons: Sequence[Comparison], i: int) -> str:
@@ -358,7 +358,8 @@ def _header(info: StudyInfo | None, study: str, note: str, n_configs: int) -> li
         lines += [f"- preset: {info.preset}", f"- search: {info.search}",
                   f"- objectives: {objectives}", f"- MLflow parent run: `{info.run_id}`"]
     lines += [f"- runs: {note}", f"- configurations (runs equal but for the seed): {n_configs}",
-              "- errors and ECE in %; ± and error bars: 95% t-interval over seeds", ""]
+              "- errors and ECE in %; ± and error bars: 95% t-interval over seeds (none for one seed)",
+              f"- this report as one page with its figures: [{HTML}]({HTML}) (in the MLflow UI, open that file)", ""]
     if info is not None and info.select_on_test:
         lines += ["**Selected on the test set.** This study's search or early stopping optimised test metrics "
                   "(`select_on_test: true`): the best values in its tables were selected on the test set, so "
