@@ -25,7 +25,7 @@ from analysis import (StudyInfo, describe, find_comparisons, load_runs, load_stu
 from analysis import mlflow_io
 from analysis.__main__ import main
 from analysis.mlflow_io import parse_param
-from analysis.panels import PANELS
+from analysis.panels import PANELS, knob_colours
 from analysis.report import Report, _Context, pareto_axes
 from analysis.stats import rank_configurations
 
@@ -468,6 +468,24 @@ def test_panel_membership_from_params():
     assert len(only.configs) == 10 and only.configs[0].endswith("no label smoothing")
     assert table.loc[list(only.configs[1:]), ["npow", "bpow"]].apply(tuple, axis=1).tolist() == \
         [(n, b) for n in (0.5, 1.0, 2.0) for b in (0.5, 1.0, 2.0)]
+
+
+def test_a_panel_with_several_comparisons_names_files_by_content_and_colours_by_knob_value(tmp_path):
+    # beta 2, 4 and 9 on CIFAR-10 and beta 2 and 9 on CIFAR-100: two amount comparisons
+    runs = _frame([{"beta": 2.0}, {"beta": 4.0}, {"beta": 9.0},
+                   {"beta": 2.0, "dataset": "cifar100"}, {"beta": 9.0, "dataset": "cifar100"}])
+    _, table = with_configurations(runs)
+    amount = find_comparisons(table, PANELS[1])
+    colours = knob_colours(table, amount)
+    by_beta = {}
+    for label in (c for comp in amount for c in comp.configs):
+        by_beta.setdefault(table.loc[label, "beta"], set()).add(colours[label])
+    assert all(len(c) == 1 for c in by_beta.values()) and len(set().union(*by_beta.values())) == 3
+    write_report(runs, None, {}, tmp_path, echo=lambda line: None)
+    names = sorted(p.stem for p in tmp_path.glob("ablation_amount*.png"))
+    assert names == ["ablation_amount_cifar-10", "ablation_amount_cifar-100"], names
+    index = (tmp_path / "index.md").read_text()
+    assert "(b) Amount of mollification: CIFAR-100" in index and "(CIFAR-100)" not in index
 
 
 def test_type_panel_matches_across_role_specific_knobs():

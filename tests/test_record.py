@@ -14,7 +14,6 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from mlflow.tracking import MlflowClient
 
 import analysis.contract as contract
 import study.record as record
