@@ -5,6 +5,7 @@ Real pieces throughout: JPEG files in the official layout, a SQLite MLflow store
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -65,8 +66,11 @@ def test_evaluate_on_a_second_clean_set_and_a_generated_corrupted_set(trained, t
     assert f"under {EVAL_PREFIX}/second/" in capsys.readouterr().out
     run = client.get_run(run_id)
     logged = {k: v for k, v in run.data.metrics.items() if k.startswith(f"{EVAL_PREFIX}/second/")}
-    assert {"eval/second/clean/error", "eval/second/corrupt/gaussian_noise/s5/error",
+    assert {"eval/second/clean/error", "eval/second/corrupt/gaussian_noise/error", "eval/second/corrupt/s5/error",
             "eval/second/corrupt/error"} <= set(logged)
+    cells = _cells(client, run_id, f"{EVAL_PREFIX}/second/corrupt/cells.json", tmp_path)
+    assert sorted((r["corruption"], r["severity"]) for r in cells) == [
+        ("defocus_blur", 1), ("defocus_blur", 5), ("gaussian_noise", 1), ("gaussian_noise", 5)]
     # Every validation image of the second set is val_0 (a goldfish image) under its own label:
     # the clean error is the share of images whose label is not what the model says for val_0.
     assert 0.0 <= logged["eval/second/clean/error"] <= 1.0
@@ -79,14 +83,28 @@ def test_evaluate_on_a_second_clean_set_and_a_generated_corrupted_set(trained, t
     assert "already holds eval/second/" in capsys.readouterr().err
 
 
-def test_evaluate_again_on_the_trials_own_set_reproduces_its_figures(trained) -> None:
+def _cells(client: MlflowClient, run_id: str, path: str, tmp: Path) -> list[dict]:
+    table = json.loads(Path(client.download_artifacts(run_id, path, str(tmp))).read_text())
+    return [dict(zip(table["columns"], row)) for row in table["data"]]
+
+
+def test_evaluate_again_on_the_trials_own_set_reproduces_its_figures(trained, tmp_path: Path) -> None:
     """On the fly with the trial's own seed and set, the re-evaluation must give the training-time
     numbers: the logged model is the final network, and the evaluation is deterministic."""
     uri, run_id, _ = trained
     assert cli.main(["evaluate", "--run-id", run_id, "--tracking-uri", uri, "--name", "same"]) == 0
-    metrics = MlflowClient(uri).get_run(run_id).data.metrics
-    for key in ("clean/error", "clean/nll", "corrupt/error", "corrupt/defocus_blur/s5/nll"):
+    client = MlflowClient(uri)
+    metrics = client.get_run(run_id).data.metrics
+    for key in ("clean/error", "clean/nll", "corrupt/error", "corrupt/defocus_blur/nll", "corrupt/s5/nll"):
         assert metrics[f"eval/same/{key}"] == pytest.approx(metrics[key], abs=1e-6), key
+    trained_cells = _cells(client, run_id, "corrupt/cells.json", tmp_path / "a")
+    again = _cells(client, run_id, f"{EVAL_PREFIX}/same/corrupt/cells.json", tmp_path / "b")
+    assert len(again) == len(trained_cells) > 0
+    key = lambda row: (row["corruption"], row["severity"])  # noqa: E731
+    for row, before in zip(sorted(again, key=key), sorted(trained_cells, key=key)):
+        assert key(row) == key(before)
+        for metric in ("error", "nll", "ece", "ece_batch100"):
+            assert row[metric] == pytest.approx(before[metric], abs=1e-6), (key(row), metric)
 
 
 def test_logged_model_loads_with_mlflow_alone_and_predicts_as_at_the_end_of_training(tmp_path: Path) -> None:

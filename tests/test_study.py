@@ -78,16 +78,16 @@ def test_paper_type_amount_schedule_are_method_sections_3_2_to_3_4():
         with_paper_setup(cfgs)
 
 
-EVIDENCE_ARMS = {(False, None, True), (True, "xn", True), (True, "xb", True), (True, "xnb", True),
+EVIDENCE_ARMS = {(False, None, None), (True, "xn", True), (True, "xb", True), (True, "xnb", True),
                  (True, "xnb", False)}  # (mollify, roles, smooth_labels): fcr alone, xn, xb, xnb, xnb unsmoothed
 
 
 def evidence_arms(trials: list[tuple[bool, str, bool, int]]) -> dict[tuple, list[int]]:
-    """(mollify, roles, smooth_labels, seed) per trial -> {(mollify, roles when mollifying,
-    smooth_labels): seeds}."""
+    """(mollify, roles, smooth_labels, seed) per trial -> {(mollify, and when mollifying, roles
+    and smooth_labels): seeds}."""
     arms: dict[tuple, list[int]] = {}
     for mollify, roles, smooth, seed in trials:
-        arms.setdefault((mollify, roles if mollify else None, smooth), []).append(seed)
+        arms.setdefault((mollify, roles if mollify else None, smooth if mollify else None), []).append(seed)
     return arms
 
 
@@ -432,7 +432,7 @@ def test_auto_corrupted_set_is_made_once_before_the_trials(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     [folder] = generated_sets(corrupted)
     assert proc.stdout.count("generating synthetic corrupted set") == 1  # by the launcher, not by a trial
-    _, [parent], children = trial_runs(uri, "auto")
+    client, [parent], children = trial_runs(uri, "auto")
     sets = json.loads(parent.data.tags["mollify.corruption_sets"])
     assert sets == [{"dataset": "synthetic", "num_classes": None, "image_size": None, "source": "generated",
                      "path": str(folder)}]
@@ -442,7 +442,8 @@ def test_auto_corrupted_set_is_made_once_before_the_trials(tmp_path):
         assert run.info.status == "FINISHED"
         assert (run.data.params["corruption_source"], run.data.params["corruption_path"]) == ("generated", str(folder))
         assert made_ms < run.info.start_time  # made before the trials, never again by them
-        assert {"corrupt/error", "corrupt/contrast/s5/error", "corrupt/gaussian_noise/s1/nll"} <= set(run.data.metrics)
+        assert {"corrupt/error", "corrupt/contrast/error", "corrupt/s1/nll"} <= set(run.data.metrics)
+        assert [a.path for a in client.list_artifacts(run.info.run_id, "corrupt")] == ["corrupt/cells.json"]
     assert sorted(r.data.params["roles"] for r in children) == ["xb", "xn"]
 
 
@@ -475,7 +476,9 @@ def test_evidence_cpu_runs_end_to_end_at_a_tiny_size(tmp_path, tiny_imagenet_roo
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id, MODEL_ARTIFACT)}
         assert f"{MODEL_ARTIFACT}/MLmodel" in artifacts, artifacts
         p = run.data.params
-        trials.append((p["mollify"] == "True", p["roles"], p["smooth_labels"] == "True", int(p["seed"])))
+        mollify = p["mollify"] == "True"
+        assert mollify == ("roles" in p) == ("smooth_labels" in p)  # knobs that did not act are not params
+        trials.append((mollify, p.get("roles"), p.get("smooth_labels") == "True", int(p["seed"])))
     arms = evidence_arms(trials)
     assert set(arms) == EVIDENCE_ARMS and all(sorted(seeds) == [0, 1, 2] for seeds in arms.values())
 
