@@ -259,7 +259,7 @@ summary["runs"] = [{"kind": r.data.tags.get("mollify.kind"), "status": r.info.st
                     "parent": r.data.tags.get("mlflow.parentRunId"), "start": r.info.start_time,
                     "end": r.info.end_time, "metrics": sorted(r.data.metrics)} for r in runs]
 parents = [r for r in runs if r.data.tags.get("mollify.kind") == "study"]
-summary["parent_artifacts"] = [f.path for f in client.list_artifacts(parents[0].info.run_id)] if parents else []
+summary["parent_artifacts"] = [f.path for f in client.list_artifacts(parents[0].info.run_id, "study")] if parents else []
 summary["artifact_uri"] = parents[0].info.artifact_uri if parents else None
 trials = optuna.load_study(study_name="smoke", storage=storage).trials
 summary["optuna"] = [t.state.name for t in trials]
@@ -348,7 +348,7 @@ def test_cluster_services_run_a_study_on_loopback(tmp_path):
         assert {"clean/error", "train/loss", "corrupt/error"} <= set(run["metrics"])
     # artifacts went through the server into its artifact destination
     assert summary["artifact_uri"].startswith("mlflow-artifacts:")
-    assert "spec.yaml" in summary["parent_artifacts"]
+    assert {"study/spec.yaml", "study/record.json"} <= set(summary["parent_artifacts"])
     assert list((tmp_path / "artifacts").rglob("spec.yaml"))
     # Optuna (its own PostgreSQL database)
     assert summary["optuna"] == ["COMPLETE"] * 4
