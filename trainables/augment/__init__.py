@@ -19,6 +19,9 @@ One job per module:
     spaces      the policies' op spaces and AutoAugment's sub-policies, as data
     policies    fcr, trivaug, randaug, autoaug, augmix (the paper's baselines)
     mixing      mixup, cutmix (batch mixing: they change the labels)
+    ipmix_ops   IPMix's image-, patch- and pixel-level kernels (the reference's PIL / tensor arithmetic)
+    ipmix       IPMix's per-image draws and chains
+    mixing_set  IPMix's mixing pictures: the procedural set, or a folder of the user's
     registry    AUGMENTATIONS, LABEL_MIXING, create_augmentation
 """
 
@@ -26,6 +29,7 @@ from trainables.augment.common import Augmentation
 from trainables.augment.geometry import (
     batch_affine, batch_crop, batch_flip, batch_rotate, inverse_affine_matrix, pil_affine, windows,
 )  # fmt: skip
+from trainables.augment.ipmix import IPMixParams, ipmix_apply, ipmix_params, make_ipmix
 from trainables.augment.kernels import (
     CORRUPTION_OVERLAP_OPS, ENHANCE_OPS, GEOMETRIC_OPS, IDENTITY, OPS, TRIVAUG_OPS, apply_op, apply_ops,
     batch_blend, batch_equalize, batch_posterize, batch_solarize,
@@ -38,7 +42,8 @@ from trainables.augment.policies import (
     autoaug_cifar10, autoaug_params, fcr, fcr_apply, fcr_params, randaug, randaug_params, trivaug, trivaug_apply,
     trivaug_magnitudes, trivaug_params,
 )  # fmt: skip
-from trainables.augment.registry import AUGMENTATIONS, LABEL_MIXING, create_augmentation, parse_spec
+from trainables.augment.mixing_set import procedural_mixing_set
+from trainables.augment.registry import AUGMENTATIONS, LABEL_MIXING, create_augmentation, parse_spec, stages
 from trainables.augment.spaces import (
     AUGMIX_PAPER_SPACE, AUGMIX_SPACE, AUTOAUG_CIFAR10_POLICY, AUTOAUG_IMAGENET_POLICY, AUTOAUG_POLICIES,
     AUTOAUG_SPACE, RANDAUG_SPACE, SPACES, TRIVAUG_SPACE, AutoAugPolicy, OpSpace, OpTable, op_table,
@@ -47,12 +52,12 @@ from trainables.augment.spaces import (
 __all__ = [
     "AUGMENTATIONS", "AUGMIX_PAPER_SPACE", "AUGMIX_SPACE", "AUGMIX_SPACES", "AUTOAUG_CIFAR10_POLICY",
     "AUTOAUG_IMAGENET_POLICY", "AUTOAUG_POLICIES", "AUTOAUG_SPACE", "Augmentation", "AutoAugPolicy",
-    "CORRUPTION_OVERLAP_OPS", "ENHANCE_OPS", "GEOMETRIC_OPS", "IDENTITY", "LABEL_MIXING", "OPS", "OpSpace",
+    "CORRUPTION_OVERLAP_OPS", "ENHANCE_OPS", "GEOMETRIC_OPS", "IDENTITY", "IPMixParams", "LABEL_MIXING", "OPS", "OpSpace",
     "OpTable", "RANDAUG_SPACE", "SPACES", "TRIVAUG_NUM_BINS", "TRIVAUG_OPS", "TRIVAUG_SIGNED", "TRIVAUG_SPACE",
     "apply_op", "apply_ops", "augmix", "augmix_apply", "augmix_paper", "augmix_params", "autoaug",
     "autoaug_cifar10", "autoaug_params", "batch_affine", "batch_blend", "batch_crop", "batch_equalize",
     "batch_flip", "batch_posterize", "batch_rotate", "batch_solarize", "create_augmentation", "cutmix",
     "cutmix_apply", "cutmix_box", "cutmix_params", "fcr", "fcr_apply", "fcr_params", "inverse_affine_matrix",
-    "mixup", "mixup_apply", "mixup_params", "op_table", "parse_spec", "pil_affine", "randaug",
-    "randaug_params", "trivaug", "trivaug_apply", "trivaug_magnitudes", "trivaug_params", "windows",
+    "ipmix_apply", "ipmix_params", "make_ipmix", "mixup", "mixup_apply", "mixup_params", "op_table", "parse_spec", "pil_affine", "procedural_mixing_set", "randaug",
+    "randaug_params", "stages", "trivaug", "trivaug_apply", "trivaug_magnitudes", "trivaug_params", "windows",
 ]  # fmt: skip

@@ -7,7 +7,9 @@ import torch
 from torch import Tensor
 
 from trainables.augment.common import Augmentation
+from trainables.augment.ipmix import make_ipmix
 from trainables.augment.mixing import cutmix, mixup
+from trainables.augment.mixing_set import folder_source, procedural_mixing_set
 from trainables.augment.policies import augmix, augmix_paper, autoaug, autoaug_cifar10, fcr, randaug, trivaug
 
 AUGMENTATIONS: dict[str, Augmentation] = {
@@ -18,6 +20,7 @@ AUGMENTATIONS: dict[str, Augmentation] = {
     "autoaug_cifar10": autoaug_cifar10,
     "augmix": augmix,  # torchvision's all_ops=True, the authors'
     "augmix_paper": augmix_paper,  # the AugMix paper's ops: none that overlaps the test corruptions
+    "ipmix": make_ipmix(procedural_mixing_set),  # mixing with the procedural set; see create_augmentation
     "mixup": mixup,
     "cutmix": cutmix,
 }
@@ -57,6 +60,17 @@ def chain(stages: tuple[Augmentation, ...], name: str) -> Augmentation:
     return augment
 
 
-def create_augmentation(spec: str) -> Augmentation:
-    """"none" -> identity; otherwise '+'-joined `AUGMENTATIONS` names applied left to right."""
-    return chain(tuple(AUGMENTATIONS[name] for name in parse_spec(spec)), spec)
+def create_augmentation(spec: str, ipmix_mixing_set: str | None = None) -> Augmentation:
+    """"none" -> identity; otherwise '+'-joined `AUGMENTATIONS` names applied left to right.
+    `ipmix_mixing_set`: a folder of pictures for `ipmix` to mix with instead of the procedural set
+    (read here, so that a missing, empty or unreadable folder fails before training, in one line)."""
+    return chain(stages(spec, ipmix_mixing_set), spec)
+
+
+def stages(spec: str, ipmix_mixing_set: str | None = None) -> tuple[Augmentation, ...]:
+    """The spec's stages, left to right (see `create_augmentation`)."""
+    names = parse_spec(spec)
+    registry = dict(AUGMENTATIONS)
+    if ipmix_mixing_set is not None and "ipmix" in names:
+        registry["ipmix"] = make_ipmix(folder_source(ipmix_mixing_set))
+    return tuple(registry[name] for name in names)
