@@ -63,11 +63,13 @@ def ifs_systems(count: int, generator: torch.Generator, device: torch.device) ->
 
 
 def _chaos_step(points: Tensor, maps: Tensor, probability: Tensor, generator: torch.Generator) -> Tensor:
-    """One chaos-game iteration: each point (n, P, 2) moves by a map drawn by `probability`."""
+    """One chaos-game iteration: each point (n, P, 2) moves by a map drawn by `probability`.
+    Written out elementwise: a batched 2 x 2 matmul per point is ten times slower."""
     n, P, _ = points.shape
     pick = torch.multinomial(probability, P, replacement=True, generator=generator)  # (n, P)
-    chosen = maps.gather(1, pick.view(n, P, 1, 1).expand(n, P, 2, 3))  # (n, P, 2, 3)
-    return (chosen[..., :2] @ points.unsqueeze(-1)).squeeze(-1) + chosen[..., 2]
+    m = maps.flatten(2).gather(1, pick.unsqueeze(-1).expand(n, P, 6))  # (n, P, 6): a b tx c d ty
+    x, y = points.unbind(-1)
+    return torch.stack([m[..., 0] * x + m[..., 1] * y + m[..., 2], m[..., 3] * x + m[..., 4] * y + m[..., 5]], -1)
 
 
 def ifs_fractals(count: int, side: int, generator: torch.Generator, device: torch.device) -> Tensor:
