@@ -64,9 +64,10 @@ CONDITIONS: dict[str, tuple[str, Callable[[Mapping[str, Any]], bool]]] = {
     "beta": ("mollification on", lambda p: p["mollify"]),
     "label_mode": ("mollification on", lambda p: p["mollify"]),
     "smooth_labels": ("mollification on", lambda p: p["mollify"]),
+    "jsd_weight": ("JSD consistency on", lambda p: p["jsd"]),
 }
 # Keys the conditions read are drawn first, so that a condition sees its inputs.
-SAMPLING_ORDER = ("mollify", "roles", "smooth_labels")
+SAMPLING_ORDER = ("mollify", "roles", "smooth_labels", "jsd")
 
 
 @dataclass(frozen=True)
