@@ -136,17 +136,21 @@ STEP_GROUPS: tuple[str, ...] = (
     "identity", "affine", "equalize", "posterize", "solarize", "mirror", "invert", "patch",
 )  # fmt: skip
 _GROUP_OF_IMAGE_OP = {name: "affine" if name in AFFINE_OPS else name for name in IMAGE_OPS}
-StepKernel = Callable[..., Tensor]  # (x, op, level, negate, pixel_op, box, a, b, threshold, noise, picture)
-STEP_KERNELS: tuple[StepKernel | None, ...] = (
+StepKernel = Callable[..., Tensor]
+IMAGE_KERNELS: tuple[StepKernel | None, ...] = (  # (x, op, level, negate), one per STEP_GROUPS entry
     None,
-    lambda x, op, level, negate, *_: image_affine(x, op, level, negate),
-    lambda x, *_: image_equalize(x),
-    lambda x, op, level, *_: image_posterize(x, level),
-    lambda x, op, level, *_: image_solarize(x, level),
-    lambda x, *_: image_mirror(x),
-    lambda x, *_: image_invert(x),
-    lambda x, op, level, negate, pixel_op, box, a, b, threshold, noise, picture: patch_mix(
-        x, picture, pixel_op, box, a, b, threshold, noise),
+    image_affine,
+    lambda x, op, level, negate: image_equalize(x),
+    lambda x, op, level, negate: image_posterize(x, level),
+    lambda x, op, level, negate: image_solarize(x, level),
+    lambda x, op, level, negate: image_mirror(x),
+    lambda x, op, level, negate: image_invert(x),
+    None,  # patch: see PATCH_KERNELS
+)  # fmt: skip
+PATCH_KERNELS: tuple[StepKernel | None, ...] = (  # (x, pixel_op, box, a, b, threshold, noise, picture)
+    None,
+    lambda x, pixel_op, box, a, b, threshold, noise, picture: patch_mix(x, picture, pixel_op, box, a, b, threshold,
+                                                                         noise),
 )  # fmt: skip
 
 
@@ -185,11 +189,15 @@ def ipmix_apply(x: Tensor, params: IPMixParams, pictures: Tensor, generator: tor
     chains = rows(x.unsqueeze(1).expand(B, K, C, H, W))
     chain_picture = rows(picture.unsqueeze(1).expand(B, K, C, H, W))
     group = rows(step_groups(params))
-    per_step = [rows(t) for t in (params.image_op, params.level, params.negate, params.pixel_op, params.box,
-                                  params.a, params.b, params.threshold)]  # fmt: skip
+    is_patch = (group == STEP_GROUPS.index("patch")).long()  # index into PATCH_KERNELS
+    image_group = torch.where(is_patch.bool(), STEP_GROUPS.index("identity"), group)
+    image = [rows(t) for t in (params.image_op, params.level, params.negate)]
+    patch = [rows(t) for t in (params.pixel_op, params.box, params.a, params.b, params.threshold)]
     for step in range(D):
+        # Two dispatches per step, so that the image groups never gather the large noise and pictures.
+        chains = dispatch(chains, image_group[:, step], IMAGE_KERNELS, *(t[:, step] for t in image))
         noise = torch.rand(chains.shape, generator=generator, device=x.device, dtype=x.dtype)
-        chains = dispatch(chains, group[:, step], STEP_KERNELS, *(t[:, step] for t in per_step), noise,
+        chains = dispatch(chains, is_patch[:, step], PATCH_KERNELS, *(t[:, step] for t in patch), noise,
                           chain_picture)  # fmt: skip
     chains = chains.view(B, K, C, H, W)
     mixture = torch.zeros_like(x)
