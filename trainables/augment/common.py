@@ -30,12 +30,6 @@ def dirichlet(concentration: float, shape: tuple[int, ...], generator: torch.Gen
     return torch._sample_dirichlet(alphas, generator=generator)
 
 
-def beta(a: float, b: float, shape: tuple[int, ...], generator: torch.Generator, device: torch.device) -> Tensor:
-    """Beta(a, b) draws (*shape): the first entry of a Dirichlet(a, b) draw, as torch's Beta."""
-    alphas = torch.tensor((a, b), device=device).expand(*shape, 2)
-    return torch._sample_dirichlet(alphas.contiguous(), generator=generator)[..., 0]
-
-
 def dispatch_masked(x: Tensor, group: Tensor, kernels: Sequence[Kernel | None], *params: Tensor) -> Tensor:
     """Every group's kernel on the whole batch, picked per image with torch.where (group (B,) long
     indexes `kernels`; None is the identity): a few cheap full-batch passes, but static shapes and
