@@ -409,8 +409,8 @@ def test_label_mixing_keeps_any_soft_label_row_sums() -> None:
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 @pytest.mark.parametrize(
-    "spec", ["fcr+randaug", "fcr+autoaug", "fcr+autoaug_cifar10", "fcr+augmix", "fcr+augmix_paper", "fcr+mixup",
-             "fcr+cutmix"]
+    "spec", ["fcr+randaug", "fcr+autoaug", "fcr+autoaug_cifar10", "fcr+augmix", "fcr+augmix_paper", "fcr+ipmix",
+             "fcr+mixup", "fcr+cutmix"]
 )
 def test_cuda_no_host_sync(spec: str) -> None:
     """On the device a step never waits on the host (after a first call has cached the tables)."""

@@ -14,6 +14,7 @@ from torch import Tensor
 
 import ipmix_reference as ref
 from trainables.augment import AUGMENTATIONS, create_augmentation
+from trainables.config import ConfigError, TrialConfig
 from trainables.augment.ipmix import (
     CHAIN_KINDS, IPMIX_MAX_DEPTH, IPMIX_WIDTH, IPMixParams, STEP_GROUPS, ipmix_apply, ipmix_params, ipmix_setting,
     mixing_pictures, patch_sides, step_groups,
@@ -26,6 +27,7 @@ from trainables.augment.mixing_set import (
     folder_mixing_set, ifs_fractals, picture_side, procedural_mixing_set, procedural_pictures, read_folder,
     spectral_noise,
 )  # fmt: skip
+from trainables.train import build_augmentation
 
 CPU = torch.device("cpu")
 SIZE = (32, 32)
@@ -363,6 +365,13 @@ def test_a_bad_mixing_folder_fails_in_one_line(tmp_path, case: str) -> None:
     assert "\n" not in str(info.value)
     assert {"missing": "no such folder", "empty": "no pictures", "unreadable": "cannot read"}[case] in str(info.value)
     read_folder.cache_clear()
+
+
+def test_a_trial_with_a_bad_mixing_folder_fails_before_training(tmp_path) -> None:
+    cfg = TrialConfig(augment="fcr+ipmix", ipmix_mixing_set=str(tmp_path / "nowhere"))
+    with pytest.raises(ConfigError, match=r"^ipmix_mixing_set .*nowhere.*: no such folder$"):
+        build_augmentation(cfg)
+    assert build_augmentation(cfg.replace(augment="fcr+augmix"))[0].__name__ == "fcr+augmix"  # ignored there
 
 
 # ----------------------------------------------------------------------------- CUDA
