@@ -10,8 +10,8 @@ chains, each image-level or patch-level with probability 1/2 and 0..3 steps (uni
                 of PIXEL_OPS, with coefficients from `mixing_coefficients`(beta).
     x_ipmix = (1 - m) x + m sum_i w_i chain_i(x); the label is unchanged.
 All chains of all images run in lockstep, B * 3 images through 3 steps; each step is one
-`dispatch` over the step groups (inactive steps are the identity), so there is no per-image loop
-and, on an accelerator, no host sync.
+`dispatch` of the image ops and one of the patch mixings (inactive steps are the identity), so there
+is no per-image loop and, on an accelerator, no host sync.
 """
 
 from __future__ import annotations
