@@ -29,10 +29,11 @@ MOLLIFY_KNOBS = tuple(k for k, rule in ACTIVE_WHEN.items() if MOLLIFYING[0] in r
 DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "tinyimagenet": "Tiny ImageNet",
                  "imagenet": "ImageNet", "synthetic": "synthetic data"}
 AUGMENT_NAMES = {"none": "no augmentation", "fcr": "FCR", "trivaug": "TrivAug", "randaug": "RandAug",
-                 "autoaug": "AutoAug", "augmix": "AugMix", "mixup": "MixUp", "cutmix": "CutMix"}
+                 "autoaug": "AutoAug", "augmix": "AugMix", "augmix_paper": "AugMix (paper ops)", "ipmix": "IPMix",
+                 "mixup": "MixUp", "cutmix": "CutMix"}
 ROLE_NAMES = {"n": "noise", "b": "blur", "e": "pure noise"}
 # The order in which knobs appear in a label; knobs not listed follow alphabetically.
-LABEL_ORDER = ("dataset", "num_classes", "image_size", "model", "epochs", "augment", "mollify",
+LABEL_ORDER = ("dataset", "num_classes", "image_size", "model", "epochs", "augment", "jsd", "mollify",
                "alpha", "beta", "smooth_labels", "label_mode", "loss")
 
 
@@ -119,6 +120,8 @@ def _phrase(key: str, p: Mapping[str, Any], varying: set[str]) -> str | None:
         return DATASET_NAMES.get(value, str(value))
     if key == "augment":
         return augment_words(value)
+    if key == "jsd":
+        return "JSD" if value else None
     if key == "num_classes":
         return f"{value} classes" if value is not None else "all classes"
     if key == "image_size":

@@ -47,6 +47,8 @@ ACTIVE_WHEN: dict[str, tuple[tuple[str, str, Any], ...]] = {
     "valid_seed": (("valid_per_class", "above", 0),),
     "valid_corrupt_images": (("valid_per_class", "above", 0),),
     "limit_corrupt_images": (("corruption_source", "is", "on_the_fly"),),
+    "jsd_weight": (("jsd", "is", True),),
+    "ipmix_mixing_set": (("augment", "contains", "ipmix"),),
 }
 
 

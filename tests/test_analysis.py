@@ -24,6 +24,7 @@ from analysis import (StudyInfo, describe, find_comparisons, load_runs, load_stu
                       pareto_mask, with_configurations, write_report)
 from analysis import mlflow_io
 from analysis.__main__ import main
+from analysis.configs import NA, effective_params
 from analysis.mlflow_io import parse_param
 from analysis.panels import PANELS, knob_colours
 from analysis.report import Report, _Context, pareto_axes
@@ -446,6 +447,19 @@ def test_configuration_labels_in_words(store):
     assert describe({"mollify": True, "smooth_labels": True, "npow": 2.0, "bpow": 0.5},
                     ["npow", "bpow"]) == "npow 2, bpow 0.5"
     assert describe({"mollify": True, "smooth_labels": False}, ["smooth_labels"]) == "no label smoothing"
+
+
+def test_jsd_and_ipmix_in_words_and_their_knobs_only_where_they_act():
+    """The paper-baselines additions: 'FCR + IPMix, JSD, noise + blur'; jsd_weight has no effect
+    without jsd, ipmix_mixing_set none without ipmix."""
+    params = {"augment": "fcr+ipmix", "jsd": True, "mollify": True, "roles": "xnb"}
+    assert describe(params, ["augment", "jsd", "mollify"]) == "FCR + IPMix, JSD, noise + blur"
+    assert describe({**params, "augment": "fcr+augmix_paper", "jsd": False, "mollify": False},
+                    ["augment", "jsd", "mollify"]) == "FCR + AugMix (paper ops), no mollification"
+    runs = _frame([{"augment": "fcr+augmix", "jsd": False, "jsd_weight": 12.0, "ipmix_mixing_set": "a"},
+                   {"augment": "fcr+ipmix", "jsd": True, "jsd_weight": 12.0, "ipmix_mixing_set": "a"}])
+    effective = effective_params(runs)
+    assert list(effective["jsd_weight"]) == [NA, 12.0] and list(effective["ipmix_mixing_set"]) == [NA, "a"]
 
 
 SCHEDULE_GRID = [{"npow": n, "bpow": b} for n in (0.5, 1.0, 2.0) for b in (0.5, 1.0, 2.0)]

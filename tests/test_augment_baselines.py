@@ -11,14 +11,16 @@ from torch import Tensor
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import AutoAugmentPolicy, InterpolationMode
 
-import trainables.augment as augment_module
+import trainables.augment.kernels as augment_module
 from trainables.augment import (
     AUGMENTATIONS,
+    AUGMIX_PAPER_SPACE,
     AUGMIX_SPACE,
     AUTOAUG_CIFAR10_POLICY,
     AUTOAUG_IMAGENET_POLICY,
     AUTOAUG_POLICIES,
     AUTOAUG_SPACE,
+    CORRUPTION_OVERLAP_OPS,
     IDENTITY,
     OPS,
     RANDAUG_SPACE,
@@ -29,6 +31,7 @@ from trainables.augment import (
     apply_ops,
     augmix,
     augmix_apply,
+    augmix_paper,
     augmix_params,
     autoaug,
     autoaug_cifar10,
@@ -56,7 +59,15 @@ TORCHVISION = {
     "randaug": (v2.RandAugment(), 31),
     "autoaug": (v2.AutoAugment(), 10),  # default policy: ImageNet (both policies share the space)
     "augmix": (v2.AugMix(), 10),
+    "augmix_paper": (v2.AugMix(all_ops=False), 10),
 }
+
+
+def _torchvision_space(transform: v2.Transform) -> dict:
+    """The op space the transform draws from (AugMix(all_ops=False) draws from its partial one)."""
+    if getattr(transform, "all_ops", True):
+        return transform._AUGMENTATION_SPACE
+    return transform._PARTIAL_AUGMENTATION_SPACE
 # Our AutoAugment policy name -> torchvision's policy, and the registry entry that uses it.
 AUTOAUG = {
     "imagenet": (AutoAugmentPolicy.IMAGENET, autoaug),
@@ -109,7 +120,7 @@ def _reference_chain(img: Tensor, ops: Tensor, magnitudes: Tensor,
 def test_space_matches_torchvision(policy: str, size: tuple[int, int]) -> None:
     """Same op set, signs and magnitude table as torchvision's `_AUGMENTATION_SPACE`, bit for bit."""
     transform, num_bins = TORCHVISION[policy]
-    reference = transform._AUGMENTATION_SPACE
+    reference = _torchvision_space(transform)
     space = SPACES[policy]
     assert set(space) == set(reference)
     table = op_table(space, num_bins, *size)
@@ -224,6 +235,24 @@ def test_augmix_matches_explicit_mixture() -> None:
     out = augmix_apply(x, *params)
     torch.testing.assert_close(out, torch.stack(expected), rtol=0.0, atol=1e-6)
     assert torch.equal(augmix(x, _soft_labels(24), _generator(9))[0], out)
+
+
+def test_augmix_paper_draws_only_the_paper_ops() -> None:
+    """augmix_paper = AugMix(all_ops=False): never brightness, color, contrast or sharpness (they
+    overlap the test corruptions); otherwise the same mixture, drawn from its 9 ops uniformly."""
+    batch = 3000
+    _, _, ops, _ = augmix_params(batch, _generator(12), CPU, SIZE, "augmix_paper")
+    active = ops[ops != IDENTITY]
+    counts = torch.bincount(active, minlength=len(OPS)).float() / active.numel()
+    paper = [OPS.index(name) for name in AUGMIX_PAPER_SPACE]
+    assert set(AUGMIX_PAPER_SPACE) == set(AUGMIX_SPACE) - set(CORRUPTION_OVERLAP_OPS)
+    assert counts[paper].sum() == 1.0 and ((counts[paper] - 1 / 9).abs() < 0.01).all()
+    _, _, all_ops, _ = augmix_params(batch, _generator(12), CPU, SIZE, "augmix")
+    assert torch.isin(all_ops, torch.tensor([OPS.index(name) for name in CORRUPTION_OVERLAP_OPS])).any()
+    x = _images(16, seed=8)
+    params = augmix_params(16, _generator(9), CPU, SIZE, "augmix_paper")
+    assert torch.equal(augmix_paper(x, _soft_labels(16), _generator(9))[0], augmix_apply(x, *params))
+    assert AUGMENTATIONS["augmix_paper"] is augmix_paper and AUGMENTATIONS["augmix"] is augmix
 
 
 def test_augmix_with_identity_chains_is_the_image() -> None:
@@ -380,7 +409,8 @@ def test_label_mixing_keeps_any_soft_label_row_sums() -> None:
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 @pytest.mark.parametrize(
-    "spec", ["fcr+randaug", "fcr+autoaug", "fcr+autoaug_cifar10", "fcr+augmix", "fcr+mixup", "fcr+cutmix"]
+    "spec", ["fcr+randaug", "fcr+autoaug", "fcr+autoaug_cifar10", "fcr+augmix", "fcr+augmix_paper", "fcr+ipmix",
+             "fcr+mixup", "fcr+cutmix"]
 )
 def test_cuda_no_host_sync(spec: str) -> None:
     """On the device a step never waits on the host (after a first call has cached the tables)."""

@@ -52,11 +52,14 @@ def with_paper_setup(cfgs: list[dict]) -> None:
         assert (cfg["corruption_source"], cfg["corruption_path"]) == ("auto", "data")
 
 
-def test_paper_baselines_is_method_section_3_1():
+def test_paper_baselines_is_method_section_3_1_plus_the_mixing_baselines_with_jsd():
     augments = ["none", "fcr", "fcr+randaug", "fcr+autoaug", "fcr+augmix", "fcr+trivaug", "fcr+mixup", "fcr+cutmix"]
-    expected = {(d, a, m) for d in DATASETS for a in augments for m in (False, True)}
+    expected = {(d, a, m, False) for d in DATASETS for a in augments for m in (False, True)}
+    expected |= {(d, a, m, True) for d in DATASETS for a in ("fcr+augmix", "fcr+ipmix") for m in (False, True)}
     got = configs("paper-baselines")
-    assert len(got) == 48 and {(c["dataset"], c["augment"], c["mollify"]) for c in got} == expected
+    assert len(got) == 60 and {(c["dataset"], c["augment"], c["mollify"], c.get("jsd", False)) for c in got} == expected
+    jsd = [TrialConfig.from_dict(c) for c in got if c.get("jsd")]
+    assert all(c.jsd_weight == 12.0 for c in jsd)  # the references' weight, the default
     assert all((c["roles"], c["beta"], c["npow"], c["bpow"]) == ("xnb", 2, 1, 1) for c in got)
     with_paper_setup(got)
 
@@ -159,6 +162,21 @@ def test_define_by_run_skips_mollification_knobs_when_mollification_is_off():
         DefineByRun(spec.space, spec.trial)(trial)
         assert ("beta" in trial.params) == trial.params["mollify"]
         study.tell(trial, 0.0)
+
+
+def test_define_by_run_draws_jsd_weight_only_with_jsd():
+    spec = parse_spec({"trial": {"dataset": "synthetic", "valid_per_class": 10, "augment": "fcr+augmix"},
+                       "search": {"algorithm": "tpe", "num_samples": 4, "space": {
+                           "jsd": [True, False], "jsd_weight": {"type": "float", "low": 1, "high": 20}}}})
+    study = optuna.create_study()
+    drawn = set()
+    for _ in range(30):
+        trial = study.ask()
+        DefineByRun(spec.space, spec.trial)(trial)
+        assert ("jsd_weight" in trial.params) == trial.params["jsd"]
+        drawn.add(trial.params["jsd"])
+        study.tell(trial, 0.0)
+    assert drawn == {True, False}
 
 
 @pytest.mark.parametrize(

@@ -53,6 +53,29 @@ def test_trial_variants_run(overrides):
     assert 0 <= result.metrics["clean/error"] <= 1
 
 
+def test_ipmix_with_jsd_and_mollification_trains_end_to_end(monkeypatch):
+    """One epoch of fcr+ipmix with the JSD loss and mollification: every step computes the
+    consistency term on the three views (one batch of 3B), the loss it reports includes it, and the
+    trial evaluates as usual."""
+    import trainables.train as train_module
+
+    seen = []
+    real = train_module.consistency_loss
+
+    def spy(logits, y, loss_fn, weight):
+        loss = real(logits, y, loss_fn, weight)
+        seen.append((logits.shape[0], y.shape[0], weight, loss.item() - loss_fn(logits[: y.shape[0]], y).item()))
+        return loss
+
+    monkeypatch.setattr(train_module, "consistency_loss", spy)
+    cfg = TrialConfig(**QUICK, epochs=1, limit_train_batches=3, augment="fcr+ipmix", jsd=True, mollify=True)
+    result = run_trial(cfg)
+    assert [(n, b, w) for n, b, w, _ in seen] == [(192, 64, 12.0)] * 3
+    assert all(jsd_part > 0 for *_, jsd_part in seen)  # the two ipmix views disagree: JSD > 0
+    metrics = result.metrics
+    assert 0 <= metrics["clean/error"] <= 1 and metrics["train/loss"] > 0 and metrics["train/images_per_s"] > 0
+
+
 def test_final_report_carries_the_corruption_grid():
     cfg = TrialConfig(**{**QUICK, "corruption_source": "on_the_fly"}, epochs=1, limit_train_batches=4,
                       corruptions="gaussian_noise,motion_blur,fog,jpeg_compression,saturate", severities="1,5",

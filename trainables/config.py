@@ -5,6 +5,7 @@ here, before any work, naming it and the valid choices."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from trainables.augment import AUGMENTATIONS
+from trainables.augment import AUGMENTATIONS, LABEL_MIXING
 from trainables.corruptions import EXTRA, SEVERITIES, SOURCES, CorruptionSpec, expand_corruptions
 from trainables.data import DATASETS
 from trainables.losses import LOSSES
@@ -45,6 +46,10 @@ class TrialConfig:
     compile: bool = False  # torch.compile the model
     # --- base augmentation ---
     augment: str = "fcr"  # "none" or '+'-joined AUGMENTATIONS names, e.g. "fcr+trivaug"
+    ipmix_mixing_set: str | None = None  # a folder of pictures for ipmix to mix with; None: the procedural set
+    # --- JSD consistency (AugMix, IPMix): a clean and two augmented views of each image, one batch ---
+    jsd: bool = False  # the augment spec's last stage makes the two augmented views, the rest the clean one
+    jsd_weight: float = 12.0  # lambda, as both references
     # --- mollification (METHOD.md section 1) ---
     mollify: bool = True
     roles: str = "xnb"  # x clean, n noise, b blur, e pure noise
@@ -158,6 +163,8 @@ ACTIVE_WHEN: dict[str, tuple[Clause, ...]] = {
     "valid_seed": (("valid_per_class", "above", 0),),
     "valid_corrupt_images": (("valid_per_class", "above", 0),),
     "limit_corrupt_images": (("corruption_source", "is", "on_the_fly"),),
+    "jsd_weight": (("jsd", "is", True),),
+    "ipmix_mixing_set": (("augment", "contains", "ipmix"),),
 }
 
 
@@ -243,6 +250,7 @@ def _check_choices(cfg: TrialConfig) -> None:
     if cfg.augment != "none":
         for name in cfg.augment.split("+"):
             _choice("augment", name, AUGMENTATIONS)
+    _check_jsd(cfg)
     try:
         check_roles(cfg.roles)
     except ValueError as err:
@@ -261,8 +269,23 @@ def _check_choices(cfg: TrialConfig) -> None:
         raise ConfigError(f"unknown device {cfg.device!r}; valid: auto, cpu, cuda, cuda:N")
 
 
+def _check_jsd(cfg: TrialConfig) -> None:
+    """The consistency loss compares two draws of the spec's last stage on the rest's output."""
+    if not cfg.jsd:
+        return
+    last = cfg.augment.rpartition("+")[2]
+    if cfg.augment == "none" or last in LABEL_MIXING:
+        raise ConfigError(f"jsd compares two augmented views of each image: augment must end with a "
+                          f"label-preserving augmentation that makes them (e.g. fcr+augmix, fcr+ipmix), "
+                          f"got {cfg.augment!r}")
+
+
 def _check_ranges(cfg: TrialConfig) -> None:
-    positive = ("epochs", "batch_size", "lr", "alpha", "beta", "npow", "bpow", "sigma_min",
+    for key, hint in FIELD_TYPES.items():  # NaN passes every comparison below, inf most
+        value = getattr(cfg, key)
+        if hint in (float, float | None) and value is not None and not math.isfinite(value):
+            raise ConfigError(f"config key {key!r} must be a finite number, got {value!r}")
+    positive = ("epochs", "batch_size", "lr", "alpha", "beta", "npow", "bpow", "sigma_min", "jsd_weight",
                 "eval_every", "eval_batch_size", "num_classes", "image_size", "train_size",
                 "limit_train_batches", "limit_eval_images", "limit_corrupt_images", "sigma_max",
                 "valid_corrupt_images")

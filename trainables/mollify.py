@@ -149,6 +149,47 @@ def sample_temperature(
     return torch._sample_dirichlet(concentration, generator=generator)[:, 0]
 
 
+class Draw(NamedTuple):
+    """One batch's random choices, apart from the images they apply to: per sample a role, a
+    temperature and a noise image. Applying one draw to several views of the same images (the JSD
+    consistency loss, trainables/consistency.py) degrades every view of an image alike."""
+
+    role: Tensor  # (B,) int64, index into ROLES
+    t: Tensor  # (B,) temperature; 0 for clean, 1 for pure noise
+    eps: Tensor  # (B, C, H, W) N(0, I)
+
+    def repeat(self, views: int) -> "Draw":
+        """The draw for `views` stacked copies of the batch, (views * B, ...): view-major."""
+        return Draw(self.role.repeat(views), self.t.repeat(views), self.eps.repeat(views, 1, 1, 1))
+
+
+def draw_mollification(shape: torch.Size, dtype: torch.dtype, device: torch.device, *, roles: str = "xnb",
+                       alpha: float = 1.0, beta: float = 2.0, generator: torch.Generator | None = None) -> Draw:
+    """Roles, temperatures and noise for a batch of `shape` (B, C, H, W) (sections 1-3)."""
+    role = sample_roles(shape[0], roles, device, generator)
+    t = sample_temperature(shape[0], alpha, beta, device, generator).to(dtype)
+    t = torch.where(role == ROLES.index("x"), 0.0, torch.where(role == ROLES.index("e"), 1.0, t))
+    eps = torch.randn(shape, device=device, dtype=dtype, generator=generator)
+    return Draw(role, t, eps)
+
+
+def apply_mollification(x: Tensor, y: Tensor, draw: Draw, *, npow: float = 1.0, bpow: float = 1.0,
+                        label_mode: str = "ls", smooth_labels: bool = True, sigma_min: float = 0.3,
+                        sigma_max: float | None = None) -> Mollified:  # fmt: skip
+    """Degrade x (B, C, H, W) and soften y (B, K) by `draw` (sections 3-6); inputs are untouched."""
+    is_ = {r: (draw.role == ROLES.index(r)) for r in ROLES}  # (B,) bool each
+    t, eps = draw.t, draw.eps
+    x_t = torch.where(_per_sample(is_["n"]), noise(x, t, eps), x)
+    x_t = torch.where(_per_sample(is_["b"]), blur(x, t, sigma_min, sigma_max), x_t)
+    x_t = torch.where(_per_sample(is_["e"]), eps, x_t)
+
+    gamma = torch.where(is_["n"], noise_label_weight(t, npow), blur_label_weight(t, bpow))
+    gamma = torch.where(is_["x"] | is_["e"] | (not smooth_labels), 0.0, gamma)
+    y_t = degrade_labels(y, gamma, label_mode)
+    y_t = torch.where(is_["e"][:, None], 1.0 / y_t.shape[1], y_t)  # uniform over every output
+    return Mollified(x_t, y_t, t, draw.role)
+
+
 def mollify(
     x: Tensor,
     y: Tensor,
@@ -168,19 +209,6 @@ def mollify(
 
     `smooth_labels=False` is the "no label smoothing" ablation (gamma = 0; the authors emulate it
     with npow = bpow = 100); pure-noise samples still get a uniform label."""
-    batch, device = x.shape[0], x.device
-    role = sample_roles(batch, roles, device, generator)
-    is_ = {r: (role == ROLES.index(r)) for r in ROLES}  # (B,) bool each
-    t = sample_temperature(batch, alpha, beta, device, generator).to(x.dtype)
-    t = torch.where(is_["x"], 0.0, torch.where(is_["e"], 1.0, t))
-
-    eps = torch.randn(x.shape, device=device, dtype=x.dtype, generator=generator)
-    x_t = torch.where(_per_sample(is_["n"]), noise(x, t, eps), x)
-    x_t = torch.where(_per_sample(is_["b"]), blur(x, t, sigma_min, sigma_max), x_t)
-    x_t = torch.where(_per_sample(is_["e"]), eps, x_t)
-
-    gamma = torch.where(is_["n"], noise_label_weight(t, npow), blur_label_weight(t, bpow))
-    gamma = torch.where(is_["x"] | is_["e"] | (not smooth_labels), 0.0, gamma)
-    y_t = degrade_labels(y, gamma, label_mode)
-    y_t = torch.where(is_["e"][:, None], 1.0 / y_t.shape[1], y_t)  # uniform over every output
-    return Mollified(x_t, y_t, t, role)
+    draw = draw_mollification(x.shape, x.dtype, x.device, roles=roles, alpha=alpha, beta=beta, generator=generator)
+    return apply_mollification(x, y, draw, npow=npow, bpow=bpow, label_mode=label_mode,
+                               smooth_labels=smooth_labels, sigma_min=sigma_min, sigma_max=sigma_max)

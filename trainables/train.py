@@ -19,8 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from trainables.augment import create_augmentation
+from trainables.augment import Augmentation, stages
+from trainables.augment.registry import chain
 from trainables.config import ConfigError, TrialConfig
+from trainables.consistency import consistency_loss, mollify_views, three_views
 from trainables.corruptions import CORRUPTIONS, EXTRA, SEVERITIES, corruption_metric_names, evaluate_corruptions
 from trainables.corruptions.provision import resolve_corruption_set
 from trainables.data import ImageSet, load_dataset, split_validation
@@ -144,6 +146,25 @@ def steps_per_epoch(cfg: TrialConfig, n_train: int) -> int:
 
 # --- one epoch -------------------------------------------------------------------------------------
 
+def build_augmentation(cfg: TrialConfig) -> tuple[Augmentation, Augmentation | None]:
+    """The trial's augmentation, and None; with `jsd`, the clean view's stages (all but the last)
+    and the mixing stage whose two draws the consistency loss compares."""
+    try:
+        parts = stages(cfg.augment, cfg.ipmix_mixing_set)
+    except ValueError as err:  # a bad mixing folder: one line naming it
+        raise ConfigError(str(err)) from None
+    if not cfg.jsd:
+        return chain(parts, cfg.augment), None
+    return chain(parts[:-1], cfg.augment.rpartition("+")[0] or "none"), parts[-1]
+
+
+def mollify_options(cfg: TrialConfig) -> dict:
+    """`mollify`'s keywords from the config."""
+    return dict(roles=cfg.roles, alpha=cfg.alpha, beta=cfg.beta, npow=cfg.npow, bpow=cfg.bpow,
+                label_mode=cfg.label_mode, smooth_labels=cfg.smooth_labels, sigma_min=cfg.sigma_min,
+                sigma_max=cfg.sigma_max)
+
+
 def make_batch(cfg: TrialConfig, train: ImageSet, index: Tensor, generator: torch.Generator,
                augment: Callable) -> tuple[Tensor, Tensor]:
     """Draw, augment, normalise and mollify one batch on the device: (x, soft labels)."""
@@ -152,17 +173,39 @@ def make_batch(cfg: TrialConfig, train: ImageSet, index: Tensor, generator: torc
     x, y = augment(x, y, generator)
     x = normalize(x, train.mean, train.std)
     if cfg.mollify:
-        x, y, _, _ = mollify(x, y, roles=cfg.roles, alpha=cfg.alpha, beta=cfg.beta, npow=cfg.npow,
-                             bpow=cfg.bpow, label_mode=cfg.label_mode, smooth_labels=cfg.smooth_labels,
-                             sigma_min=cfg.sigma_min, sigma_max=cfg.sigma_max, generator=generator)
+        x, y, _, _ = mollify(x, y, generator=generator, **mollify_options(cfg))
     if x.device.type == "cuda":
         x = x.contiguous(memory_format=torch.channels_last)
     return x, y
 
 
+def make_views(cfg: TrialConfig, train: ImageSet, index: Tensor, generator: torch.Generator,
+               base: Augmentation, mixer: Augmentation) -> tuple[Tensor, Tensor]:
+    """`make_batch` for the JSD loss: the three views of each image as one batch (3B, C, H, W),
+    normalised and mollified with one draw per image; the clean view's soft labels (B, K)."""
+    x = to_unit(train.images[index])
+    y = F.one_hot(train.labels[index], train.num_classes).float()
+    x, y = three_views(x, y, generator, base, mixer)
+    x = normalize(x, train.mean, train.std)
+    if cfg.mollify:
+        x, y = mollify_views(x, y, generator, **mollify_options(cfg))
+    if x.device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, y
+
+
+def forward_loss(cfg: TrialConfig, net: nn.Module, x: Tensor, y: Tensor, loss_fn: Callable) -> tuple[Tensor, Tensor]:
+    """The step's loss and the logits of the clean (or only) view."""
+    with autocast(x.device, cfg.precision):
+        logits = net(x)
+    if not cfg.jsd:
+        return loss_fn(logits, y), logits
+    return consistency_loss(logits, y, loss_fn, cfg.jsd_weight), logits[: y.shape[0]]
+
+
 def train_epoch(cfg: TrialConfig, state: TrainState, net: nn.Module, train: ImageSet,
                 steps: int) -> dict[str, float]:
-    augment, loss_fn = create_augmentation(cfg.augment), create_loss(cfg.loss)
+    (augment, mixer), loss_fn = build_augmentation(cfg), create_loss(cfg.loss)
     device, k = train.images.device, train.num_classes
     net.train()
     order = torch.randperm(len(train), device=device, generator=state.generator)
@@ -171,10 +214,9 @@ def train_epoch(cfg: TrialConfig, state: TrainState, net: nn.Module, train: Imag
     start = time.perf_counter()
     for step in range(steps):
         index = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-        x, y = make_batch(cfg, train, index, state.generator, augment)
-        with autocast(device, cfg.precision):
-            logits = net(x)
-        loss = loss_fn(logits, y)
+        x, y = (make_batch(cfg, train, index, state.generator, augment) if mixer is None
+                else make_views(cfg, train, index, state.generator, augment, mixer))  # fmt: skip
+        loss, logits = forward_loss(cfg, net, x, y, loss_fn)
         state.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         state.optimizer.step()
@@ -183,6 +225,7 @@ def train_epoch(cfg: TrialConfig, state: TrainState, net: nn.Module, train: Imag
         wrong += (logits[:, :k].argmax(dim=1) != train.labels[index]).sum()
     mean_loss, n_wrong = (loss_sum / steps).item(), wrong.item()  # the epoch's only device sync
     seconds = time.perf_counter() - start  # after the sync, so it covers all queued device work
+    # Training images, not forward passes: under `jsd` each is three (see docs/augmentations.md).
     images = steps * min(cfg.batch_size, len(train))
     return {"train/loss": mean_loss, "train/error": n_wrong / images, "train/images_per_s": images / seconds}
 
