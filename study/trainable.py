@@ -85,8 +85,8 @@ def train_trial(config: dict[str, Any]) -> None:
         report_to_ray(result.history[-1], folder)
     except SystemExit:  # tune.report: the scheduler stopped this trial (the driver closes its run)
         raise
-    except BaseException:
-        logger.fail()
+    except BaseException as err:
+        logger.fail(err)
         raise
     finally:
         shutil.rmtree(folder, ignore_errors=True)

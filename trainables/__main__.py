@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
@@ -18,10 +19,16 @@ from pathlib import Path
 from trainables.config import ConfigError, TrialConfig, parse_overrides
 from trainables.corruptions import OfficialSetNotFoundError
 from trainables.corruptions.provision import resolve_corruption_set
-from trainables.data import DatasetNotFoundError
+from trainables.data import DatasetError, DatasetNotFoundError
+from trainables.pipeline import DeviceError, resolve_device
 from trainables.reevaluate import EVAL_PREFIX, EvaluateError, EvaluateRequest, evaluate_logged_model
-from trainables.tracking import DEFAULT_EXPERIMENT, MlflowTrialLogger
-from trainables.train import TrialResult, has_checkpoint, run_trial
+from trainables.tracking import DEFAULT_EXPERIMENT, FinishedRunError, MlflowTrialLogger
+from trainables.train import (CheckpointError, TrialDivergedError, TrialResult, has_checkpoint, read_checkpoint,
+                              run_trial)
+
+# Mistakes a user can make, reported in one line (exit 2); a trial that diverged exits 1.
+USER_ERRORS = (ConfigError, DatasetError, DatasetNotFoundError, EvaluateError, OfficialSetNotFoundError, CheckpointError,
+               DeviceError, FinishedRunError)
 
 RUN_ID_FILE = "mlflow_run_id"
 SUMMARY_KEYS = ("clean/error", "clean/nll", "clean/ece", "corrupt/error", "corrupt/nll", "corrupt/ece",
@@ -30,6 +37,7 @@ SUMMARY_KEYS = ("clean/error", "clean/nll", "clean/ece", "corrupt/error", "corru
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m trainables", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="train, evaluate and log one trial")
     run.add_argument("--config", type=Path, help="YAML file of TrialConfig keys (omit for the defaults)")
@@ -60,12 +68,17 @@ def build_config(path: Path | None, overrides: list[str]) -> TrialConfig:
 
 
 def start_logger(args: argparse.Namespace, cfg: TrialConfig) -> MlflowTrialLogger:
-    """A new MLflow run, or the interrupted one when resuming from the checkpoint folder."""
+    """A new MLflow run, or the interrupted one when resuming from the checkpoint folder. The
+    checkpoint is checked first (readable, made with this config), and a finished run is never
+    reopened: nothing is touched when continuing is refused."""
     folder = args.checkpoint_dir
     run_id_file = folder / RUN_ID_FILE if folder else None
-    run_id = run_id_file.read_text().strip() if has_checkpoint(folder) and run_id_file.exists() else None
+    run_id = None
+    if has_checkpoint(folder):
+        read_checkpoint(folder, cfg.to_dict())
+        run_id = run_id_file.read_text().strip() if run_id_file.exists() else None
     logger = MlflowTrialLogger(cfg, experiment=args.experiment, tracking_uri=args.tracking_uri,
-                               run_name=args.run_name, run_id=run_id)
+                               run_name=args.run_name, run_id=run_id, refuse_finished=True)
     if run_id_file:
         folder.mkdir(parents=True, exist_ok=True)
         run_id_file.write_text(logger.run_id)
@@ -88,6 +101,7 @@ def print_summary(cfg: TrialConfig, result: TrialResult, logger: MlflowTrialLogg
 
 def run(args: argparse.Namespace) -> int:
     cfg = resolve_corruption_set(build_config(args.config, args.overrides))  # the params say what runs
+    resolve_device(cfg.device)  # a missing device fails before any run is created
     logger = start_logger(args, cfg)
     start = time.perf_counter()
 
@@ -97,8 +111,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         result = run_trial(cfg, report=report, checkpoint_dir=args.checkpoint_dir)
-    except BaseException:
-        logger.fail()
+    except BaseException as err:
+        logger.fail(err)
         raise
     logger.finish(result)
     print_summary(cfg, result, logger, time.perf_counter() - start)
@@ -121,11 +135,26 @@ def evaluate(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per file otherwise
+    if not args.debug:  # MLflow's INFO lines (creating a store's tables) are not the trial's output
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
     try:
         return run(args) if args.command == "run" else evaluate(args)
-    except (ConfigError, DatasetNotFoundError, EvaluateError, OfficialSetNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as err:
+        return one_line(err, 2, args.debug)
+    except TrialDivergedError as err:
+        return one_line(err, 1, args.debug)
+    except Exception as err:
+        return one_line(err, 1, args.debug, unexpected=True)
+
+
+def one_line(err: Exception, code: int, debug: bool, unexpected: bool = False) -> int:
+    """An error as one line on stderr and the exit code; `--debug` raises it for its traceback."""
+    if debug:
+        raise err
+    kind = f"{type(err).__name__}: " if unexpected else ""
+    first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    print(f"error: {kind}{first} (--debug shows the traceback)", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

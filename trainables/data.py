@@ -41,6 +41,7 @@ __all__ = [
     "DATASETS",
     "DATASET_STATS",
     "DatasetChecksumWarning",
+    "DatasetError",
     "DatasetNotFoundError",
     "ImageSet",
     "JPEG_BACKEND",
@@ -81,6 +82,11 @@ _CACHE_FORMAT = 1
 
 class DatasetNotFoundError(FileNotFoundError):
     """The dataset's files are not where they must be (and could not be downloaded)."""
+
+
+class DatasetError(ValueError):
+    """The dataset's files are there but cannot serve the config: an undecodable image, images of
+    different sizes without image_size, more classes asked for than it has."""
 
 
 class DatasetChecksumWarning(UserWarning):
@@ -250,7 +256,7 @@ def _class_subset(names: Sequence[str], num_classes: int | None, dataset: str) -
     if num_classes is None:
         return tuple(names)
     if num_classes > len(names):
-        raise ValueError(f"num_classes={num_classes} but {dataset} has only {len(names)} classes")
+        raise DatasetError(f"num_classes={num_classes} but {dataset} has only {len(names)} classes")
     return tuple(names[:num_classes])
 
 
@@ -588,7 +594,7 @@ def _decode_jpegs(paths: Sequence[str], image_size: int | None) -> Tensor:
         if out is None:
             out = torch.empty((len(paths), *chunk.shape[1:]), dtype=torch.uint8)
         if chunk.shape[1:] != out.shape[1:]:
-            raise ValueError(f"images differ in size ({tuple(chunk.shape[1:])} vs "
+            raise DatasetError(f"images differ in size ({tuple(chunk.shape[1:])} vs "
                              f"{tuple(out.shape[1:])}) near {paths[start]}; pass image_size")
         out[start:start + len(chunk)] = chunk
     assert out is not None
@@ -601,7 +607,7 @@ def _decode_chunk(paths: Sequence[str], image_size: int | None) -> Tensor:
     if len({im.shape for im in images}) == 1:
         return _resize(torch.stack(images), image_size)
     if image_size is None:
-        raise ValueError(f"images differ in size near {paths[0]}; pass image_size")
+        raise DatasetError(f"images differ in size near {paths[0]}; pass image_size")
     return torch.stack([TF.resize(im, [image_size, image_size], antialias=True) for im in images])
 
 
@@ -627,7 +633,7 @@ def _decode_one_torchvision(path: str, data: Tensor) -> Tensor:
     try:
         return torchvision.io.decode_jpeg(data, mode=torchvision.io.ImageReadMode.RGB)
     except RuntimeError as err:
-        raise ValueError(f"cannot decode {path} as JPEG: {err}") from err
+        raise DatasetError(f"cannot decode {path} as JPEG: {err}") from err
 
 
 def _read_bytes(path: str) -> Tensor:
@@ -644,7 +650,7 @@ def _decode_one_pil(path: str) -> Tensor:
         with Image.open(path) as image:
             pixels = np.array(image.convert("RGB"))  # greyscale (mode L) -> 3 channels
     except OSError as err:  # includes PIL.UnidentifiedImageError and truncated files
-        raise ValueError(f"cannot decode {path} as JPEG: {err}") from err
+        raise DatasetError(f"cannot decode {path} as JPEG: {err}") from err
     return torch.from_numpy(pixels).permute(2, 0, 1)
 
 

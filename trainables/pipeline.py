@@ -13,12 +13,16 @@ from torch import Tensor
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
+class DeviceError(ValueError):
+    """The config asks for a device this machine does not have."""
+
+
 def resolve_device(name: str) -> torch.device:
     """`auto` is CUDA when present, else the CPU."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} asked for, but torch sees no CUDA device; use 'cpu' or 'auto'")
+        raise DeviceError(f"device {name!r} asked for, but torch sees no CUDA device; use 'cpu' or 'auto'")
     return torch.device(name)
 
 

@@ -135,6 +135,10 @@ def log_metrics(client: MlflowClient, run_id: str, values: Mapping[str, float], 
         client.log_table(run_id, data=table, artifact_file=path)
 
 
+class FinishedRunError(ValueError):
+    """Asked to continue a run that already finished."""
+
+
 class MlflowTrialLogger:
     """One trial's MLflow run. `report` is the trial's per-epoch callback; `finish` and `fail` end
     the run. Pass `run_id` to continue a run after a restart instead of starting a second one."""
@@ -142,8 +146,11 @@ class MlflowTrialLogger:
     def __init__(self, cfg: TrialConfig, *, experiment: str = DEFAULT_EXPERIMENT,
                  tracking_uri: str | None = None, run_name: str | None = None,
                  parent_run_id: str | None = None, run_id: str | None = None,
-                 tags: Mapping[str, str] | None = None) -> None:
+                 tags: Mapping[str, str] | None = None, refuse_finished: bool = False) -> None:
         self.client = MlflowClient(resolve_tracking_uri(tracking_uri))
+        if run_id is not None and refuse_finished and self.client.get_run(run_id).info.status == "FINISHED":
+            raise FinishedRunError(f"MLflow run {run_id} already finished; a finished record is never reopened "
+                                   "(start a new trial without that --checkpoint-dir)")
         if run_id is not None:  # a restarted trial continues its run
             self.run_id = run_id
             self.logged_through = self._last_logged_epoch()
@@ -202,5 +209,10 @@ class MlflowTrialLogger:
                                   f"torchvision=={torchvision.__version__.split('+')[0]}"])
             self.client.log_artifacts(self.run_id, str(path), MODEL_ARTIFACT)
 
-    def fail(self) -> None:
+    def fail(self, reason: BaseException | str | None = None) -> None:
+        """End the run FAILED, saying why in its `mollify.status` tag (the error's first line)."""
+        if reason is not None and str(reason).strip():
+            why = str(reason).strip().splitlines()[0][:500]
+            self.client.set_tag(self.run_id, "mollify.status", f"failed: {type(reason).__name__}: {why}"
+                                if isinstance(reason, BaseException) else f"failed: {why}")
         self.client.set_terminated(self.run_id, RunStatus.to_string(RunStatus.FAILED))

@@ -9,6 +9,7 @@ of the config and a `report(metrics, checkpoint)` callback: Ray sits outside it.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -33,6 +34,17 @@ from trainables.mollify import mollify
 from trainables.pipeline import autocast, normalize, resolve_device, to_unit
 
 CHECKPOINT_FILE = "checkpoint.pt"
+# Settings that change where or how fast a trial runs, not what it computes: a checkpoint made with
+# other values of these continues as the same trial.
+RESUMABLE_CHANGES = ("device", "eval_batch_size", "data_root", "corruption_path", "compile")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be continued: unreadable, or made with another configuration."""
+
+
+class TrialDivergedError(RuntimeError):
+    """The training loss became NaN or infinite: the trial failed, and has no score."""
 Report = Callable[[dict[str, float], "Path | None"], None]
 VALID = "valid"  # validation metrics: valid/<m>, valid/corrupt/<m>, valid/corrupt/<corruption>/<m>
 FINAL_PREFIXES = ("clean/", "corrupt/", "train/", f"{VALID}/")
@@ -64,6 +76,7 @@ class TrainState:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     generator: torch.Generator  # draws batch order, augmentation and mollification
+    config: dict = field(default_factory=dict)  # the trial's config: a checkpoint continues only it
     epoch: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
 
@@ -76,6 +89,7 @@ class TrainState:
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "generator": self.generator.get_state(),
+                "config": self.config,
                 "epoch": self.epoch,
                 "history": self.history,
             },
@@ -85,7 +99,7 @@ class TrainState:
         return folder
 
     def load(self, folder: Path) -> None:
-        state = torch.load(folder / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+        state = read_checkpoint(folder, self.config)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -95,6 +109,26 @@ class TrainState:
 
 def has_checkpoint(folder: Path | None) -> bool:
     return folder is not None and (Path(folder) / CHECKPOINT_FILE).exists()
+
+
+def read_checkpoint(folder: Path, config: dict) -> dict:
+    """The checkpoint in `folder`, checked to be readable and made with `config` (but for
+    RESUMABLE_CHANGES): continuing another configuration's weights, optimizer and schedule under
+    this one's name would record a trial that never ran."""
+    path = Path(folder) / CHECKPOINT_FILE
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state["model"], state["epoch"]
+    except Exception as err:  # torch raises several kinds on a truncated or foreign file
+        raise CheckpointError(f"the checkpoint {path} is unreadable ({type(err).__name__}); delete it to start "
+                              "the trial over, or point --checkpoint-dir elsewhere") from None
+    made = state.get("config") or {}  # checkpoints from before configs were kept: not checked
+    differ = sorted(k for k in made.keys() & config.keys() if made[k] != config[k] and k not in RESUMABLE_CHANGES)
+    if differ:
+        changes = ", ".join(f"{k} {made[k]!r} -> {config[k]!r}" for k in differ)
+        raise CheckpointError(f"the checkpoint {path} belongs to a trial with another configuration ({changes}); "
+                              "rerun with its settings to continue it, or use another --checkpoint-dir")
+    return state
 
 
 # --- setup -----------------------------------------------------------------------------------------
@@ -136,7 +170,25 @@ def build_state(cfg: TrialConfig, num_classes: int, steps: int, device: torch.de
     # CPU study still sees the schedule.
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    return TrainState(model, optimizer, scheduler, generator)
+    return TrainState(model, optimizer, scheduler, generator, config=cfg.to_dict())
+
+
+def check_input_size(cfg: TrialConfig, model: nn.Module, train: ImageSet) -> None:
+    """One image through the fresh network before any training: an image size too small for the
+    model (its pooling would shrink the maps below one pixel) fails here, in one line, instead
+    of in the first step."""
+    x = torch.zeros((1, *train.images.shape[1:]), device=train.images.device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(x)
+    except RuntimeError as err:
+        side = train.images.shape[-1]
+        raise ConfigError(f"images of {side} px are too small for model {cfg.model!r} ({str(err).splitlines()[0]}); "
+                          "use a larger image_size") from None
+    finally:
+        model.train(was_training)
 
 
 def steps_per_epoch(cfg: TrialConfig, n_train: int) -> int:
@@ -224,6 +276,9 @@ def train_epoch(cfg: TrialConfig, state: TrainState, net: nn.Module, train: Imag
         loss_sum += loss.detach()
         wrong += (logits[:, :k].argmax(dim=1) != train.labels[index]).sum()
     mean_loss, n_wrong = (loss_sum / steps).item(), wrong.item()  # the epoch's only device sync
+    if not math.isfinite(mean_loss):
+        raise TrialDivergedError(f"the training loss became {mean_loss} in epoch {state.epoch + 1} (lr {cfg.lr}): "
+                                 "the trial failed and has no score; lower lr or check the inputs")
     seconds = time.perf_counter() - start  # after the sync, so it covers all queued device work
     # Training images, not forward passes: under `jsd` each is three (see docs/augmentations.md).
     images = steps * min(cfg.batch_size, len(train))
@@ -291,6 +346,7 @@ def run_trial(cfg: TrialConfig, report: Report | None = None, checkpoint_dir: st
     train, valid, test = load_splits(cfg, device)
     steps = steps_per_epoch(cfg, len(train))
     state = build_state(cfg, train.num_classes, steps * cfg.epochs, device)
+    check_input_size(cfg, state.model, train)
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if has_checkpoint(folder):
         state.load(folder)

@@ -1,0 +1,129 @@
+"""Nothing lost, nothing misreported (issue 12): a trial's CLI under misuse. Each test reproduces a
+way the platform used to say something false or damage a record, and checks that it now refuses in
+one line and leaves every record as it was. (Studies under interruption and misuse: test_study.py;
+the cluster under faults and attack: test_cluster.py; the table of all: docs/reliability.md.)"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from trainables.__main__ import RUN_ID_FILE, main
+from trainables.config import TrialConfig
+from trainables.train import CHECKPOINT_FILE, run_trial
+
+QUICK = dict(dataset="synthetic", model="smallcnn", train_size=256, batch_size=64, lr=0.05, device="cpu",
+             limit_eval_images=64, corruption_source="none")
+
+
+class Crash(Exception):
+    pass
+
+
+def crash(metrics: dict, checkpoint: Path | None) -> None:
+    raise Crash
+
+
+def cli(tmp_path: Path, *sets: str, folder: Path | None = None) -> list[str]:
+    args = ["run", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--experiment", "e"]
+    args += ["--checkpoint-dir", str(folder)] if folder else []
+    for pair in (*(f"{k}={v}" for k, v in QUICK.items()), *sets):
+        args += ["--set", pair]
+    return args
+
+
+def runs(tmp_path: Path) -> list:
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    found = client.get_experiment_by_name("e")
+    return client.search_runs([found.experiment_id]) if found else []
+
+
+def one_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+    return err
+
+
+def test_resuming_with_another_config_is_refused_naming_the_keys(tmp_path, capsys):
+    """A checkpoint of epochs=2, lr=0.05 continued with epochs=4, lr=0.5 used to go on under the old
+    params and schedule; now it is refused before the MLflow run is reopened."""
+    folder = tmp_path / "ckpt"
+    cfg = TrialConfig(**QUICK, epochs=2)
+    with pytest.raises(Crash):  # the first attempt dies after its first epoch, checkpoint kept
+        run_trial(cfg, report=crash, checkpoint_dir=folder)
+    assert (folder / CHECKPOINT_FILE).exists()
+    assert main(cli(tmp_path, "epochs=4", "lr=0.5", folder=folder)) == 2
+    err = one_line(capsys)
+    assert "epochs 2 -> 4" in err and "lr 0.05 -> 0.5" in err
+    assert runs(tmp_path) == []  # no run was started or reopened
+    assert main(cli(tmp_path, "epochs=2", "device=cpu", folder=folder)) == 0  # its own settings continue it
+    [run] = runs(tmp_path)
+    assert run.info.status == "FINISHED" and run.data.params["epochs"] == "2"
+
+
+def test_a_finished_run_is_never_reopened(tmp_path, capsys):
+    folder = tmp_path / "ckpt"
+    assert main(cli(tmp_path, "epochs=1", folder=folder)) == 0
+    [before] = runs(tmp_path)
+    assert (folder / RUN_ID_FILE).read_text() == before.info.run_id
+    assert main(cli(tmp_path, "epochs=1", folder=folder)) == 2  # the same command again
+    assert "already finished" in one_line(capsys)
+    (folder / CHECKPOINT_FILE).write_bytes(b"not a checkpoint")  # a garbage checkpoint beside it
+    assert main(cli(tmp_path, "epochs=1", folder=folder)) == 2
+    assert "is unreadable" in one_line(capsys)
+    (folder / CHECKPOINT_FILE).write_bytes((folder / CHECKPOINT_FILE).read_bytes()[:5])  # truncated
+    assert main(cli(tmp_path, "epochs=1", folder=folder)) == 2
+    [after] = runs(tmp_path)
+    assert (after.info.status, after.info.end_time, after.data.metrics) == (
+        before.info.status, before.info.end_time, before.data.metrics)
+
+
+@pytest.mark.parametrize("setting", ["alpha=nan", "lr=nan", "beta=inf", "lr=-inf", "weight_decay=nan"])
+def test_non_finite_settings_are_refused(tmp_path, capsys, setting):
+    assert main(cli(tmp_path, "epochs=1", setting)) == 2
+    assert setting.split("=")[0] in one_line(capsys)
+    assert runs(tmp_path) == []
+
+
+def test_a_trial_whose_loss_diverges_fails_saying_so(tmp_path, capsys):
+    """lr=1e6 used to finish with a NaN loss and a finite clean error a search would accept."""
+    assert main(cli(tmp_path, "epochs=2", "lr=1e6")) == 1
+    assert "training loss became" in one_line(capsys)
+    [run] = runs(tmp_path)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["mollify.status"].startswith("failed: TrialDivergedError: the training loss became")
+    assert "clean/error" not in run.data.metrics  # no score
+
+
+@pytest.mark.parametrize(("sets", "config", "says"), [
+    ((), "missing.yaml", "cannot read the config file"),
+    ((), "bad.yaml", "is not valid YAML"),
+    (("image_size=4",), None, "too small for model 'smallcnn'"),
+    (("device=cuda",), None, "no CUDA device"),
+    (("dataset=tinyimagenet", "data_root=nowhere"), None, "Tiny ImageNet not found under"),
+    (("max_concurrent=3",), None, "unknown config key"),
+])
+def test_everyday_mistakes_are_one_line(tmp_path, capsys, sets, config, says):
+    if config == "bad.yaml":
+        (tmp_path / config).write_text("epochs: [1\n")
+    args = cli(tmp_path, "epochs=1", *sets) + (["--config", str(tmp_path / config)] if config else [])
+    code = main(args)
+    assert code == 2 and says in one_line(capsys)
+    assert all(r.info.status != "RUNNING" for r in runs(tmp_path))
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    with pytest.raises(Exception, match="no CUDA device"):
+        main(["--debug", *cli(tmp_path, "device=cuda")])
+
+
+def test_an_undecodable_jpeg_is_named(tmp_path, capsys):
+    from test_data import make_tiny_tree
+
+    root = make_tiny_tree(tmp_path / "tiny")
+    victim = sorted((root / "val" / "images").glob("*.JPEG"))[0]
+    victim.write_bytes(b"\xff\xd8\xff garbage")
+    code = main(cli(tmp_path, "epochs=1", "dataset=tinyimagenet", f"data_root={root}", "image_size=32"))
+    assert code == 2 and f"cannot decode {victim}" in one_line(capsys)
