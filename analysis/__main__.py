@@ -9,6 +9,7 @@ report labels them), paired by seed, as a Markdown table."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 import sys
 
 from analysis.configs import with_configurations
@@ -21,6 +22,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m analysis",
         description="Tables and figures of a mollification study, read from MLflow.")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     commands = parser.add_subparsers(dest="command", required=True)
     figures = commands.add_parser(
         "figures", help="Table 1, severity curves, ablation panels, reliability diagrams and "
@@ -60,13 +62,23 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "paired":
             print_paired(args.experiment, args.baseline, args.tracking_uri, args.metric)
         else:
+            if Path(args.out).exists() and not Path(args.out).is_dir():
+                raise NotADirectoryError(f"--out {args.out} is a file; give a folder (created if missing)")
             make_figures(args.experiment, args.out, tracking_uri=args.tracking_uri,
                          log_to_mlflow=args.log_to_mlflow, max_configs=args.max_configs)
-    except LookupError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    except (LookupError, NotADirectoryError) as err:
+        return error_line(err, args.debug)
+    except Exception as err:  # one line for the user; --debug for the traceback
+        return error_line(err, args.debug, unexpected=True)
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def error_line(err: Exception, debug: bool, unexpected: bool = False) -> int:
+    """The error in one line on stderr, exit code 1; `--debug` raises it (analysis imports nothing
+    from trainables, whose CLIs do the same with trainables.cli.one_line)."""
+    if debug:
+        raise err
+    text = str(err).strip()
+    kind = f"{type(err).__name__}: " if unexpected else ""
+    print(f"error: {kind}{text.splitlines()[0] if text else ''} (--debug shows the traceback)", file=sys.stderr)
+    return 1

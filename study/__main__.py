@@ -20,6 +20,7 @@ from pathlib import Path
 
 from study.launch import LOG_FILE, StudyError, launch, list_studies, resume, status, study_dir
 from study.spec import SpecError, StudySpec, parse_spec, preset_names, read_source
+from trainables.cli import one_line
 from trainables.config import ConfigError, parse_overrides
 
 
@@ -28,6 +29,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"),
                         help="where study records and Ray's experiment folders live (default ./runs)")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     commands = parser.add_subparsers(dest="command", required=True)
     go = commands.add_parser("launch", help="start a study from a preset or a YAML file")
     go.add_argument("preset", help=f"a preset ({', '.join(preset_names())}) or a spec file")
@@ -90,9 +92,10 @@ def make_figures(name: str, tracking_uri: str, runs_dir: Path, verbose: bool) ->
 
 
 def print_status(info: dict) -> None:
-    print(f"{info['name']} ({info['preset']}, {info['algorithm']}): {info['finished']}/{info['total']} finished, "
-          f"{info['running']} running, {info['stopped_early']} stopped early, {info['failed']} failed; "
-          f"study run {info['parent_status']}")
+    counts = [f"{info['finished']}/{info['total']} finished"] + [
+        f"{info[k]} {k.replace('_', ' ')}" for k in ("stopped_early", "failed", "running", "interrupted", "never_started")
+        if info[k]]
+    print(f"{info['name']} ({info['preset']}, {info['algorithm']}): {info['state']}; {', '.join(counts)}")
     if info["best"]:
         b = info["best"]
         print(f"  best {b['metric']} {b['value']:.4f}: trial run '{b['run_name']}' ({b['run_id']})")
@@ -105,27 +108,37 @@ def main(argv: list[str] | None = None) -> int:
     # One small checkpoint per epoch is what these trials do; Ray's warning about it is noise here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     try:
-        if args.command == "launch":
-            spec = spec_from_args(args)
-            record = launch(spec, runs_dir=args.runs_dir, tracking_uri=args.tracking_uri, storage=args.storage,
-                            address=args.address, overrides=parse_overrides(args.overrides), verbose=args.verbose)
-        elif args.command == "resume":
-            record = resume(args.name, runs_dir=args.runs_dir, verbose=args.verbose)
-        elif args.command == "status":
-            info = status(args.name, runs_dir=args.runs_dir)
-            print(json.dumps(info, indent=2)) if args.json else print_status(info)
-            return 0
-        else:
-            for name in list_studies(args.runs_dir):
-                print_status(status(name, runs_dir=args.runs_dir))
-            return 0
+        return command(args)
     except (SpecError, ConfigError, StudyError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return one_line(err, 2, args.debug)
+    except KeyboardInterrupt:
+        print("interrupted before any trial started; nothing to resume", file=sys.stderr)
+        return 130
+    except Exception as err:
+        return one_line(err, 1, args.debug, unexpected=True)
+
+
+def command(args: argparse.Namespace) -> int:
+    """Run the command; the exit code says how a launch or resume ended (0 finished, 1 some trials
+    failed, 130 interrupted: `resume` continues it)."""
+    if args.command == "status":
+        info = status(args.name, runs_dir=args.runs_dir)
+        print(json.dumps(info, indent=2)) if args.json else print_status(info)
+        return 0
+    if args.command == "list":
+        for name in list_studies(args.runs_dir):
+            print_status(status(name, runs_dir=args.runs_dir))
+        return 0
+    if args.command == "launch":
+        record, outcome = launch(spec_from_args(args), runs_dir=args.runs_dir, tracking_uri=args.tracking_uri,
+                                 storage=args.storage, address=args.address,
+                                 overrides=parse_overrides(args.overrides), verbose=args.verbose)
+    else:
+        record, outcome = resume(args.name, runs_dir=args.runs_dir, verbose=args.verbose)
     print_status(status(record.name, runs_dir=args.runs_dir))
-    if not args.no_figures:
+    if not args.no_figures and outcome.state != "interrupted":
         make_figures(record.name, record.tracking_uri, args.runs_dir, args.verbose)
-    return 0
+    return outcome.exit_code
 
 
 if __name__ == "__main__":

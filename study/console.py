@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Iterator, TextIO
@@ -30,8 +31,10 @@ def say(line: str) -> None:
 
 @contextlib.contextmanager
 def quiet_console(log_path: Path, verbose: bool = False) -> Iterator[None]:
-    """Inside the block, library loggers and anything printed go to `log_path` (appended), except
-    what `say` writes; with `verbose`, nothing changes."""
+    """Inside the block, library loggers and anything written to the process's stdout and stderr
+    go to `log_path` (appended), except what `say` writes; with `verbose`, nothing changes. The
+    redirect is of the file descriptors, not only of Python's streams: Ray's core (C++) and the
+    processes it starts write to them directly."""
     global _terminal
     if verbose:
         yield
@@ -45,11 +48,23 @@ def quiet_console(log_path: Path, verbose: bool = False) -> Iterator[None]:
             logger = logging.getLogger(name)
             saved[name] = (logger.handlers[:], logger.propagate)
             logger.handlers, logger.propagate = [handler], False
-        _terminal = sys.stdout
+        sys.stdout.flush()
+        sys.stderr.flush()
+        fds = os.dup(1), os.dup(2)
+        _terminal = os.fdopen(os.dup(fds[0]), "w", buffering=1)
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
         try:
             with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
                 yield
         finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(fds[0], 1)
+            os.dup2(fds[1], 2)
+            for fd in fds:
+                os.close(fd)
+            _terminal.close()
             _terminal = None
             for name, (handlers, propagate) in saved.items():
                 logger = logging.getLogger(name)

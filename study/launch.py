@@ -9,11 +9,14 @@ so that `resume` needs only the name and the console shows only the study's own 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import optuna
 import ray
@@ -23,9 +26,11 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from study.console import quiet_console, say
-from study.record import (CORRUPTION_SETS_TAG, OPTUNA_RUN_ATTR, OPTUNA_RUN_NAME_ATTR, RECORD_FILE, StudyRecord,
-                          end_parent_run, label_keys, optuna_study_attrs, progress, safe_uri, start_parent_run,
-                          trial_runs, ui_link, update_parent)
+from study.guards import (DRIVER_LOCK, StudyError, check_experiment_free, check_name, check_resources, claim,
+                          driver_running, file_lock, prepare_data, probe_storage, probe_tracking, store_lock)
+from study.record import (CORRUPTION_SETS_TAG, OPTUNA_RUN_ATTR, OPTUNA_RUN_NAME_ATTR, RECORD_FILE, STATE_TAG,
+                          Progress as RunCounts, StudyRecord, label_keys, optuna_study_attrs, progress, safe_uri, set_parent_state,
+                          start_parent_run, trial_runs, ui_link, update_parent)
 from study.spec import TRIAL_NUMBER_KEY, DefineByRun, StudySpec
 from study.trainable import STUDY_KEY, existing_run, mark_stopped_early, train_trial
 from trainables.config import TrialConfig
@@ -35,10 +40,6 @@ from trainables.tracking import ensure_experiment, ensure_sqlite_folder, resolve
 TUNE_DIR = "tune"
 LOG_FILE = "study.log"
 DEFAULT_OPTUNA_DB = "optuna.db"
-
-
-class StudyError(RuntimeError):
-    """A study that cannot be launched or resumed as asked; the message says why and what to do."""
 
 
 def study_dir(runs_dir: Path, name: str) -> Path:
@@ -325,79 +326,163 @@ def announce(spec: StudySpec, record: StudyRecord, runs_dir: Path) -> None:
         "(--verbose shows them here)")
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """How a launch or resume ended: every trial ended (finished or stopped early by the
+    scheduler), some failed, or the driver was interrupted before all ended."""
+
+    state: str  # one of OUTCOMES
+    ended: int  # trials that ran to their end or were stopped by the scheduler
+    failed: int
+    total: int
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.state]
+
+
+OUTCOMES = ("finished", "failed", "interrupted")
+EXIT_CODES = {"finished": 0, "failed": 1, "interrupted": 130}  # 130: the shell's code for Ctrl-C
+
+
 def launch(spec: StudySpec, *, runs_dir: Path, tracking_uri: str | None = None, storage: str | None = None,
            address: str | None = None, overrides: dict[str, Any] | None = None,
-           verbose: bool = False) -> StudyRecord:
+           verbose: bool = False) -> tuple[StudyRecord, Outcome]:
+    """Check everything that can be checked, claim the name, record the study and run it. A
+    refusal leaves nothing behind (no folder, run or Optuna study)."""
+    check_name(spec.name)
     spec = absolute_paths(spec)
     folder = study_dir(runs_dir, spec.name)
-    if (folder / RECORD_FILE).exists():
-        raise StudyError(f"study {spec.name!r} exists in {folder}: `python -m study resume {spec.name}` "
-                         "continues it, or choose another --name")
     storage = storage or default_optuna_storage()
-    ensure_sqlite_folder(storage)
-    uri = resolve_tracking_uri(tracking_uri)
-    with quiet_console(folder / LOG_FILE, verbose):
-        if spec.algorithm != "grid" and spec.name in optuna.get_all_study_names(storage):
-            raise StudyError(f"the Optuna storage {storage} already holds a study {spec.name!r}; choose another --name")
+    try:
+        ensure_sqlite_folder(storage)
+        uri = resolve_tracking_uri(tracking_uri)
+    except OSError as err:
+        raise StudyError(f"cannot make the folder of a SQLite store: {err}") from None
+    probe_tracking(uri)
+    probe_storage(storage)
+    with claim(folder, spec.name), quiet_console(folder / LOG_FILE, verbose), \
+            file_lock(folder / DRIVER_LOCK), connected(address):
+        check_resources(spec)
+        prepare_data(spec)
+        with store_lock(storage):
+            if spec.algorithm != "grid" and spec.name in optuna.get_all_study_names(storage):
+                raise StudyError(f"the Optuna storage {safe_uri(storage)} already holds a study {spec.name!r}; "
+                                 "choose another --name")
+        with store_lock(uri):
+            check_experiment_free(MlflowClient(uri), spec.name)
+            parent_run_id = start_parent_run(spec, uri)
         record = StudyRecord(name=spec.name, preset=spec.preset, spec=spec.effective(), overrides=overrides or {},
-                             tracking_uri=uri, optuna_storage=storage, parent_run_id=start_parent_run(spec, uri),
+                             tracking_uri=uri, optuna_storage=storage, parent_run_id=parent_run_id,
                              address=address, created=time.time())
         record.write(folder)
         announce(spec, record, runs_dir)
-        run(spec, record, runs_dir, tune_restore=False)
-    return record
+        return record, run(spec, record, runs_dir, tune_restore=False)
 
 
-def resume(name: str, *, runs_dir: Path, verbose: bool = False) -> StudyRecord:
+def resume(name: str, *, runs_dir: Path, verbose: bool = False) -> tuple[StudyRecord, Outcome]:
     record = read_record(runs_dir, name)
-    if not tune.Tuner.can_restore(str(study_dir(runs_dir, name) / TUNE_DIR)):
+    folder = study_dir(runs_dir, name)
+    if not tune.Tuner.can_restore(str(folder / TUNE_DIR)):
         raise StudyError(f"study {name!r} has no Ray experiment state to resume from yet; launch it again "
-                         f"after removing {study_dir(runs_dir, name)}")
-    with quiet_console(study_dir(runs_dir, name) / LOG_FILE, verbose):
-        spec = record.load_spec()
-        announce(spec, record, runs_dir)
-        run(spec, record, runs_dir, tune_restore=True)
-    return record
+                         f"after removing {folder}")
+    with file_lock(folder / DRIVER_LOCK, blocking=False) as mine:
+        if not mine:
+            raise StudyError(f"study {name!r} is being run by another process now; `python -m study status {name}`")
+        with quiet_console(folder / LOG_FILE, verbose), connected(record.address):
+            spec = record.load_spec()
+            check_resources(spec)
+            prepare_data(spec)
+            set_parent_state(record.tracking_uri, record.parent_run_id, "running")
+            announce(spec, record, runs_dir)
+            return record, run(spec, record, runs_dir, tune_restore=True)
 
 
-def run(spec: StudySpec, record: StudyRecord, runs_dir: Path, *, tune_restore: bool) -> None:
+@contextlib.contextmanager
+def connected(address: str | None) -> Iterator[None]:
+    """Ray for the block: connected to `address` (or a local Ray started), disconnected after if
+    this block connected, inside the quiet console so the trials' last forwarded lines go to the log."""
+    started = init_ray(address)
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def run(spec: StudySpec, record: StudyRecord, runs_dir: Path, *, tune_restore: bool) -> Outcome:
     prepare_corruption_sets(spec, record)
     # Objectives arrive only on evaluated epochs (eval_every) and the test grid only at the end;
     # ASHA and PruneAwareOptunaSearch skip results without their metric, and parse_spec has already
     # checked every metric name, which is what Ray's strict check is for.
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
-    started = init_ray(record.address)
+    if tune_restore:
+        # Trials that were running when the driver died continue from their last checkpoint;
+        # errored ones are not re-run (FailureConfig already retried them), so Optuna stays truthful.
+        tuner = tune.Tuner.restore(str(study_dir(runs_dir, spec.name) / TUNE_DIR), trainable=trainable(spec),
+                                   resume_unfinished=True, resume_errored=False, restart_errored=False)
+    else:
+        tuner = make_tuner(spec, record, runs_dir)
+    with sigterm_as_sigint():
+        results = tuner.fit()  # Ctrl-C: Tune saves its state and returns, trials unfinished
+    outcome = judge(results.num_errors, update_parent(spec, record.tracking_uri, record.parent_run_id), spec)
+    set_parent_state(record.tracking_uri, record.parent_run_id, outcome.state)
+    if outcome.state == "interrupted":
+        say(f"[study] interrupted: {outcome.ended}/{outcome.total} trials done, {outcome.failed} failed; "
+            f"`python -m study resume {spec.name}` continues it")
+    else:
+        say(f"[study] {spec.name}: {outcome.ended}/{outcome.total} trials done, {outcome.failed} failed")
+    return outcome
+
+
+def judge(errors: int, runs: RunCounts, spec: StudySpec) -> Outcome:
+    """A study is finished only when every one of its trials ended: its MLflow run FINISHED (it
+    reported its last epoch) or stopped early by the scheduler. Ray's statuses cannot say it: on
+    Ctrl-C, Tune marks the trials it stops TERMINATED, as if they had ended, and counts those
+    never created as nothing. Failures are Ray's errors (a trial whose worker died leaves no word
+    in its run)."""
+    ended, total = runs.finished + runs.stopped_early, spec.total_trials()
+    failed = max(errors, runs.failed)
+    state = "interrupted" if ended + failed < total else "failed" if failed else "finished"
+    return Outcome(state, ended, failed, total)
+
+
+@contextlib.contextmanager
+def sigterm_as_sigint() -> Iterator[None]:
+    """SIGTERM (a scheduler's or `kill`'s stop) ends the study as Ctrl-C does: Tune saves its
+    state and returns, and the study says it was interrupted, instead of dying mid-write."""
+    before = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
     try:
-        if tune_restore:
-            # Trials that were running when the driver died continue from their last checkpoint;
-            # errored ones are not re-run (FailureConfig already retried them), so Optuna stays truthful.
-            tuner = tune.Tuner.restore(str(study_dir(runs_dir, spec.name) / TUNE_DIR), trainable=trainable(spec),
-                                       resume_unfinished=True, resume_errored=False, restart_errored=False)
-        else:
-            tuner = make_tuner(spec, record, runs_dir)
-        results = tuner.fit()
+        yield
     finally:
-        if started:
-            ray.shutdown()  # inside the quiet console: the trials' last forwarded lines go to the log
-    complete = not results.errors and len(results) == spec.total_trials()
-    end_parent_run(record.tracking_uri, record.parent_run_id, complete)
-    update_parent(spec, record.tracking_uri, record.parent_run_id)
-    say(f"[study] {spec.name}: {len(results)} trials, {len(results.errors)} failed")
+        signal.signal(signal.SIGTERM, before)
 
 
 def status(name: str, *, runs_dir: Path) -> dict[str, Any]:
-    """Trials done / running / failed and the best so far, from the study's MLflow runs."""
+    """Where the study stands, from its MLflow runs and whether a driver runs it now: the study's
+    state (running, finished, failed, interrupted) and its trials finished, stopped early, failed,
+    running (a driver is on them) or interrupted (none is), and never started."""
     record = read_record(runs_dir, name)
     spec = record.load_spec()
     client = MlflowClient(record.tracking_uri)
     experiment_id = ensure_experiment(client, name)
     metric = spec.objectives[0][0]  # what was searched (for a grid: the objective it names)
-    state = progress(trial_runs(client, experiment_id), spec.objectives[0])
+    runs = trial_runs(client, experiment_id)
+    state = progress(runs, spec.objectives[0])
+    parent = client.get_run(record.parent_run_id)
+    live = driver_running(study_dir(runs_dir, name))
+    study_state = "running" if live else parent.data.tags.get(STATE_TAG) or {
+        "FINISHED": "finished", "FAILED": "failed"}.get(parent.info.status, "interrupted")
+    if study_state == "running" and not live:
+        study_state = "interrupted"  # its driver died without a word (SIGKILL, a lost machine)
     best = state.best
     return {
         "name": name, "preset": record.preset, "algorithm": spec.algorithm, "total": spec.total_trials(),
-        "finished": state.finished, "running": state.running, "stopped_early": state.stopped_early,
-        "failed": state.failed, "parent_status": client.get_run(record.parent_run_id).info.status,
+        "state": study_state, "finished": state.finished, "stopped_early": state.stopped_early,
+        "failed": state.failed, "running": state.running if live else 0,
+        "interrupted": 0 if live else state.running, "never_started": max(spec.total_trials() - len(runs), 0),
+        "parent_status": parent.info.status,
         "best": None if best is None else {
             "metric": metric, "value": best.data.metrics[metric], "run_id": best.info.run_id,
             "run_name": best.info.run_name,

@@ -179,7 +179,7 @@ def start_parent_run(spec: StudySpec, tracking_uri: str) -> str:
     tags = {KIND_TAG: "study", STUDY_TAG: spec.name, PRESET_TAG: spec.preset, SEARCH_TAG: spec.algorithm,
             OBJECTIVES_TAG: json.dumps([list(o) for o in spec.objectives]),
             TOTAL_TRIALS_TAG: str(spec.total_trials()), SELECT_ON_TEST_TAG: str(spec.select_on_test).lower(),
-            "mlflow.source.git.commit": git_commit(), DESCRIPTION_TAG: describe_study(spec)}
+            "mlflow.source.git.commit": git_commit(), DESCRIPTION_TAG: describe_study(spec), STATE_TAG: "running"}
     run_id = client.create_run(experiment_id, run_name=spec.name, tags=tags).info.run_id
     effective = spec.effective()
     params = [Param(k, v) for k, v in flat_params(effective).items()]
@@ -190,9 +190,20 @@ def start_parent_run(spec: StudySpec, tracking_uri: str) -> str:
     return run_id
 
 
-def end_parent_run(tracking_uri: str, run_id: str, complete: bool) -> None:
-    status = RunStatus.FINISHED if complete else RunStatus.FAILED
-    MlflowClient(tracking_uri).set_terminated(run_id, RunStatus.to_string(status))
+STATE_TAG = "mollify.state"  # the study's state: running, finished, failed, interrupted
+PARENT_STATUS = {"finished": RunStatus.FINISHED, "failed": RunStatus.FAILED, "interrupted": RunStatus.KILLED}
+
+
+def set_parent_state(tracking_uri: str, run_id: str, state: str) -> None:
+    """The parent run says where the study stands: FINISHED only when every trial ended, FAILED
+    when some failed, KILLED when the driver was interrupted (resumable: `resume` sets it RUNNING
+    again); the tag `mollify.state` says it in words."""
+    client = MlflowClient(tracking_uri)
+    client.set_tag(run_id, STATE_TAG, state)
+    if state == "running":
+        client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+    else:
+        client.set_terminated(run_id, RunStatus.to_string(PARENT_STATUS[state]))
 
 
 def trial_runs(client: MlflowClient, experiment_id: str) -> list[Run]:

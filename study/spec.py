@@ -352,6 +352,9 @@ def _grid(raw: Any) -> tuple[dict[str, tuple], ...]:
     for i, sub in enumerate(subs):
         sub = _mapping(sub, f"search.grid[{i}]")
         _config_keys(sub, f"search.grid[{i}]")
+        empty = [k for k, v in sub.items() if isinstance(v, list) and not v]
+        if empty:
+            raise SpecError(f"search.grid[{i}].{empty[0]} is an empty list: a grid key needs at least one value")
         out.append({k: tuple(v) if isinstance(v, list) else (v,) for k, v in sub.items()})
     return tuple(out)
 
@@ -396,6 +399,7 @@ def parse_spec(raw: Mapping[str, Any], *, preset: str = "custom", name: str | No
     """Validate a study spec (a dict read from YAML); `overrides` are fixed trial values (--set)."""
     raw = _mapping(raw, "the study spec")
     _known(raw, SPEC_KEYS, "the study spec")
+    _check_overrides(raw, overrides or {})
     trial = {**_mapping(raw.get("trial"), "trial"), **(overrides or {})}
     _config_keys(trial, "trial")
     search = _mapping(raw.get("search"), "search")
@@ -411,6 +415,8 @@ def parse_spec(raw: Mapping[str, Any], *, preset: str = "custom", name: str | No
         raise SpecError(f"unknown scheduler type {sched_raw.get('type')!r}; valid: {', '.join(SCHEDULERS)}")
     if "metric" in sched_raw:
         _metric(str(sched_raw["metric"]), "scheduler.metric")
+    if sched_raw.get("mode", "min") not in MODES:
+        raise SpecError(f"scheduler.mode must be min or max, got {sched_raw['mode']!r}")
     select_on_test = raw.get("select_on_test", False)
     if not isinstance(select_on_test, bool):
         raise SpecError(f"select_on_test must be true or false, got {select_on_test!r}")
@@ -426,9 +432,12 @@ def parse_spec(raw: Mapping[str, Any], *, preset: str = "custom", name: str | No
         algorithm=algorithm, objectives=_objectives(search.get("objectives", list(default_objective))),
         grid=_grid(search["grid"]) if "grid" in search else (),
         space={k: _domain(k, v) for k, v in space_raw.items()},
-        num_samples=int(search.get("num_samples", 1)), seeds=tuple(seeds), scheduler=Scheduler(**sched_raw),
-        cpus=float(resources.get("cpus", 1)), gpus=float(resources.get("gpus", 0)),
-        max_concurrent=int(raw.get("max_concurrent", 0)), max_failures=int(raw.get("max_failures", 2)),
+        num_samples=_int(search.get("num_samples", 1), "search.num_samples"), seeds=tuple(seeds),
+        scheduler=Scheduler(**{**sched_raw, **{k: _int(sched_raw[k], f"scheduler.{k}")
+                                               for k in ("grace_period", "reduction_factor") if k in sched_raw}}),
+        cpus=_float(resources.get("cpus", 1), "resources.cpus"), gpus=_float(resources.get("gpus", 0), "resources.gpus"),
+        max_concurrent=_int(raw.get("max_concurrent", 0), "max_concurrent"),
+        max_failures=_int(raw.get("max_failures", 2), "max_failures"),
         select_on_test=select_on_test, preset=preset, source=dict(raw),
     )
     _check_search(spec)
@@ -438,6 +447,37 @@ def parse_spec(raw: Mapping[str, Any], *, preset: str = "custom", name: str | No
     if spec.num_samples < 1 or spec.cpus <= 0 or spec.gpus < 0 or spec.max_failures < 0:
         raise SpecError("num_samples must be >= 1, resources.cpus > 0, resources.gpus >= 0, max_failures >= 0")
     return spec
+
+
+def _check_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> None:
+    """--set fixes a key for every trial; on a key the study searches it would either be silently
+    overridden (a grid) or clash (a space): refuse it, naming where the key is searched."""
+    search = raw.get("search") if isinstance(raw.get("search"), dict) else {}
+    grid = search.get("grid") or []
+    searched = {k: "search.space" for k in (search.get("space") or {})}
+    searched |= {k: "search.grid" for sub in (grid if isinstance(grid, list) else [grid]) if isinstance(sub, dict)
+                 for k in sub}
+    clash = sorted(set(overrides) & set(searched))
+    if clash:
+        raise SpecError(f"--set {clash[0]}=... fixes a key the study searches ({searched[clash[0]]}); drop the --set, "
+                        "or copy the spec and change its search")
+
+
+def _int(raw: Any, where: str) -> int:
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        raise SpecError(f"{where} must be an integer, got {raw!r}") from None
+
+
+def _float(raw: Any, where: str) -> float:
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise SpecError(f"{where} must be a number, got {raw!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise SpecError(f"{where} must be finite, got {raw!r}")
+    return value
 
 
 def preset_names() -> list[str]:

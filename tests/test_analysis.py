@@ -655,3 +655,11 @@ def test_paired_command_compares_any_metric_against_any_configuration(store):
     assert row.endswith("| 3 | +6.25 ± 0.00 (higher) |")  # 0.3125 - (0.3125 - 0.0625), per seed
     rc, _ = _run_cli("paired", "--experiment", TYPE_STUDY, "--tracking-uri", store["uri"], "--baseline", "nope")
     assert rc == 1
+
+
+def test_out_that_is_a_file_is_refused_in_one_line(store, tmp_path, capsys):
+    target = tmp_path / "report.txt"
+    target.write_text("keep me")
+    assert main(["figures", "--experiment", TYPE_STUDY, "--tracking-uri", store["uri"], "--out", str(target)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is a file" in err and target.read_text() == "keep me"

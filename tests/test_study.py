@@ -146,6 +146,23 @@ def test_conditional_parameters_appear_only_where_they_apply():
     assert len(seen) == 8  # every role set with and without smoothing was drawn
 
 
+@pytest.mark.parametrize(("raw", "overrides", "says"), [
+    ({"search": {"algorithm": "grid", "grid": [{"beta": []}]}}, {}, "search.grid[0].beta is an empty list"),
+    ({"search": {"algorithm": "grid", "grid": [{"roles": ["xn", "xb"]}]}}, {"roles": "xnb"},
+     "--set roles=... fixes a key the study searches (search.grid)"),
+    ({"max_concurrent": "abc", "search": {"algorithm": "grid", "grid": [{"beta": [2]}]}}, {},
+     "max_concurrent must be an integer"),
+    ({"resources": {"cpus": "nan"}, "search": {"algorithm": "grid", "grid": [{"beta": [2]}]}}, {},
+     "resources.cpus must be finite"),
+    ({"search": {"algorithm": "tpe", "objectives": [["clean/eror", "min"]], "space": {"beta": [2, 4]}}}, {},
+     "unknown metric 'clean/eror'"),
+])
+def test_spec_mistakes_are_caught_before_anything_starts(raw, overrides, says):
+    with pytest.raises(SpecError) as caught:
+        parse_spec({"trial": {"dataset": "synthetic", "valid_per_class": 4}, **raw}, overrides=overrides)
+    assert says in str(caught.value)
+
+
 def test_keys_are_drawn_after_the_keys_their_rule_reads():
     order = sampling_order(["npow", "bpow", "beta", "roles", "smooth_labels", "mollify"])
     assert order.index("mollify") < order.index("roles") < order.index("npow")
@@ -560,3 +577,165 @@ def test_asha_stops_trials_that_optuna_records_as_pruned_and_mlflow_as_stopped_e
     info = json.loads(status.stdout)
     assert (info["finished"], info["stopped_early"], info["failed"]) == (len(complete), len(pruned), 0)
     assert info["best"]["value"] == pytest.approx(min(runs[n].data.metrics["valid/nll"] for n in complete))
+
+
+# --- issue 12: outcomes that tell the truth, names that are claimed, mistakes caught before Ray ------
+
+def wait_for(predicate, timeout: float, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if predicate():
+            return
+        time.sleep(0.5)
+    out = proc.stdout.read() if proc.poll() is not None else ""
+    pytest.fail(f"the condition never held (driver {'ended' if proc.poll() is not None else 'running'}): {out[-3000:]}")
+
+
+def status_of(tmp_path: Path, name: str) -> dict:
+    proc = subprocess.run(study_cmd(tmp_path, "status", name, "--json"), env=study_env(), capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+@pytest.mark.slow
+def test_ctrl_c_says_interrupted_and_resume_finishes(tmp_path):
+    """Ctrl-C with trials pending used to exit 0 with the parent run FINISHED; now: exit 130, the
+    parent run KILLED (resumable), status 'interrupted', and `resume` finishes exactly N trials."""
+    uri, storage = f"sqlite:///{tmp_path / 'mlflow.db'}", f"sqlite:///{tmp_path / 'optuna.db'}"
+    path = tmp_path / "resume.yaml"
+    path.write_text(yaml.safe_dump(RESUME_SPEC))
+    launch = subprocess.Popen(study_cmd(tmp_path, "launch", str(path), "--name", "ctrlc", "--tracking-uri", uri,
+                                        "--storage", storage, "--no-figures"),
+                              env=study_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True)
+    try:
+        def one_done_one_running() -> bool:
+            client, _, children = trial_runs(uri, "ctrlc")
+            return any(r.info.status == "FINISHED" for r in children) and any(
+                r.info.status == "RUNNING" and client.get_metric_history(r.info.run_id, "train/loss") for r in children)
+        wait_for(one_done_one_running, 400, launch)
+        os.kill(launch.pid, signal.SIGINT)  # Ctrl-C, to the driver
+        out, _ = launch.communicate(timeout=180)
+    finally:
+        if launch.poll() is None:
+            os.killpg(launch.pid, signal.SIGKILL)
+            launch.wait(timeout=60)
+    assert launch.returncode == 130, out[-3000:]
+    assert "[study] interrupted: 1/4 trials done" in out and "python -m study resume ctrlc" in out
+    _, [parent], before = trial_runs(uri, "ctrlc")
+    assert parent.info.status == "KILLED" and parent.data.tags["mollify.state"] == "interrupted"
+    info = status_of(tmp_path, "ctrlc")
+    assert (info["state"], info["finished"], info["interrupted"], info["running"]) == ("interrupted", 1, 1, 0)
+    assert info["never_started"] == 4 - len(before) >= 1
+
+    proc = run_study(study_cmd(tmp_path, "resume", "ctrlc", "--no-figures"), timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    client, [parent], children = trial_runs(uri, "ctrlc")
+    assert len(children) == 4 and parent.info.status == "FINISHED" and parent.data.tags["mollify.state"] == "finished"
+    for run in children:
+        assert run.info.status == "FINISHED"
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == [1, 2, 3]
+    assert status_of(tmp_path, "ctrlc")["state"] == "finished"
+
+
+FAILING_SPEC = {
+    "trial": {"dataset": "synthetic", "train_size": 256, "model": "smallcnn", "epochs": 1, "batch_size": 64,
+              "lr": 1.0e30, "limit_eval_images": 64, "corruption_source": "none", "valid_per_class": 8,
+              "valid_corrupt_images": 16},
+    "search": {"algorithm": "tpe", "objectives": [["valid/error", "min"]], "num_samples": 2,
+               "space": {"beta": {"type": "float", "low": 1, "high": 9}}},
+    "resources": {"cpus": 1}, "max_concurrent": 2, "max_failures": 0,
+}
+
+
+@pytest.mark.slow
+def test_failed_trials_fail_the_study_and_never_score(tmp_path):
+    """lr 1e30: every trial's loss diverges. The study exits 1, its parent run is FAILED, Optuna
+    holds FAIL (no value), and each run says why."""
+    uri, storage = f"sqlite:///{tmp_path / 'mlflow.db'}", f"sqlite:///{tmp_path / 'optuna.db'}"
+    path = tmp_path / "failing.yaml"
+    path.write_text(yaml.safe_dump(FAILING_SPEC))
+    proc = run_study(study_cmd(tmp_path, "launch", str(path), "--name", "failing", "--tracking-uri", uri,
+                               "--storage", storage), timeout=400)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "[study] failing: 0/2 trials done, 2 failed" in proc.stdout
+    assert proc.stdout.count("the training loss became") == 2  # the reason, on the console
+    _, [parent], children = trial_runs(uri, "failing")
+    assert parent.info.status == "FAILED" and parent.data.tags["mollify.state"] == "failed"
+    assert [r.info.status for r in children] == ["FAILED", "FAILED"]
+    assert all("TrialDivergedError" in r.data.tags["mollify.status"] for r in children)
+    trials = optuna.load_study(study_name="failing", storage=storage).trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL] * 2 and all(t.value is None for t in trials)
+    assert status_of(tmp_path, "failing")["state"] == "failed"
+
+    # The same name from another runs folder, on the same MLflow store: refused, nothing created.
+    other = tmp_path / "elsewhere"
+    refused = run_study(study_cmd(other, "launch", str(path), "--name", "failing", "--tracking-uri", uri,
+                                  "--storage", f"sqlite:///{tmp_path / 'optuna2.db'}"), timeout=120)
+    assert refused.returncode == 2 and "already holds a study" in refused.stderr
+    assert not (other / "runs" / "failing").exists() and len(trial_runs(uri, "failing")[1]) == 1
+
+
+TINY_SPEC = {
+    "trial": {"dataset": "synthetic", "train_size": 128, "model": "smallcnn", "epochs": 1, "batch_size": 64,
+              "limit_eval_images": 32, "corruption_source": "none"},
+    "search": {"algorithm": "grid", "grid": [{"beta": [2]}]},
+    "resources": {"cpus": 1}, "max_failures": 0,
+}
+
+
+@pytest.mark.slow
+def test_one_name_is_claimed_once_and_first_launches_share_fresh_stores(tmp_path):
+    """Two launches of one name at once used to make one Optuna study with 2N trials and two parent
+    runs; two first launches of different names raced on MLflow's schema. Now: one claim wins;
+    different names both work on the fresh stores."""
+    uri, storage = f"sqlite:///{tmp_path / 'mlflow.db'}", f"sqlite:///{tmp_path / 'optuna.db'}"
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY_SPEC))
+
+    def start(name: str) -> subprocess.Popen:
+        return subprocess.Popen(study_cmd(tmp_path, "launch", str(path), "--name", name, "--tracking-uri", uri,
+                                          "--storage", storage, "--no-figures"), env=study_env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+    procs = [start("first"), start("second"), start("first")]
+    try:
+        outs = [p.communicate(timeout=400) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+    codes = [p.returncode for p in procs]
+    assert codes[1] == 0, outs[1]
+    assert sorted([codes[0], codes[2]]) == [0, 2], outs  # one "first" ran, the other was refused
+    loser = outs[0] if codes[0] == 2 else outs[2]
+    assert "exists" in loser[1] and len(loser[1].strip().splitlines()) == 1
+    for name in ("first", "second"):
+        _, parents, children = trial_runs(uri, name)
+        assert len(parents) == 1 and len(children) == 1 and children[0].info.status == "FINISHED"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("args", "says"), [
+    (("--name", "../../escape"), "use letters, digits"),
+    (("--gpus-per-trial", "1"), "but the Ray cluster has"),
+    (("--tracking-uri", "http://127.0.0.1:9"), "does not answer within 5 s"),
+    (("--storage", "postgresql://nobody@127.0.0.1:9/optuna"), "cannot be reached"),
+    (("--set", "beta=4"), "fixes a key the study searches (search.grid)"),
+    (("--set", "dataset=cifar10", "--set", "data_root={tmp}/nowhere"), "CIFAR10 files not found"),
+])
+def test_mistakes_fail_before_ray_runs_a_trial_and_leave_nothing(tmp_path, args, says):
+    """Each used to start Ray (and trials) and fail late, hang, or write where it should not."""
+    args = [a.format(tmp=tmp_path) for a in args]
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY_SPEC))
+    started = time.monotonic()
+    proc = run_study(study_cmd(tmp_path, "launch", str(path), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}",
+                               "--storage", f"sqlite:///{tmp_path / 'o.db'}", *args), timeout=120)
+    assert time.monotonic() - started < 90
+    assert proc.returncode == 2 and says in proc.stderr, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not list((tmp_path / "runs").glob("*")) if (tmp_path / "runs").exists() else True
+    assert not (tmp_path.parent / "escape").exists()
+    assert trial_runs(f"sqlite:///{tmp_path / 'm.db'}", "tiny")[1] == []

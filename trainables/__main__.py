@@ -16,10 +16,11 @@ import sys
 import time
 from pathlib import Path
 
+from trainables.cli import one_line
 from trainables.config import ConfigError, TrialConfig, parse_overrides
 from trainables.corruptions import OfficialSetNotFoundError
 from trainables.corruptions.provision import resolve_corruption_set
-from trainables.data import DatasetError, DatasetNotFoundError
+from trainables.data import DatasetError, DatasetNotFoundError, prepare_dataset
 from trainables.pipeline import DeviceError, resolve_device
 from trainables.reevaluate import EVAL_PREFIX, EvaluateError, EvaluateRequest, evaluate_logged_model
 from trainables.tracking import DEFAULT_EXPERIMENT, FinishedRunError, MlflowTrialLogger
@@ -101,7 +102,8 @@ def print_summary(cfg: TrialConfig, result: TrialResult, logger: MlflowTrialLogg
 
 def run(args: argparse.Namespace) -> int:
     cfg = resolve_corruption_set(build_config(args.config, args.overrides))  # the params say what runs
-    resolve_device(cfg.device)  # a missing device fails before any run is created
+    resolve_device(cfg.device)  # a missing device or dataset fails before any run is created
+    prepare_dataset(cfg.dataset, cfg.data_root)
     logger = start_logger(args, cfg)
     start = time.perf_counter()
 
@@ -145,16 +147,6 @@ def main(argv: list[str] | None = None) -> int:
         return one_line(err, 1, args.debug)
     except Exception as err:
         return one_line(err, 1, args.debug, unexpected=True)
-
-
-def one_line(err: Exception, code: int, debug: bool, unexpected: bool = False) -> int:
-    """An error as one line on stderr and the exit code; `--debug` raises it for its traceback."""
-    if debug:
-        raise err
-    kind = f"{type(err).__name__}: " if unexpected else ""
-    first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-    print(f"error: {kind}{first} (--debug shows the traceback)", file=sys.stderr)
-    return code
 
 
 if __name__ == "__main__":

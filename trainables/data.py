@@ -49,6 +49,7 @@ __all__ = [
     "TINY_IMAGENET_URL",
     "cifar_missing_message",
     "load_dataset",
+    "prepare_dataset",
     "split_validation",
     "tiny_missing_message",
 ]
@@ -385,6 +386,23 @@ def _load_cifar(req: LoadRequest, cls: CifarClass, name: str) -> ImageSet:
         images, labels = images[keep], labels[keep]
     mean, std = DATASET_STATS[name]
     return ImageSet(_resize(images, req.image_size), labels, names, mean, std)
+
+
+CIFAR_CLASSES: dict[str, CifarClass] = {"cifar10": torchvision.datasets.CIFAR10,
+                                         "cifar100": torchvision.datasets.CIFAR100}
+
+
+def prepare_dataset(name: str, root: str | Path, download: bool = True) -> None:
+    """Make sure dataset `name` is under `root` before any trial reads it: CIFAR is downloaded there
+    when missing (once, by the caller: a study's driver, or the trial CLI), Tiny ImageNet is
+    looked for. A study's trials then only read (`load_dataset(download=False)`), so they neither
+    download at once into one folder nor each fail on their own without a network. Raises
+    DatasetNotFoundError saying where the files must be."""
+    root = Path(root).expanduser()
+    if name in CIFAR_CLASSES and _cifar_missing(CIFAR_CLASSES[name], root):
+        _download_cifar(CIFAR_CLASSES[name], root, True, download)
+    elif name == "tinyimagenet":
+        _tiny_root(root)
 
 
 def _cifar_required(cls: CifarClass) -> list[str]:

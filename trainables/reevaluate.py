@@ -27,7 +27,7 @@ from mlflow.tracking import MlflowClient
 
 from trainables.config import TrialConfig
 from trainables.corruptions.provision import resolve_corruption_set
-from trainables.data import ImageSet
+from trainables.data import ImageSet, prepare_dataset
 from trainables.pipeline import resolve_device
 from trainables.tracking import MODEL_ARTIFACT, log_metrics, resolve_tracking_uri
 from trainables.train import evaluate_clean, evaluate_corrupted, load_test_split
@@ -64,6 +64,7 @@ def evaluate_logged_model(req: EvaluateRequest) -> tuple[str, dict[str, float]]:
     with tempfile.TemporaryDirectory() as tmp:
         model, card = _load_model(client, req.run_id, Path(tmp))
     device = resolve_device(req.device)
+    prepare_dataset(cfg.dataset, cfg.data_root)
     test = load_test_split(cfg, device, image_size=_side(card))
     _check_classes(card, test, cfg)
     cfg = resolve_corruption_set(cfg)

@@ -135,7 +135,8 @@ def read_checkpoint(folder: Path, config: dict) -> dict:
 
 def load_splits(cfg: TrialConfig, device: torch.device) -> tuple[ImageSet, ImageSet | None, ImageSet]:
     """(train, validation or None when `valid_per_class` is 0, test)."""
-    train = load_dataset(cfg.dataset, cfg.data_root, "train", num_classes=cfg.num_classes,
+    # The caller prepared the data (prepare_dataset): a trial only reads it, it never downloads.
+    train = load_dataset(cfg.dataset, cfg.data_root, "train", num_classes=cfg.num_classes, download=False,
                          image_size=cfg.image_size, device=device, seed=cfg.seed, synthetic_size=cfg.train_size)
     if not cfg.valid_per_class:
         return train, None, load_test_split(cfg, device)
@@ -149,7 +150,7 @@ def load_splits(cfg: TrialConfig, device: torch.device) -> tuple[ImageSet, Image
 def load_test_split(cfg: TrialConfig, device: torch.device, image_size: int | None = None) -> ImageSet:
     """The clean test split the trial evaluates on (its first `limit_eval_images`), resized to
     `image_size` (default: the config's)."""
-    test = load_dataset(cfg.dataset, cfg.data_root, "test", num_classes=cfg.num_classes,
+    test = load_dataset(cfg.dataset, cfg.data_root, "test", num_classes=cfg.num_classes, download=False,
                         image_size=image_size or cfg.image_size, device=device, seed=cfg.seed)
     return first(test, cfg.limit_eval_images)
 

@@ -1,0 +1,186 @@
+"""What a launch checks and claims before Ray starts a trial, so that a mistake fails in seconds, in
+one line, and leaves nothing behind: the study's name (a safe one, claimed atomically), the MLflow
+and Optuna stores (reachable, created once under a lock), the cluster's resources, the datasets
+(prepared once, here, for every trial).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import shutil
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+import ray
+import sqlalchemy
+from mlflow.tracking import MlflowClient
+
+from study.record import KIND_TAG, RECORD_FILE, safe_uri
+from study.spec import StudySpec
+from trainables.config import TrialConfig
+from trainables.data import DatasetNotFoundError, prepare_dataset
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+PROBE_TIMEOUT_S = 5
+DRIVER_LOCK = "driver.lock"  # held by the process driving the study (launch or resume)
+
+
+class StudyError(RuntimeError):
+    """A study that cannot be launched or resumed as asked; the message says why and what to do."""
+
+
+def check_name(name: str) -> None:
+    """Study names become folders, MLflow experiments and Optuna studies: letters, digits, '.',
+    '_' and '-' only, so that no name reaches outside the runs folder (`../x`) or clashes in a URL."""
+    if not NAME.fullmatch(name) or name in (".", ".."):
+        raise StudyError(f"study name {name!r}: use letters, digits, '.', '_' and '-' (at most 100, "
+                         "starting with a letter or digit)")
+
+
+# --- locks and the claim ---------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def file_lock(path: Path, *, blocking: bool = True) -> Iterator[bool]:
+    """An exclusive lock on `path` (created if missing) for the block; yields whether it was taken
+    (always, when blocking). An flock: the kernel releases it when its process dies."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def driver_running(folder: Path) -> bool:
+    """Whether a process drives the study in `folder` now (holds its driver lock)."""
+    if not (folder / DRIVER_LOCK).exists():
+        return False
+    with file_lock(folder / DRIVER_LOCK, blocking=False) as taken:
+        return not taken
+
+
+@contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Serialise the first use of a SQLite store: MLflow and Optuna create their tables on first
+    contact, and two launches doing it at once fail ('duplicate column name'). Servers need none."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    with file_lock(Path(uri.removeprefix("sqlite:///") + ".lock")):
+        yield
+
+
+@contextlib.contextmanager
+def claim(folder: Path, name: str) -> Iterator[Path]:
+    """Claim study `name` by creating its record file exclusively (two launches of one name: one
+    wins, the other is refused). If the block fails, what the claim created is removed again, so a
+    refused launch leaves nothing behind."""
+    existed = folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    record = folder / RECORD_FILE
+    try:
+        os.close(os.open(record, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        raise StudyError(f"study {name!r} exists in {folder} (or is being launched): `python -m study resume "
+                         f"{name}` continues it, or choose another --name") from None
+    try:
+        yield record
+    except BaseException:
+        if record.exists() and record.stat().st_size == 0:  # claimed, never written
+            shutil.rmtree(folder) if not existed else record.unlink()
+        raise
+
+
+# --- the stores ------------------------------------------------------------------------------------
+
+def _writable_sqlite(uri: str, what: str) -> None:
+    path = Path(uri.removeprefix("sqlite:///"))
+    folder = path.parent
+    if folder.exists() and not os.access(folder, os.W_OK) or path.exists() and not os.access(path, os.W_OK):
+        raise StudyError(f"the {what} {uri} is not writable; pass another one")
+
+
+def probe_tracking(uri: str) -> None:
+    """The MLflow tracking store answers within seconds (a server's /health), or is a writable file."""
+    if uri.startswith("sqlite:///"):
+        return _writable_sqlite(uri, "MLflow store")
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(f"{safe_uri(uri).rstrip('/')}/health", timeout=PROBE_TIMEOUT_S):
+            return
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise StudyError(f"the MLflow server {safe_uri(uri)} does not answer within {PROBE_TIMEOUT_S} s ({reason}); "
+                         "start it or pass another --tracking-uri") from None
+
+
+def probe_storage(url: str) -> None:
+    """The Optuna storage accepts a connection within seconds, or is a writable file."""
+    if url.startswith("sqlite:///"):
+        return _writable_sqlite(url, "Optuna storage")
+    args = {"connect_timeout": PROBE_TIMEOUT_S} if url.startswith("postgresql") else {}
+    try:
+        engine = sqlalchemy.create_engine(url, connect_args=args)
+        with engine.connect():
+            pass
+        engine.dispose()
+    except Exception as err:  # the drivers raise their own kinds: any failure means no storage
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise StudyError(f"the Optuna storage {safe_uri(url)} cannot be reached ({first}); pass another --storage") \
+            from None
+
+
+def check_experiment_free(client: MlflowClient, name: str) -> None:
+    """One study per MLflow experiment: the same name launched from another runs folder would
+    merge two studies into one experiment."""
+    found = client.get_experiment_by_name(name)
+    if found is None:
+        return
+    parents = client.search_runs([found.experiment_id], filter_string=f"tags.`{KIND_TAG}` = 'study'", max_results=1)
+    if parents:
+        raise StudyError(f"the MLflow experiment {name!r} at {safe_uri(client.tracking_uri)} already holds a study "
+                         f"(parent run {parents[0].info.run_id}, perhaps launched from another --runs-dir); "
+                         "choose another --name")
+
+
+# --- the cluster and the data -------------------------------------------------------------------------
+
+def check_resources(spec: StudySpec) -> None:
+    """A trial asking for more than the whole cluster has would wait forever: fail now, saying
+    what there is."""
+    have = ray.cluster_resources()
+    cpus, gpus = have.get("CPU", 0.0), have.get("GPU", 0.0)
+    if spec.gpus > gpus or spec.cpus > cpus:
+        raise StudyError(f"each trial asks for {spec.cpus:g} CPU and {spec.gpus:g} GPU, but the Ray cluster has "
+                         f"{cpus:g} CPU and {gpus:g} GPU in all; use --cpus-per-trial / --gpus-per-trial within that")
+
+
+def datasets(spec: StudySpec) -> list[tuple[str, str]]:
+    """The (dataset, data_root) pairs the study's trials read: its grid's, or its search's fixed
+    values and searched choices."""
+    if spec.algorithm == "grid":
+        configs = [TrialConfig.from_dict(c) for c in spec.trial_configs()]
+        return sorted({(c.dataset, c.data_root) for c in configs})
+    base = TrialConfig.from_dict(spec.trial)
+    names = spec.space["dataset"].choices if "dataset" in spec.space else (base.dataset,)
+    return sorted({(name, base.data_root) for name in names})
+
+
+def prepare_data(spec: StudySpec) -> None:
+    """Download or find every dataset the trials read, once, here (see trainables.data.prepare_dataset)."""
+    for name, root in datasets(spec):
+        try:
+            prepare_dataset(name, root)
+        except DatasetNotFoundError as err:
+            raise StudyError(str(err).splitlines()[0] + " " + " ".join(str(err).splitlines()[1:2])) from None
