@@ -599,9 +599,11 @@ def status_of(tmp_path: Path, name: str) -> dict:
 
 
 @pytest.mark.slow
-def test_ctrl_c_says_interrupted_and_resume_finishes(tmp_path):
-    """Ctrl-C with trials pending used to exit 0 with the parent run FINISHED; now: exit 130, the
-    parent run KILLED (resumable), status 'interrupted', and `resume` finishes exactly N trials."""
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_says_interrupted_and_resume_finishes(tmp_path, stop):
+    """Ctrl-C (or SIGTERM) with trials pending used to exit 0 with the parent run FINISHED; now:
+    exit 130, the parent run KILLED (resumable), status 'interrupted', and `resume` finishes
+    exactly N trials."""
     uri, storage = f"sqlite:///{tmp_path / 'mlflow.db'}", f"sqlite:///{tmp_path / 'optuna.db'}"
     path = tmp_path / "resume.yaml"
     path.write_text(yaml.safe_dump(RESUME_SPEC))
@@ -615,7 +617,7 @@ def test_ctrl_c_says_interrupted_and_resume_finishes(tmp_path):
             return any(r.info.status == "FINISHED" for r in children) and any(
                 r.info.status == "RUNNING" and client.get_metric_history(r.info.run_id, "train/loss") for r in children)
         wait_for(one_done_one_running, 400, launch)
-        os.kill(launch.pid, signal.SIGINT)  # Ctrl-C, to the driver
+        os.kill(launch.pid, stop)  # Ctrl-C (or a scheduler's stop), to the driver
         out, _ = launch.communicate(timeout=180)
     finally:
         if launch.poll() is None:
@@ -628,6 +630,8 @@ def test_ctrl_c_says_interrupted_and_resume_finishes(tmp_path):
     info = status_of(tmp_path, "ctrlc")
     assert (info["state"], info["finished"], info["interrupted"], info["running"]) == ("interrupted", 1, 1, 0)
     assert info["never_started"] == 4 - len(before) >= 1
+    if stop == signal.SIGTERM:
+        return  # the same path on from here
 
     proc = run_study(study_cmd(tmp_path, "resume", "ctrlc", "--no-figures"), timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -724,6 +728,7 @@ def test_one_name_is_claimed_once_and_first_launches_share_fresh_stores(tmp_path
     (("--storage", "postgresql://nobody@127.0.0.1:9/optuna"), "cannot be reached"),
     (("--set", "beta=4"), "fixes a key the study searches (search.grid)"),
     (("--set", "dataset=cifar10", "--set", "data_root={tmp}/nowhere"), "CIFAR10 files not found"),
+    (("--storage", "sqlite:///{tmp}/tiny.yaml/optuna.db"), "cannot make the folder of a SQLite store"),
 ])
 def test_mistakes_fail_before_ray_runs_a_trial_and_leave_nothing(tmp_path, args, says):
     """Each used to start Ray (and trials) and fail late, hang, or write where it should not."""
@@ -731,8 +736,9 @@ def test_mistakes_fail_before_ray_runs_a_trial_and_leave_nothing(tmp_path, args,
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(TINY_SPEC))
     started = time.monotonic()
+    defaults = ["--storage", f"sqlite:///{tmp_path / 'o.db'}"] if "--storage" not in args else []
     proc = run_study(study_cmd(tmp_path, "launch", str(path), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}",
-                               "--storage", f"sqlite:///{tmp_path / 'o.db'}", *args), timeout=120)
+                               *defaults, *args), timeout=120)
     assert time.monotonic() - started < 90
     assert proc.returncode == 2 and says in proc.stderr, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert len(proc.stderr.strip().splitlines()) == 1
