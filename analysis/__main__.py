@@ -82,3 +82,7 @@ def error_line(err: Exception, debug: bool, unexpected: bool = False) -> int:
     kind = f"{type(err).__name__}: " if unexpected else ""
     print(f"error: {kind}{text.splitlines()[0] if text else ''} (--debug shows the traceback)", file=sys.stderr)
     return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -85,6 +85,7 @@ def make_figures(name: str, tracking_uri: str, runs_dir: Path, verbose: bool) ->
     with open(folder / LOG_FILE, "a") as log:
         sink = None if verbose else log
         done = subprocess.run(cmd, check=False, stdout=sink, stderr=sink).returncode == 0
+    done = done and (out / "report.html").exists()
     if done:
         print(f"[study] figures: {out / 'report.html'} (also attached to the parent run under figures/)", flush=True)
     else:

@@ -431,7 +431,7 @@ def run(spec: StudySpec, record: StudyRecord, runs_dir: Path, *, tune_restore: b
         say(f"[study] interrupted: {outcome.ended}/{outcome.total} trials done, {outcome.failed} failed; "
             f"`python -m study resume {spec.name}` continues it")
     else:
-        say(f"[study] {spec.name}: {outcome.ended}/{outcome.total} trials done, {outcome.failed} failed")
+        say(f"[study] {spec.name} {outcome.state}: {outcome.ended}/{outcome.total} trials ended, {outcome.failed} failed")
     return outcome
 
 

@@ -663,7 +663,7 @@ def test_failed_trials_fail_the_study_and_never_score(tmp_path):
     proc = run_study(study_cmd(tmp_path, "launch", str(path), "--name", "failing", "--tracking-uri", uri,
                                "--storage", storage), timeout=400)
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "[study] failing: 0/2 trials done, 2 failed" in proc.stdout
+    assert "[study] failing failed: 0/2 trials ended, 2 failed" in proc.stdout
     assert proc.stdout.count("the training loss became") == 2  # the reason, on the console
     _, [parent], children = trial_runs(uri, "failing")
     assert parent.info.status == "FAILED" and parent.data.tags["mollify.state"] == "failed"

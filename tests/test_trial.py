@@ -172,11 +172,13 @@ def test_cli_logs_a_trial_into_a_sqlite_mlflow_store(tmp_path, capsys):
     assert run.info.status == "FINISHED" and run.info.run_name == "one-epoch"
     assert run.data.params["beta"] == "4.0" and run.data.params["dataset"] == "synthetic"
     # params: the knobs that acted (valid_seed and valid_corrupt_images need a validation split,
-    # limit_corrupt_images an on-the-fly corrupted set); config.yaml keeps every value
+    # limit_corrupt_images an on-the-fly corrupted set, jsd_weight jsd, ipmix_mixing_set ipmix);
+    # config.yaml keeps every value
     cfg = TrialConfig.from_dict({**QUICK, "epochs": 1, "beta": 4})
     assert set(run.data.params) == set(active_params(cfg))
     assert set(TrialConfig().to_dict()) - set(run.data.params) == {"valid_seed", "valid_corrupt_images",
-                                                                   "limit_corrupt_images"}
+                                                                   "limit_corrupt_images", "jsd_weight",
+                                                                   "ipmix_mixing_set"}
     for key in ("clean/error", "clean/nll", "clean/ece", "clean/ece_batch100", "train/loss", "train/error", "lr"):
         assert key in run.data.metrics, key
         assert 0 <= run.data.metrics[key] < 10

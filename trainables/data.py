@@ -519,7 +519,8 @@ def tiny_missing_message(root: Path, problem: str) -> str:
     """Where Tiny ImageNet must be, in which layout, and where it comes from."""
     where = Path(root).expanduser().resolve()
     return "\n".join([
-        f"Tiny ImageNet not found under {where}: {problem}.",
+        f"Tiny ImageNet not found under {where}: {problem}; unzip {TINY_IMAGENET_URL} there (it makes "
+        f"{TINY_IMAGENET_FOLDER}/) or point data_root at a {TINY_IMAGENET_FOLDER}/ folder.",
         f"Expected layout (root = the {TINY_IMAGENET_FOLDER}/ folder itself or its parent):",
         f"  {TINY_IMAGENET_FOLDER}/wnids.txt, words.txt (optional, class names)",
         f"  {TINY_IMAGENET_FOLDER}/train/<wnid>/images/*.JPEG  (may be partial: whatever exists "
