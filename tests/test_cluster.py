@@ -293,9 +293,9 @@ PG_URL = f"postgresql://postgres@127.0.0.1:{PG_PORT}"  # no password in a URL: l
 ADMIN = "admin"
 
 # A small synthetic study whose trials last long enough to be interrupted (about 2 s an epoch on
-# one core), retried from their checkpoints by Ray (max_failures).
+# an idle core), retried from their checkpoints by Ray (max_failures).
 FAULT_SPEC = {
-    "trial": {"dataset": "synthetic", "train_size": 3072, "model": "smallcnn", "epochs": 6, "batch_size": 64,
+    "trial": {"dataset": "synthetic", "train_size": 1536, "model": "smallcnn", "epochs": 5, "batch_size": 64,
               "lr": 0.05, "limit_eval_images": 200, "corruption_source": "none", "valid_per_class": 10,
               "valid_corrupt_images": 32},
     "search": {"algorithm": "tpe", "objectives": [["valid/error", "min"]], "num_samples": 2,
@@ -336,7 +336,7 @@ def wait_epoch(tracking, experiment, epoch, timeout):
                     return run["id"]
         except Exception:
             pass
-        time.sleep(0.5)
+        time.sleep(2)
     raise SystemExit(f"no trial of {experiment} reached epoch {epoch} in {timeout} s")
 
 def optuna_states(storage, name):
