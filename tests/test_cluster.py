@@ -1,18 +1,23 @@
-"""The cluster: `docker-compose.yml` (fast, parsed) and the same services run as plain processes
-with a real study through them (slow).
+"""The cluster: `docker-compose.yml` (fast, parsed) and the same services run as plain processes,
+with real studies through them, under faults and attack (slow).
 
 Docker cannot run here (only the client is installed: no engine, no `docker compose`), so the
-compose file is validated by parsing it with PyYAML, and the next test starts the very services it
-declares, PostgreSQL 15 with two databases (mlflow, optuna), an MLflow tracking server on that
-PostgreSQL serving artifacts, and a two-node Ray cluster with token authentication, as plain
-processes on loopback, then runs the `smoke` study through them the way a user does inside the
-cluster (`python -m study launch ... --address --tracking-uri http://... --storage postgresql://...`).
+compose file is validated by parsing it with PyYAML: the services, MLflow's basic-auth app, secrets
+only as `${...:?}` references (no password in any URL), `.env` ignored, pinned images and Python
+dependencies, read-only datasets. The slow tests start the very services it declares, PostgreSQL 15
+with password authentication and two databases (mlflow, optuna), MLflow's basic-auth server on it
+with the compose file's auth config, and a two-node Ray cluster with token authentication, as plain
+processes, then run studies through them the way a user does inside the cluster
+(`python -m study launch ... --address --tracking-uri http://... --storage postgresql://...`),
+with every credential in the environment only: the smoke study; a study whose worker node is
+killed mid-trial; a study during which the MLflow server restarts; nodes and drivers without the
+token; requests without MLflow credentials; and a search of every file the studies wrote for the
+secrets (docs/reliability.md sums them up).
 
-Everything of the slow test runs inside one network namespace whose only interface is loopback
-(`unshare --net`), so no listener it starts is reachable from outside the machine; a script in
-that namespace starts the services, runs the study, checks the stores from inside the namespace
-(writing a JSON summary for the test), and stops every service by its process group, even on
-failure.
+Everything of the slow tests runs inside one network namespace whose only interface is loopback
+(`unshare --net`, held open by a sleeping process and entered with `nsenter`), so no listener they
+start is reachable from outside the machine. Each service runs in its own process group: a test
+stops one by its id, and the module fixture stops all of them, even on failure.
 """
 
 from __future__ import annotations
