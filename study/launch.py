@@ -156,7 +156,9 @@ class Progress(tune.Callback):
         self.launched = time.monotonic()
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.started.setdefault(trial.trial_id, time.monotonic())
+        if trial.trial_id in self.started:  # restarted after a failure: not a new trial
+            return
+        self.started[trial.trial_id] = time.monotonic()
         if len(self.started) == 1:
             say(f"[study] first trial started {time.monotonic() - self.launched:.1f} s after launch")
 
