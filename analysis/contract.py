@@ -52,7 +52,8 @@ ACTIVE_WHEN: dict[str, tuple[tuple[str, str, Any], ...]] = {
 }
 
 
-def _missing(value: Any) -> bool:
+def is_missing(value: Any) -> bool:
+    """None or NaN: a param or metric a run does not have."""
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
@@ -61,7 +62,7 @@ def clause_holds(clause: Sequence[Any] | Mapping[str, Any], values: Mapping[str,
     values lack (itself without effect, so not logged) never satisfies it."""
     key, op, expected = (clause["key"], clause["op"], clause["value"]) if isinstance(clause, Mapping) else clause
     value = values.get(key)
-    if _missing(value):
+    if is_missing(value):
         return False
     if op == "contains":
         return isinstance(value, str) and str(expected) in value

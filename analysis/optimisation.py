@@ -6,7 +6,6 @@ them; and the Pareto set of a multi-objective study."""
 from __future__ import annotations
 
 import contextlib
-import math
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -15,7 +14,7 @@ import pandas as pd
 from optuna.distributions import (BaseDistribution, CategoricalDistribution, FloatDistribution,
                                   IntDistribution)
 
-from analysis.contract import ACTIVE_WHEN, rule_holds
+from analysis.contract import ACTIVE_WHEN, is_missing, rule_holds
 
 OPTUNA_SEARCHES = ("tpe", "gp", "nsga2", "random")
 DIRECTIONS = {"min": "minimize", "max": "maximize"}
@@ -44,10 +43,6 @@ def acted(name: str, domain: Mapping[str, Any], row: Mapping[str, Any]) -> bool:
     return rule_holds(domain.get("active_when", ACTIVE_WHEN.get(name)), row)
 
 
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
 def trial_params(row: Mapping[str, Any], space: Mapping[str, Mapping[str, Any]]
                  ) -> tuple[dict[str, Any], dict[str, BaseDistribution]]:
     """The searched params of one run that acted in it and lie in their domain: what Optuna's own
@@ -55,7 +50,7 @@ def trial_params(row: Mapping[str, Any], space: Mapping[str, Mapping[str, Any]]
     params, dists = {}, {}
     for name, domain in space.items():
         value = row.get(name)
-        if _missing(value) or not acted(name, domain, row):
+        if is_missing(value) or not acted(name, domain, row):
             continue
         dist = distribution(domain)
         if isinstance(value, np.generic):
@@ -90,7 +85,7 @@ def rebuild_study(runs: pd.DataFrame, objectives: Sequence[tuple[str, str]],
     metrics = [m for m, _ in objectives]
     for row in runs.to_dict("records"):
         values = [row.get(m) for m in metrics]
-        if any(_missing(v) for v in values):
+        if any(is_missing(v) for v in values):
             continue
         params, dists = trial_params(row, space)
         study.add_trial(optuna.trial.create_trial(params=params, distributions=dists,

@@ -97,7 +97,10 @@ def claim(folder: Path, name: str) -> Iterator[Path]:
         yield record
     except BaseException:
         if record.exists() and record.stat().st_size == 0:  # claimed, never written
-            shutil.rmtree(folder) if not existed else record.unlink()
+            if existed:
+                record.unlink()
+            else:
+                shutil.rmtree(folder)
         raise
 
 
@@ -182,5 +185,5 @@ def prepare_data(spec: StudySpec) -> None:
     for name, root in datasets(spec):
         try:
             prepare_dataset(name, root)
-        except DatasetNotFoundError as err:
-            raise StudyError(str(err).splitlines()[0] + " " + " ".join(str(err).splitlines()[1:2])) from None
+        except DatasetNotFoundError as err:  # its first line says where the files must be
+            raise StudyError(str(err)) from None

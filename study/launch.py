@@ -29,8 +29,8 @@ from study.console import quiet_console, say
 from study.guards import (DRIVER_LOCK, StudyError, check_experiment_free, check_name, check_resources, claim,
                           driver_running, file_lock, prepare_data, probe_storage, probe_tracking, store_lock)
 from study.record import (CORRUPTION_SETS_TAG, OPTUNA_RUN_ATTR, OPTUNA_RUN_NAME_ATTR, RECORD_FILE, STATE_TAG,
-                          Progress as RunCounts, StudyRecord, label_keys, optuna_study_attrs, progress, safe_uri, set_parent_state,
-                          start_parent_run, trial_runs, ui_link, update_parent)
+                          StudyRecord, Tally, label_keys, optuna_study_attrs, safe_uri, set_parent_state,
+                          start_parent_run, tally, trial_runs, ui_link, update_parent)
 from study.spec import TRIAL_NUMBER_KEY, DefineByRun, StudySpec
 from study.trainable import STUDY_KEY, existing_run, mark_stopped_early, train_trial
 from trainables.config import TrialConfig
@@ -437,7 +437,7 @@ def run(spec: StudySpec, record: StudyRecord, runs_dir: Path, *, tune_restore: b
     return outcome
 
 
-def judge(errors: int, runs: RunCounts, spec: StudySpec) -> Outcome:
+def judge(errors: int, runs: Tally, spec: StudySpec) -> Outcome:
     """A study is finished only when every one of its trials ended: its MLflow run FINISHED (it
     reported its last epoch) or stopped early by the scheduler. Ray's statuses cannot say it: on
     Ctrl-C, Tune marks the trials it stops TERMINATED, as if they had ended, and counts those
@@ -471,13 +471,13 @@ def status(name: str, *, runs_dir: Path) -> dict[str, Any]:
     experiment_id = ensure_experiment(client, name)
     metric = spec.objectives[0][0]  # what was searched (for a grid: the objective it names)
     runs = trial_runs(client, experiment_id)
-    state = progress(runs, spec.objectives[0])
+    state = tally(runs, spec.objectives[0])
     parent = client.get_run(record.parent_run_id)
     live = driver_running(study_dir(runs_dir, name))
-    study_state = "running" if live else parent.data.tags.get(STATE_TAG) or {
-        "FINISHED": "finished", "FAILED": "failed"}.get(parent.info.status, "interrupted")
-    if study_state == "running" and not live:
-        study_state = "interrupted"  # its driver died without a word (SIGKILL, a lost machine)
+    study_state = "running" if live else parent.data.tags.get(STATE_TAG)
+    if study_state not in ("running", *OUTCOMES) or study_state == "running" and not live:
+        # no driver, and none said how it ended: it died without a word (SIGKILL, a lost machine)
+        study_state = {"FINISHED": "finished", "FAILED": "failed"}.get(parent.info.status, "interrupted")
     best = state.best
     return {
         "name": name, "preset": record.preset, "algorithm": spec.algorithm, "total": spec.total_trials(),

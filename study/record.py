@@ -30,7 +30,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
 from study.spec import StudySpec, parse_spec
-from trainables.config import ACTIVE_WHEN, TrialConfig, is_active
+from trainables.config import ACTIVE_WHEN, MOLLIFYING, TrialConfig, is_active
 from trainables.tracking import ensure_experiment, git_commit
 
 # --- the contract with analysis ------------------------------------------------------------------
@@ -148,7 +148,7 @@ def trial_run_name(number: int, values: Mapping[str, Any], keys: Iterable[str]) 
     """`0003 xn beta=4 s0`: the trial's number, the values of the study's `label_keys` that acted in
     this trial, and its seed. `mollify` on is named only when no mollification knob says it."""
     shown = [k for k in keys if k in values and is_active(k, values)]
-    mollifying = any(ACTIVE_WHEN.get(k, ()) and ACTIVE_WHEN[k][0][0] == "mollify" for k in shown)
+    mollifying = any(MOLLIFYING[0] in ACTIVE_WHEN.get(k, ()) for k in shown)
     parts = [_name_part(k, values[k]) for k in shown if not (k == "mollify" and values[k] and mollifying)]
     return " ".join([f"{number:04d}", *parts, f"s{values.get('seed', 0)}"])
 
@@ -211,7 +211,7 @@ def trial_runs(client: MlflowClient, experiment_id: str) -> list[Run]:
 
 
 @dataclass(frozen=True)
-class Progress:
+class Tally:
     """Where a study stands, from its MLflow trial runs."""
 
     finished: int
@@ -225,17 +225,17 @@ class Progress:
         return self.finished + self.failed + self.stopped_early
 
 
-def progress(runs: list[Run], objective: tuple[str, str]) -> Progress:
+def tally(runs: list[Run], objective: tuple[str, str]) -> Tally:
     counts = {s: sum(r.info.status == s for r in runs) for s in ("FINISHED", "RUNNING", "FAILED", "KILLED")}
     stopped = sum(r.data.tags.get(STOPPED_EARLY_TAG) == "true" for r in runs)
     metric, mode = objective
     scored = [r for r in runs if r.info.status == "FINISHED" and metric in r.data.metrics]
     best = (min if mode == "min" else max)(scored, key=lambda r: r.data.metrics[metric], default=None)
-    return Progress(counts["FINISHED"], counts["RUNNING"], counts["FAILED"] + counts["KILLED"] - stopped,
+    return Tally(counts["FINISHED"], counts["RUNNING"], counts["FAILED"] + counts["KILLED"] - stopped,
                     stopped, best)
 
 
-def describe_study(spec: StudySpec, state: Progress | None = None) -> str:
+def describe_study(spec: StudySpec, state: Tally | None = None) -> str:
     """The parent run's description (Markdown): data, setting, search, and the best trial so far."""
     t = {**TrialConfig().to_dict(), **spec.trial}
     data = ", ".join(str(x) for x in (t["dataset"], t["num_classes"] and f"{t['num_classes']} classes",
@@ -246,7 +246,7 @@ def describe_study(spec: StudySpec, state: Progress | None = None) -> str:
              f"augmentation {t['augment']}.",
              f"Search: {spec.algorithm} over {varied}; {spec.total_trials()} trials; "
              f"{'selects on' if spec.algorithm != 'grid' else 'reports'} {metric} ({mode}).",
-             f"Effective spec: `{SPEC_ARTIFACT}`; figures: `figures/report.html` once written."]
+             f"Effective spec: `{SPEC_ARTIFACT}`; figures: `figures/report.html` (written when the study ends)."]
     if state is not None:
         lines.append(f"Trials: {state.finished} finished, {state.failed} failed, {state.stopped_early} stopped "
                      f"early, of {spec.total_trials()}.")
@@ -256,11 +256,11 @@ def describe_study(spec: StudySpec, state: Progress | None = None) -> str:
     return "\n\n".join(lines)
 
 
-def update_parent(spec: StudySpec, tracking_uri: str, parent_run_id: str) -> Progress:
+def update_parent(spec: StudySpec, tracking_uri: str, parent_run_id: str) -> Tally:
     """Log where the study stands into its parent run: counts and the best objective so far as
     metrics (step: the number of trials ended), and the description."""
     client = MlflowClient(tracking_uri)
-    state = progress(trial_runs(client, ensure_experiment(client, spec.name)), spec.objectives[0])
+    state = tally(trial_runs(client, ensure_experiment(client, spec.name)), spec.objectives[0])
     now = int(time.time() * 1000)
     values = dict(zip(COUNT_METRICS, (state.finished, state.failed, state.stopped_early)))
     if state.best is not None:

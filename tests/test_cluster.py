@@ -643,7 +643,6 @@ def test_cluster_services_run_a_study_on_loopback(cluster):
     recorded, the trials spread over both nodes, every listener on loopback."""
     cluster.launch("smoke", "smoke")
     rc = cluster.finish("smoke", timeout=300)
-    study_log = (cluster.work / "runs" / "smoke" / "study.log")
     logs = "\n".join([cluster.ns.log("study-smoke"), cluster.ns.log("mlflow"), cluster.ns.log("ray-head", 1500)])
     assert rc == 0, logs
     assert "[study] 4/4 trials done" in cluster.ns.log("study-smoke", 100_000), logs

@@ -103,7 +103,7 @@ def _quiet(logger_name: str):
 
 def _metrics(values: Mapping[str, float], step: int) -> list[Metric]:
     now = int(time.time() * 1000)
-    return [Metric(key, value, now, step) for key, value in float32_digits(values).items() if key != "epoch"]
+    return [Metric(key, value, now, step) for key, value in values.items() if key != "epoch"]
 
 
 def split_cells(values: Mapping[str, float]) -> tuple[dict[str, float], dict[str, pd.DataFrame]]:
@@ -111,7 +111,7 @@ def split_cells(values: Mapping[str, float]) -> tuple[dict[str, float], dict[str
     row per (corruption, severity), one column per metric, per prefix (corrupt, eval/<set>/corrupt)."""
     rest: dict[str, float] = {}
     rows: dict[str, dict[tuple[str, int], dict[str, float]]] = {}
-    for key, value in float32_digits(values).items():
+    for key, value in values.items():
         match = CELL.match(key)
         if match is None:
             rest[key] = value
@@ -126,8 +126,9 @@ def split_cells(values: Mapping[str, float]) -> tuple[dict[str, float], dict[str
 
 def log_metrics(client: MlflowClient, run_id: str, values: Mapping[str, float], step: int) -> None:
     """`values` into the run at `step`, in batches of MLflow's per-call limit (`epoch` left out);
-    corruption-grid cells as one table per prefix (see the module docstring)."""
-    rest, tables = split_cells(values)
+    corruption-grid cells as one table per prefix (see the module docstring). Values are stored as
+    their float32 digits (`float32_digits`, a no-op on what `run_trial` already rounded)."""
+    rest, tables = split_cells(float32_digits(values))
     metrics = _metrics(rest, step)
     for start in range(0, len(metrics), BATCH_LIMIT):
         client.log_batch(run_id, metrics=metrics[start : start + BATCH_LIMIT])
