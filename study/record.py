@@ -29,7 +29,7 @@ from mlflow.entities import Metric, Param, Run, RunStatus
 from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
-from study.spec import StudySpec, parse_spec
+from study.spec import StudySpec, expand_grid, parse_spec
 from trainables.config import ACTIVE_WHEN, MOLLIFYING, TrialConfig, is_active
 from trainables.tracking import ensure_experiment, git_commit
 
@@ -109,6 +109,8 @@ def record_data(spec: StudySpec) -> dict[str, Any]:
             "active_when": {k: [list(c) for c in rule] for k, rule in ACTIVE_WHEN.items()}}
     if spec.algorithm == "grid":
         data["trials"] = [{"number": i, "params": point} for i, point in enumerate(spec.trial_configs())]
+    if spec.endpoints is not None:
+        data["endpoints"] = spec.endpoints.record(expand_grid(spec.grid), spec.trial, spec.seeds)
     return data
 
 

@@ -14,6 +14,7 @@
     max_concurrent: 2                  # trials at once (0: as many as resources allow)
     max_failures: 2                    # retries of a failed trial, from its last checkpoint
     select_on_test: false              # true: accept an Optuna search or ASHA on test metrics (tagged)
+    endpoints: {primary: {metric: ..., arm: {...}, baseline: {...}}, secondary: [...]}   # grids: study/endpoints.py
 
 Every key of `trial`, `grid` and `space` is a `TrialConfig` field; every trial the study can run is
 checked as a `TrialConfig` here, so a bad value fails before Ray starts, naming the problem.
@@ -36,6 +37,7 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
+from study.endpoints import EndpointError, Endpoints, parse_endpoints
 from trainables.config import ACTIVE_WHEN, FIELD_TYPES, ConfigError, TrialConfig, is_active
 from trainables.train import trial_metric_names
 
@@ -109,6 +111,7 @@ class StudySpec:
     max_concurrent: int = 0
     max_failures: int = 2
     select_on_test: bool = False  # the spec accepts an Optuna search or ASHA on test metrics
+    endpoints: Endpoints | None = None  # pre-registered comparisons (grids only)
     preset: str = "custom"
     source: dict[str, Any] = field(default_factory=dict)  # the YAML as given, for the record
 
@@ -151,6 +154,8 @@ class StudySpec:
                "scheduler": dataclasses.asdict(self.scheduler), "resources": {"cpus": self.cpus, "gpus": self.gpus},
                "max_concurrent": self.max_concurrent, "max_failures": self.max_failures,
                "select_on_test": self.select_on_test}
+        if self.endpoints is not None:
+            out["endpoints"] = self.endpoints.effective()
         if "description" in self.source:
             out["description"] = self.source["description"]
         return out
@@ -232,7 +237,7 @@ class DefineByRun:
 # --- loading and validation ---------------------------------------------------------------------------
 
 SPEC_KEYS = ("name", "description", "trial", "search", "seeds", "scheduler", "resources",
-             "max_concurrent", "max_failures", "select_on_test")
+             "max_concurrent", "max_failures", "select_on_test", "endpoints")
 SEARCH_KEYS = ("algorithm", "objectives", "grid", "space", "num_samples")
 RESOURCE_KEYS = ("cpus", "gpus")
 
@@ -442,11 +447,24 @@ def parse_spec(raw: Mapping[str, Any], *, preset: str = "custom", name: str | No
     )
     _check_search(spec)
     _check_trials(spec)
+    if "endpoints" in raw:
+        spec = dataclasses.replace(spec, endpoints=_endpoints(spec, raw["endpoints"]))
     _check_selection(spec)
     _check_validation_split(spec)
     if spec.num_samples < 1 or spec.cpus <= 0 or spec.gpus < 0 or spec.max_failures < 0:
         raise SpecError("num_samples must be >= 1, resources.cpus > 0, resources.gpus >= 0, max_failures >= 0")
     return spec
+
+
+def _endpoints(spec: StudySpec, raw: Any) -> Endpoints:
+    """Pre-registered comparisons name configurations of a grid; a search has none fixed in advance."""
+    if spec.algorithm != "grid":
+        raise SpecError(f"endpoints compare configurations fixed in advance: they need search.algorithm grid, "
+                        f"not {spec.algorithm!r}")
+    try:
+        return parse_endpoints(raw, expand_grid(spec.grid), spec.trial, _metric)
+    except EndpointError as err:
+        raise SpecError(str(err)) from None
 
 
 def _check_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> None:

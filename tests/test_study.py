@@ -94,7 +94,7 @@ def evidence_arms(trials: list[tuple[bool, str, bool, int]]) -> dict[tuple, list
     return arms
 
 
-@pytest.mark.parametrize("name", ["evidence-cpu", "evidence-gpu"])
+@pytest.mark.parametrize("name", ["evidence-cpu", "evidence-gpu-reduced"])
 def test_evidence_presets_are_five_arms_times_three_seeds(name):
     spec = load_spec(name)
     cfgs = [TrialConfig.from_dict(c) for c in spec.trial_configs()]
@@ -112,8 +112,8 @@ def test_evidence_cpu_is_20_classes_of_small_cnn():
     assert {(c.model, c.num_classes, c.image_size) for c in cfgs} == {("smallcnn", 20, None)}
 
 
-def test_evidence_gpu_is_preactresnet18_on_all_200_classes_at_64_px():
-    spec = load_spec("evidence-gpu")
+def test_evidence_gpu_reduced_is_preactresnet18_on_all_200_classes_at_64_px():
+    spec = load_spec("evidence-gpu-reduced")
     cfgs = [TrialConfig.from_dict(c) for c in spec.trial_configs()]
     assert {(c.model, c.num_classes, c.image_size) for c in cfgs} == {("preactresnet18", None, None)}  # native 64 px
     assert spec.gpus > 0
@@ -121,6 +121,35 @@ def test_evidence_gpu_is_preactresnet18_on_all_200_classes_at_64_px():
     model = create_model(cfg.model, 200 + cfg.sink_class).eval()
     with torch.no_grad():
         assert model(torch.zeros(2, 3, 64, 64)).shape == (2, 200 + cfg.sink_class)
+
+
+@pytest.mark.parametrize("name", ["evidence-cpu-32", "evidence-gpu"])
+def test_issue19_evidence_presets_are_the_five_arms_under_a_named_protocol(name):
+    spec = load_spec(name)
+    cfgs = [TrialConfig.from_dict(c) for c in spec.trial_configs()]
+    arms = evidence_arms([(c.mollify, c.roles, c.smooth_labels, c.seed) for c in cfgs])
+    assert set(arms) == EVIDENCE_ARMS and all(sorted(seeds) == [0, 1, 2] for seeds in arms.values())
+    assert {(c.beta, c.npow, c.bpow, c.corruption_source) for c in cfgs} == {(2.0, 1.0, 1.0, "auto")}
+    protocol = {"evidence-cpu-32": "cifar", "evidence-gpu": "tinyimagenet"}[name]
+    assert {c.corruption_protocol for c in cfgs} == {protocol}
+    primary = spec.endpoints.primary
+    assert (primary.metric, primary.arm, primary.baseline) == (
+        "corrupt/gaussian_noise/error", {"mollify": True, "roles": "xn"}, {"mollify": False})
+
+
+def test_evidence_cpu_32_is_the_64_px_study_at_32_px_under_the_cifar_protocol():
+    small = [TrialConfig.from_dict(c) for c in load_spec("evidence-cpu-32").trial_configs()]
+    large = [TrialConfig.from_dict(c) for c in load_spec("evidence-cpu").trial_configs()]
+    assert {(c.model, c.num_classes, c.image_size, c.augment) for c in small} == {("smallcnn", 20, 32, "fcr")}
+    assert {(c.protocol_table, c.protocol_jpeg) for c in small} == {("cifar", False)}
+    assert {(c.protocol_table, c.protocol_jpeg) for c in large} == {("tinyimagenet", None)}  # the release's format
+
+
+def test_evidence_gpu_is_the_authors_tiny_imagenet_setup():
+    """runs_paper.sh: -d tin -e 300 -n presnet50, --aug fcr trivaug for the type and smoothing ablations."""
+    cfgs = [TrialConfig.from_dict(c) for c in load_spec("evidence-gpu").trial_configs()]
+    assert {(c.model, c.epochs, c.batch_size, c.lr, c.augment, c.num_classes, c.image_size, c.precision)
+            for c in cfgs} == {("preactresnet50", 300, 128, 0.01, "fcr+trivaug", None, None, "auto")}
 
 
 def test_seeds_repeat_every_grid_point():
@@ -342,7 +371,8 @@ def test_bad_spec_fails_before_ray_starts(tmp_path, capsys):
 
 def test_unknown_preset_lists_the_presets(capsys):
     assert main(["launch", "paper-everything"]) == 2
-    assert "presets: evidence-cpu, evidence-gpu, hpo, paper-amount" in capsys.readouterr().err
+    assert "presets: evidence-cpu, evidence-cpu-32, evidence-gpu, evidence-gpu-reduced, hpo, paper-amount" in \
+        capsys.readouterr().err
 
 
 # --- real studies (Ray, Optuna, MLflow) ------------------------------------------------------------

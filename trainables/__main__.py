@@ -3,7 +3,7 @@
     python -m trainables run --config FILE.yaml [--set key=value ...]
         train, evaluate, log to MLflow (the final network too), print a short summary
     python -m trainables evaluate --run-id ID [--corruption-source official|generated|on_the_fly|auto]
-                                  [--corruption-path DIR] [--data-root DIR] [--name NAME]
+                                  [--corruption-path DIR] [--data-root DIR] [--protocol P] [--name NAME]
         evaluate a logged model on another clean/corrupted set; results go into its run as eval/<set>/...
 """
 
@@ -19,6 +19,7 @@ from pathlib import Path
 from trainables.cli import one_line
 from trainables.config import ConfigError, TrialConfig, parse_overrides
 from trainables.corruptions import OfficialSetNotFoundError
+from trainables.corruptions.protocols import PROTOCOLS
 from trainables.corruptions.provision import resolve_corruption_set
 from trainables.data import DatasetError, DatasetNotFoundError, prepare_dataset
 from trainables.pipeline import DeviceError, resolve_device
@@ -59,6 +60,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     again.add_argument("--data-root", help="another clean set in the dataset's layout (default: the trial's)")
     again.add_argument("--name", help="the set's name in the metric prefix eval/<name>/ (default: from the "
                        "source and folders)")
+    again.add_argument("--protocol", choices=tuple(PROTOCOLS),
+                       help="corruption protocol: a release's severity table and JPEG round trip "
+                            "(default: the trial's own)")
     again.add_argument("--device", default="auto")
     return parser.parse_args(argv)
 
@@ -124,7 +128,8 @@ def run(args: argparse.Namespace) -> int:
 def evaluate(args: argparse.Namespace) -> int:
     request = EvaluateRequest(run_id=args.run_id, tracking_uri=args.tracking_uri,
                               corruption_source=args.corruption_source, corruption_path=args.corruption_path,
-                              data_root=args.data_root, name=args.name, device=args.device)
+                              data_root=args.data_root, protocol=args.protocol, name=args.name,
+                              device=args.device)
     name, metrics = evaluate_logged_model(request)
     prefix = f"{EVAL_PREFIX}/{name}/"
     print(f"run {args.run_id}: {len(metrics)} metrics logged under {prefix}")

@@ -16,6 +16,7 @@ import yaml
 
 from trainables.augment import AUGMENTATIONS, LABEL_MIXING
 from trainables.corruptions import EXTRA, SEVERITIES, SOURCES, CorruptionSpec, expand_corruptions
+from trainables.corruptions.protocols import PROTOCOLS, RELEASE_PROTOCOL
 from trainables.data import DATASETS
 from trainables.losses import LOSSES
 from trainables.models import MODELS
@@ -68,6 +69,9 @@ class TrialConfig:
     corruptions: str = "benchmark"  # comma-separated names or groups: noise, blur, weather, digital, extra, all
     severities: str = "1,2,3,4,5"
     corruption_table: str | None = None  # severity table cifar/tinyimagenet/imagenet; None: by image size
+    # The release's protocol (severity table + whether cells take its JPEG round trip, corruptions/
+    # protocols.py): cifar, tinyimagenet, imagenet; None: the dataset's own release format.
+    corruption_protocol: str | None = None
     # --- validation split (METHOD.md section 6): what searches select on; never trained on ---
     valid_per_class: int = 0  # training images held out per class; 0: none, the whole split trains
     valid_seed: int = 0  # the held-out draw's own seed: the same images in every trial, whatever its seed
@@ -102,7 +106,22 @@ class TrialConfig:
                               "evaluates (resolve_corruption_set)")
         corruptions, severities = self.corruption_cells
         return CorruptionSpec(source=self.corruption_source, path=self.corruption_path, corruptions=corruptions,
-                              severities=severities, seed=self.seed, table=self.corruption_table)
+                              severities=severities, seed=self.seed, table=self.protocol_table,
+                              jpeg=self.protocol_jpeg)
+
+    @property
+    def protocol_table(self) -> str | None:
+        """The severity table: the protocol's, else `corruption_table`, else None (by image size)."""
+        if self.corruption_protocol is not None:
+            return PROTOCOLS[self.corruption_protocol].table
+        return self.corruption_table
+
+    @property
+    def protocol_jpeg(self) -> bool | None:
+        """Whether cells take the release's JPEG round trip; None: as the dataset's release."""
+        if self.corruption_protocol is not None:
+            return PROTOCOLS[self.corruption_protocol].jpeg
+        return None
 
     @property
     def valid_corruption_spec(self) -> CorruptionSpec:
@@ -110,7 +129,7 @@ class TrialConfig:
         severity, on the fly, seeded by `valid_seed` like the split itself. The validation images
         are training images, so no released or generated file holds them corrupted."""
         return CorruptionSpec(source="on_the_fly", corruptions=EXTRA, severities=SEVERITIES, seed=self.valid_seed,
-                              table=self.corruption_table)
+                              table=self.protocol_table, jpeg=self.protocol_jpeg)
 
     @property
     def sink_class(self) -> bool:
@@ -261,6 +280,7 @@ def _check_choices(cfg: TrialConfig) -> None:
     except ValueError as err:
         raise ConfigError(f"config key 'roles': {err}") from None
     _choice("corruption_source", cfg.corruption_source, ("none", "auto", *SOURCES))
+    _check_protocol(cfg)
     if cfg.corruption_source == "auto" and not cfg.corruption_path:
         raise ConfigError("corruption_source 'auto' needs corruption_path: the folder that holds the official "
                           "release (or its parent), where a generated set is kept otherwise")
@@ -272,6 +292,22 @@ def _check_choices(cfg: TrialConfig) -> None:
         raise ConfigError(f"corruption settings: {err}") from None
     if cfg.device != "auto" and cfg.device.split(":")[0] not in ("cpu", "cuda", "mps"):
         raise ConfigError(f"unknown device {cfg.device!r}; valid: auto, cpu, cuda, cuda:N")
+
+
+def _check_protocol(cfg: TrialConfig) -> None:
+    """A protocol fixes the severity table; an official release holds only its own protocol."""
+    if cfg.corruption_protocol is None:
+        return
+    _choice("corruption_protocol", cfg.corruption_protocol, PROTOCOLS)
+    table = PROTOCOLS[cfg.corruption_protocol].table
+    if cfg.corruption_table is not None and cfg.corruption_table != table:
+        raise ConfigError(f"corruption_table {cfg.corruption_table!r} contradicts corruption_protocol "
+                          f"{cfg.corruption_protocol!r} (whose table is {table!r}); set one of them")
+    release = RELEASE_PROTOCOL.get(cfg.dataset)
+    if cfg.corruption_source == "official" and cfg.corruption_protocol != release:
+        raise ConfigError(f"the official {cfg.dataset} release was made under the {release} protocol, not "
+                          f"{cfg.corruption_protocol!r}: use corruption_source on_the_fly, generated or auto "
+                          f"(which generates a set under the protocol asked for)")
 
 
 def _check_jsd(cfg: TrialConfig) -> None:

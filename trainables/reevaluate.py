@@ -47,6 +47,7 @@ class EvaluateRequest:
     corruption_source: str | None = None  # None: the trial's own
     corruption_path: str | None = None
     data_root: str | None = None  # None: the trial's own
+    protocol: str | None = None  # corruption protocol (cifar, tinyimagenet, imagenet); None: the trial's own
     name: str | None = None  # the set's name in the metric prefix; None: from the source and folders
     device: str = "auto"
 
@@ -84,11 +85,13 @@ def set_name(req: EvaluateRequest) -> str:
         parts.append(f"{req.corruption_source}-{Path(req.corruption_path).name}")
     elif req.corruption_source:
         parts.append(req.corruption_source)
-    return "+".join(parts) or "again"
+    if req.protocol:
+        parts.append(f"{req.protocol}-protocol")
+    return "_".join(parts) or "again"
 
 
 def _metric_safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_\-. +]", "_", name)
+    return re.sub(r"[^A-Za-z0-9_\-.]", "_", name)  # what MLflow accepts in a metric name, '/' aside
 
 
 def _get_run(client: MlflowClient, run_id: str):
@@ -116,6 +119,9 @@ def _set_config(cfg: TrialConfig, req: EvaluateRequest) -> TrialConfig:
     if req.corruption_source:
         changes["corruption_source"] = req.corruption_source
         changes["corruption_path"] = req.corruption_path
+    if req.protocol:
+        changes["corruption_protocol"] = req.protocol
+        changes["corruption_table"] = None  # the protocol's table replaces the trial's
     return cfg.replace(**changes)
 
 

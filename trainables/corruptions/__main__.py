@@ -10,6 +10,7 @@ from pathlib import Path
 
 from trainables.corruptions.registry import BENCHMARK, SEVERITIES, TABLES, expand_corruptions
 from trainables.corruptions.generate import GenerateRequest, generate_corrupted_set
+from trainables.corruptions.protocols import PROTOCOLS
 from trainables.corruptions.releases import NPY_DATASETS, TREE_DATASETS
 
 
@@ -29,6 +30,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     gen.add_argument("--num-classes", type=int, help="keep the first N classes")
     gen.add_argument("--image-size", type=int, help="resize the clean images first (pixels)")
     gen.add_argument("--table", choices=TABLES, help="severity table (default: from the image size)")
+    gen.add_argument("--protocol", choices=tuple(PROTOCOLS),
+                     help="a release's protocol: its severity table and whether cells take its JPEG round "
+                          "trip (a tree dataset without it is written as .npy); overrides --table")
     gen.add_argument("--device", default="cpu", help="where to corrupt (cpu, cuda)")
     gen.add_argument("--batch-size", type=int, default=1000)
     return parser.parse_args(argv)
@@ -40,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         request = GenerateRequest(
             dataset=args.dataset, out=args.out, data_root=args.data_root,
             corruptions=expand_corruptions(args.corruptions), severities=tuple(args.severities),
-            seed=args.seed, num_classes=args.num_classes, image_size=args.image_size, table=args.table,
+            seed=args.seed, num_classes=args.num_classes, image_size=args.image_size,
+            table=PROTOCOLS[args.protocol].table if args.protocol else args.table,
+            jpeg=PROTOCOLS[args.protocol].jpeg if args.protocol else None,
             device=args.device, batch_size=args.batch_size,
         )
         out = generate_corrupted_set(request)

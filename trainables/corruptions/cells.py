@@ -1,8 +1,8 @@
 """One (corruption, severity) cell made from clean images, as the releases hold it.
 
 On-the-fly evaluation and `generate` both make their cells here, so that the sources measure the
-same thing: each cell has its own seeded random stream, and the datasets whose release is a tree of
-JPEG files (Tiny-ImageNet-C, ImageNet-C) go through the release's JPEG round trip (quality 85, as
+same thing: each cell has its own seeded random stream, and under a protocol with the JPEG round
+trip (Tiny-ImageNet-C's and ImageNet-C's, `protocols.py`) a cell goes through it (quality 85, as
 `make_tinyimagenet_c.py` / `make_imagenet_c.py` save them), which adds its own compression.
 """
 
@@ -14,9 +14,8 @@ import torch
 from torch import Tensor
 from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
 
+from trainables.corruptions.protocols import RELEASE_JPEG_QUALITY
 from trainables.corruptions.registry import corrupt
-
-RELEASE_JPEG_QUALITY = 85  # make_tinyimagenet_c.py / make_imagenet_c.py: .save(path, quality=85)
 
 
 def cell_generator(seed: int, corruption: str, severity: int, device: torch.device | str) -> torch.Generator:

@@ -2,7 +2,7 @@
 from one of three sources, summarised into the named metrics a trial logs.
 
 Sources: "on_the_fly" (corrupt the clean test set on its device, seeded per cell, nothing written;
-Tiny ImageNet and ImageNet cells go through the release's JPEG round trip), "generated" (our files,
+under a protocol with the JPEG round trip, cells go through it), "generated" (our files,
 `generate.py`) and "official" (the benchmark authors' download, `releases.py`).
 """
 
@@ -19,7 +19,8 @@ from trainables.corruptions.cells import cell_generator, corrupt_cell
 from trainables.corruptions.registry import (
     BENCHMARK, GROUPS, SEVERITIES, validate_corruptions, validate_severities, validate_table,
 )
-from trainables.corruptions.releases import TREE_DATASETS, load_corrupted_cell
+from trainables.corruptions.protocols import effective_jpeg
+from trainables.corruptions.releases import load_corrupted_cell
 from trainables.data import ImageSet
 from trainables.evaluate import METRICS, classification_metrics, predict_logits, reliability_bins
 
@@ -32,7 +33,9 @@ class CorruptionSpec:
 
     source: "on_the_fly" | "generated" | "official"; path: the folder of a generated or official set
     (required for those two; the release folder itself or its parent); table: severity table,
-    default from the image size; seed: on-the-fly randomness (each cell gets its own stream).
+    default from the image size; jpeg: whether on-the-fly cells take the release's JPEG round trip
+    (None: as the dataset's release, Tiny-ImageNet-C and ImageNet-C; a protocol sets it, `protocols.py`);
+    seed: on-the-fly randomness (each cell gets its own stream).
     """
 
     source: str = "on_the_fly"
@@ -41,6 +44,7 @@ class CorruptionSpec:
     severities: tuple[int, ...] = SEVERITIES
     seed: int = 0
     table: str | None = None
+    jpeg: bool | None = None
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
@@ -140,7 +144,7 @@ def _cell_logits(model: nn.Module, test: ImageSet, spec: CorruptionSpec, name: s
                  data_root: str | Path | None) -> tuple[Tensor, Tensor]:
     if spec.source == "on_the_fly":
         g = cell_generator(spec.seed, name, severity, test.images.device)
-        jpeg = dataset in TREE_DATASETS  # the release is JPEG files: measure the same thing
+        jpeg = effective_jpeg(dataset, spec.jpeg)
 
         def transform(x: Tensor) -> Tensor:
             return corrupt_cell(x, name, severity, g, table=spec.table, jpeg=jpeg)

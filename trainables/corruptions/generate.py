@@ -15,7 +15,8 @@ import torch
 from torch import Tensor
 from torchvision.io import encode_jpeg
 
-from trainables.corruptions.cells import RELEASE_JPEG_QUALITY, cell_generator, corrupt_cell, to_uint8
+from trainables.corruptions.cells import cell_generator, corrupt_cell, to_uint8
+from trainables.corruptions.protocols import RELEASE_JPEG_QUALITY, effective_jpeg
 from trainables.corruptions.registry import BENCHMARK, SEVERITIES, validate_corruptions, validate_severities
 from trainables.corruptions.releases import NPY_DATASETS, TREE_DATASETS, read_wnids
 from trainables.data import load_dataset
@@ -35,6 +36,7 @@ class GenerateRequest:
     num_classes: int | None = None
     image_size: int | None = None
     table: str | None = None
+    jpeg: bool | None = None  # the release's JPEG round trip; None: as the dataset's release
     device: str = "cpu"
     batch_size: int = _CHUNK
     progress: Callable[[str], None] = field(default=print, compare=False)
@@ -42,7 +44,9 @@ class GenerateRequest:
 
 def generate_corrupted_set(req: GenerateRequest) -> Path:
     """Write the corrupted versions of the clean test split in the official format; returns the
-    folder written. Deterministic for a seed (each cell draws from `cell_generator`)."""
+    folder written. Deterministic for a seed (each cell draws from `cell_generator`). A tree
+    dataset under a protocol without the JPEG round trip is written as .npy (lossless), since JPEG
+    files would be that round trip; an .npy dataset under a JPEG protocol gets it applied."""
     validate_corruptions(req.corruptions)
     severities = validate_severities(req.severities)
     if req.dataset not in NPY_DATASETS + TREE_DATASETS:
@@ -52,16 +56,17 @@ def generate_corrupted_set(req: GenerateRequest) -> Path:
                         image_size=req.image_size, device=req.device, seed=req.data_seed)
     out = req.out.expanduser()
     out.mkdir(parents=True, exist_ok=True)
-    if req.dataset in NPY_DATASETS:
+    as_tree = req.dataset in TREE_DATASETS and effective_jpeg(req.dataset, req.jpeg)
+    if not as_tree:
         if set(severities) != set(SEVERITIES):
             raise ValueError("the .npy format holds all 5 severities; pass none or all of them")
         np.save(out / "labels.npy", test.labels.cpu().repeat(5).numpy().astype(np.uint8 if
                 test.num_classes <= 256 else np.int64))
-    wnids = read_wnids(req.data_root, req.num_classes) if req.dataset in TREE_DATASETS else []
+    wnids = read_wnids(req.data_root, req.num_classes) if as_tree else []
     for name in req.corruptions:
         start = time.perf_counter()
         cells = {s: _corrupted_u8(test.images, name, s, req) for s in severities}
-        if req.dataset in NPY_DATASETS:
+        if not as_tree:
             stacked = torch.cat([cells[s] for s in SEVERITIES]).permute(0, 2, 3, 1).contiguous()
             np.save(out / f"{name}.npy", stacked.numpy())
         else:
@@ -75,11 +80,13 @@ def generate_corrupted_set(req: GenerateRequest) -> Path:
 def _corrupted_u8(images: Tensor, name: str, severity: int, req: GenerateRequest) -> Tensor:
     """uint8 (N, 3, H, W) on the CPU; batches of req.batch_size from one cell generator."""
     g = cell_generator(req.seed, name, severity, images.device)
+    # A tree set is written as JPEG files, which is the round trip itself; an .npy set under a JPEG
+    # protocol takes it here.
+    jpeg = effective_jpeg(req.dataset, req.jpeg) and req.dataset not in TREE_DATASETS
     parts = []
     for start in range(0, len(images), req.batch_size):
         x = images[start:start + req.batch_size].float() / 255
-        # No JPEG round trip here: a tree set is written as JPEG files, which is that round trip.
-        parts.append(to_uint8(corrupt_cell(x, name, severity, g, table=req.table)).cpu())
+        parts.append(to_uint8(corrupt_cell(x, name, severity, g, table=req.table, jpeg=jpeg)).cpu())
     return torch.cat(parts)
 
 

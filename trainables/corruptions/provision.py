@@ -27,6 +27,7 @@ import torch
 
 from trainables.corruptions.generate import GenerateRequest, generate_corrupted_set
 from trainables.corruptions.registry import SEVERITIES
+from trainables.corruptions.protocols import RELEASE_PROTOCOL, effective_jpeg, release_jpeg
 from trainables.corruptions.releases import NPY_DATASETS, TREE_DATASETS, release_folder
 
 if TYPE_CHECKING:
@@ -59,6 +60,8 @@ class SetRequest:
     num_classes: int | None = None
     image_size: int | None = None
     table: str | None = None
+    jpeg: bool | None = None  # the release's JPEG round trip; None: as the dataset's release
+    protocol: str | None = None  # the named protocol asked for; None: the dataset's release format
     device: str = "cpu"
     data_seed: int = 0  # synthetic only: its clean test split (classes and images) follows the trial's seed
 
@@ -67,14 +70,18 @@ class SetRequest:
         classes = f"{self.num_classes}classes" if self.num_classes else "allclasses"
         size = f"{self.image_size}px" if self.image_size else "native"
         data = f"-data{self.data_seed}" if self.dataset in SEEDED_DATASETS else ""
-        return f"{self.dataset}{data}-{classes}-{size}-{self.table or 'table-by-size'}-seed{GENERATED_SEED}"
+        # Sets in the release's own format keep the names they had before protocols were a setting.
+        jpeg = "" if effective_jpeg(self.dataset, self.jpeg) == release_jpeg(self.dataset) else \
+            ("-jpeg85" if self.jpeg else "-nojpeg")
+        return f"{self.dataset}{data}-{classes}-{size}-{self.table or 'table-by-size'}{jpeg}-seed{GENERATED_SEED}"
 
 
 def provide(req: SetRequest, progress: Callable[[str], None] = print) -> CorruptedSet:
     """The official release under `req.root` if it holds every requested cell, else the generated
     set (made now if missing or lacking cells)."""
     official = release_folder(req.dataset, req.root)
-    if holds_cells(req.dataset, official, req.corruptions, req.severities):
+    release_made = req.protocol in (None, RELEASE_PROTOCOL.get(req.dataset))  # a release only holds its own
+    if release_made and holds_cells(req.dataset, official, req.corruptions, req.severities):
         source = "generated" if (official / MANIFEST).is_file() else "official"
         return CorruptedSet(source, str(official.resolve()))
     folder = req.root / GENERATED_DIR / req.key()
@@ -107,7 +114,8 @@ def make(folder: Path, req: SetRequest, progress: Callable[[str], None]) -> None
     """Generate into a fresh folder beside `folder`, write the manifest, move it into place."""
     previous = json.loads((folder / MANIFEST).read_text()) if (folder / MANIFEST).is_file() else {}
     corruptions = tuple(dict.fromkeys([*previous.get("corruptions", ()), *req.corruptions]))
-    severities = SEVERITIES if req.dataset in NPY_DATASETS else tuple(
+    as_npy = req.dataset in NPY_DATASETS or not effective_jpeg(req.dataset, req.jpeg)
+    severities = SEVERITIES if as_npy else tuple(
         sorted(set(previous.get("severities", ())) | set(req.severities)))
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
@@ -115,9 +123,9 @@ def make(folder: Path, req: SetRequest, progress: Callable[[str], None]) -> None
         generate_corrupted_set(GenerateRequest(
             dataset=req.dataset, out=staging, data_root=req.data_root, corruptions=corruptions,
             severities=severities, seed=GENERATED_SEED, data_seed=req.data_seed, num_classes=req.num_classes,
-            image_size=req.image_size, table=req.table, device=req.device, progress=progress))
+            image_size=req.image_size, table=req.table, jpeg=req.jpeg, device=req.device, progress=progress))
         manifest = {"dataset": req.dataset, "num_classes": req.num_classes, "image_size": req.image_size,
-                    "table": req.table, "seed": GENERATED_SEED, "data_seed": req.data_seed,
+                    "table": req.table, "jpeg": effective_jpeg(req.dataset, req.jpeg), "seed": GENERATED_SEED, "data_seed": req.data_seed,
                     "corruptions": list(corruptions),
                     "severities": list(severities), "data_root": str(req.data_root.resolve())}
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
@@ -151,7 +159,8 @@ def resolve_corruption_set(cfg: "TrialConfig", progress: Callable[[str], None] =
     req = SetRequest(dataset=cfg.dataset, root=Path(cfg.corruption_path).expanduser(),
                      data_root=Path(cfg.data_root).expanduser(), corruptions=corruptions,
                      severities=severities, num_classes=cfg.num_classes, image_size=cfg.image_size,
-                     table=cfg.corruption_table, device=_device(cfg.device),
+                     table=cfg.protocol_table, jpeg=cfg.protocol_jpeg, protocol=cfg.corruption_protocol,
+                     device=_device(cfg.device),
                      data_seed=cfg.seed if cfg.dataset in SEEDED_DATASETS else 0)
     found = provide(req, progress)
     return cfg.replace(corruption_source=found.source, corruption_path=found.path)

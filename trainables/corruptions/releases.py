@@ -1,7 +1,8 @@
 """Reading corrupted test sets in the official formats (the benchmark authors' releases, and the
 sets `generate.py` writes in the same formats).
 
-- CIFAR-10-C / CIFAR-100-C (and generated sets of any npy-format dataset): `<corruption>.npy`,
+- CIFAR-10-C / CIFAR-100-C (and generated sets of any npy-format dataset, and of a tree dataset
+  under a protocol without the JPEG round trip): `<corruption>.npy`,
   uint8 (5 N, H, W, 3), severity-major (rows (s-1) N .. s N - 1 are severity s, in test-set
   order), and `labels.npy` (the N labels repeated 5 times). N is read from the files, never assumed.
 - Tiny-ImageNet-C / ImageNet-C: `<corruption>/<severity>/<wnid>/*.JPEG`; labels come from the wnid
@@ -21,11 +22,12 @@ import torchvision.transforms.v2.functional as TF
 from torch import Tensor
 from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
+from trainables.corruptions.protocols import TREE_DATASETS
 from trainables.corruptions.registry import validate_corruptions, validate_severities
 from trainables.data import DATASET_STATS, ImageSet
 
 NPY_DATASETS = ("cifar10", "cifar100", "synthetic")  # stored as <corruption>.npy + labels.npy
-TREE_DATASETS = ("tinyimagenet", "imagenet")  # stored as <corruption>/<severity>/<wnid>/*.JPEG
+# TREE_DATASETS: their releases are stored as <corruption>/<severity>/<wnid>/*.JPEG (protocols.py)
 OFFICIAL = {  # dataset: (release folder name, where to get it)
     "cifar10": ("CIFAR-10-C", "https://zenodo.org/records/2535967"),
     "cifar100": ("CIFAR-100-C", "https://zenodo.org/records/3555552"),
@@ -55,7 +57,7 @@ def load_corrupted_cell(
     `image_size` as the clean loader does. Tiny ImageNet / ImageNet need `data_root` (wnids.txt)."""
     validate_corruptions([corruption])
     validate_severities([severity])
-    if dataset in NPY_DATASETS:
+    if dataset in NPY_DATASETS or is_npy_set(dataset, Path(path)):
         images, labels = _read_npy_cell(dataset, Path(path), corruption, severity, source, num_classes)
     elif dataset in TREE_DATASETS:
         wnids = read_wnids(data_root, num_classes)
@@ -68,6 +70,12 @@ def load_corrupted_cell(
     mean, std = DATASET_STATS.get(dataset, DATASET_STATS["tinyimagenet"])
     k = num_classes or int(labels.max()) + 1
     return ImageSet(images.to(device), labels.to(device), tuple(f"class_{i}" for i in range(k)), mean, std)
+
+
+def is_npy_set(dataset: str, path: Path) -> bool:
+    """Whether the set at `path` is in the .npy format (a tree dataset's set generated under a
+    protocol without the JPEG round trip is stored losslessly, as CIFAR-10-C is)."""
+    return (release_folder(dataset, path) / "labels.npy").is_file()
 
 
 def _read_npy_cell(dataset: str, path: Path, corruption: str, severity: int, source: str,
