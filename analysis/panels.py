@@ -18,11 +18,10 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.configs import MOLLIFY_KNOBS, NA, describe, palette
+from analysis.configs import BASELINE_COLOUR, MOLLIFY_KNOBS, NA, describe, palette
 
 
 SEEN_SHOWN = 6  # knob values listed in a skip message
-BASELINE_COLOUR = "#4d4d4d"  # the unmollified reference, in every panel
 
 
 @dataclass(frozen=True)
@@ -108,6 +107,17 @@ def find_comparisons(table: pd.DataFrame, panel: Panel) -> list[Comparison]:
         baseline = _baseline(table, candidates.loc[anchor]) if panel.baseline else []
         found.append(Comparison(panel, tuple(baseline + ordered), anchor))
     return found
+
+
+def comparison_name(table: pd.DataFrame, comparison: Comparison) -> tuple[str, str]:
+    """(file key, title) saying what a comparison compares: a schedule comparison of two
+    configurations that differ only in whether labels are smoothed is 'label smoothing on vs off',
+    not a schedule."""
+    panel = comparison.panel
+    if panel.key == "schedule" and len(comparison.configs) == 2:
+        if {table.loc[c, "smooth_labels"] for c in comparison.configs} == {True, False}:
+            return "label_smoothing_on_vs_off", "(c) Label smoothing on vs off"
+    return panel.key, panel.title
 
 
 def _words(panel: Panel, value: tuple[Any, ...]) -> str:
