@@ -254,8 +254,8 @@ def reliability_figure(pooled: Mapping[str, Mapping[str, Mapping[str, np.ndarray
     _legend_below(fig, handles, [f"{label}{w}" for label, w in zip(labels, words)])
     how = ("ECE in the legend: mean over seeds of each seed's ECE, as in the tables" if ece is not None
            else "ECE in the legend: of the bins pooled over seeds")
-    fig.suptitle("Reliability diagrams (15 confidence bins; curves: bins pooled over seeds; "
-                 f"marker area: images in the bin)\n{how}")
+    fig.suptitle("Reliability diagrams, 15 confidence bins\n"
+                 f"curves: bins pooled over seeds; marker area: images in the bin\n{how}")
     return fig
 
 

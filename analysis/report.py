@@ -162,7 +162,8 @@ def _forest_panels(ctx: _Context, evaluation: Evaluation) -> list[tuple[str, lis
     panels = [(f"Primary endpoint: one test at alpha {alpha:g}, {format_level(1 - alpha)} interval",
                [row(evaluation.primary)])]
     if evaluation.family is not None:
-        panels.append((f"Secondary family: {evaluation.family.describe()}", [row(r) for r in evaluation.secondary]))
+        family = evaluation.family.describe().replace("; intervals:", "\nintervals:")
+        panels.append((f"Secondary family: {family}", [row(r) for r in evaluation.secondary]))
     return panels
 
 
@@ -216,7 +217,8 @@ def _paired_forest(ctx: _Context, diffs: pd.DataFrame, baseline: str) -> None:
     if not panels:
         return
     ctx.figure(plots.forest_figure(panels, "configuration − baseline, paired by seed (percentage points)",
-                                   f"Exploratory: paired differences from {baseline}\n{result.describe()}"),
+                                   f"Exploratory: paired differences from {baseline}\n"
+                                   + result.describe().replace("; intervals:", "\nintervals:")),
                "forest_paired_vs_baseline", f"Forest plot (exploratory): each configuration minus {baseline}, "
                "paired by seed, with the paired table's adjusted intervals (filled: rejected after adjustment)")
 
