@@ -84,7 +84,8 @@ def _frame(rows: dict, by: str) -> pd.DataFrame:
 
 def verdict(mean: float, half: float, n: int) -> str:
     """Lower / higher where the 95% interval of the paired difference excludes 0, else 'no
-    detectable difference'; fewer than 2 pairs give no interval and no verdict."""
+    detectable difference'; fewer than 2 pairs give no interval and no verdict. One cell read
+    alone: the tables mark a cell by its test adjusted over all they show (`adjust_cells`)."""
     if n < 2 or not math.isfinite(half):
         return "n/a"
     if mean + half < 0:
