@@ -1,6 +1,7 @@
 """Command line:
 
     python -m analysis figures --experiment NAME --out DIR [--tracking-uri URI] [--log-to-mlflow] [--max-configs N]
+                               [--severity-of CORRUPTION ...]
     python -m analysis paired --experiment NAME [--baseline LABEL] [--metric NAME ...]
                               [--adjust holm|bh|none] [--tracking-uri URI]
 
@@ -17,6 +18,7 @@ import argparse
 from pathlib import Path
 import sys
 
+from analysis.benchmark import CORRUPTIONS
 from analysis.configs import with_configurations
 from analysis.endpoints import endpoints_markdown, evaluate, read_endpoints
 from analysis.mlflow_io import load_runs, load_study_info
@@ -43,6 +45,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     figures.add_argument("--max-configs", type=int, default=10,
                          help="most configurations drawn in line and reliability plots (the best "
                          "by the study's objective); tables list all (default 10)")
+    figures.add_argument("--severity-of", action="append", default=[], choices=CORRUPTIONS, metavar="CORRUPTION",
+                         help="also draw this corruption's error against severity per configuration "
+                         "(repeatable; the primary endpoint's corruption is always drawn), e.g. gaussian_noise")
     pairs = commands.add_parser("paired", help="the declared endpoints, and differences from one configuration, "
                                 "paired by seed, adjusted for multiplicity (Markdown)")
     pairs.add_argument("--experiment", required=True)
@@ -91,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
             if Path(args.out).exists() and not Path(args.out).is_dir():
                 raise NotADirectoryError(f"--out {args.out} is a file; give a folder (created if missing)")
             make_figures(args.experiment, args.out, tracking_uri=args.tracking_uri,
-                         log_to_mlflow=args.log_to_mlflow, max_configs=args.max_configs)
+                         log_to_mlflow=args.log_to_mlflow, max_configs=args.max_configs,
+                         severity_of=args.severity_of)
     except (LookupError, NotADirectoryError) as err:
         return error_line(err, args.debug)
     except Exception as err:  # one line for the user; --debug for the traceback

@@ -72,6 +72,7 @@ class _Context:
     echo: Callable[[str], None]
     endpoints: Evaluation | None = None  # the declared endpoints, tested
     cells: Mapping[str, pd.DataFrame] = field(default_factory=dict)  # run_id -> corrupt/cells.json
+    corruptions: tuple[str, ...] = ()  # drawn alone against severity: the primary's, and any asked for
 
     def skip(self, what: str, why: str) -> None:
         line = f"{what}: skipped, {why}."
@@ -225,7 +226,8 @@ def _paired_forest(ctx: _Context, diffs: pd.DataFrame, baseline: str) -> None:
 
 def _severity_section(ctx: _Context) -> None:
     ctx.report.lines += ["### Error against corruption severity", ""]
-    _primary_corruption_part(ctx)
+    for corruption in ctx.corruptions:
+        _corruption_part(ctx, corruption)
     if not has_severity_metrics(ctx.runs):
         return ctx.skip("Severity curves", "no per-severity metrics corrupt/s<k>/error "
                         "were logged")
@@ -251,11 +253,8 @@ def primary_corruption(endpoints: Evaluation | Endpoints | None) -> str | None:
     return parts[1] if len(parts) == 3 and parts[0] == "corrupt" and parts[1] in CORRUPTIONS else None
 
 
-def _primary_corruption_part(ctx: _Context) -> None:
-    """Error against severity of the primary endpoint's corruption, per arm (0 = clean)."""
-    corruption = primary_corruption(ctx.endpoints)
-    if corruption is None:
-        return
+def _corruption_part(ctx: _Context, corruption: str) -> None:
+    """Error against severity of one corruption, per arm (0 = clean)."""
     runs = ctx.runs[ctx.runs["config"].isin(ctx.plotted)]
     per_run = corruption_severity_columns(runs, corruption, "error", ctx.cells).assign(config=runs["config"])
     summary = summarise(per_run, list(range(6)), scale=100.0)
@@ -263,10 +262,12 @@ def _primary_corruption_part(ctx: _Context) -> None:
         return ctx.skip(f"Error against severity for {corruption}", "no run has its per-severity cells "
                         "(corrupt/cells.json or corrupt/<c>/s<k>/error)")
     words = corruption.replace("_", " ")
+    why = " (the primary endpoint's corruption; exploratory beside the endpoint)" if (
+        corruption == primary_corruption(ctx.endpoints)) else ""
     ctx.figure(plots.severity_figure({f"{words} error (%)": summary}, ctx.colours,
                                      title=f"{words[0].upper()}{words[1:]} error against severity, per arm"),
-               f"severity_{corruption}", f"Error under {words} (the primary endpoint's corruption) against "
-               "severity, per arm, mean ± 95% t interval over seeds (0 = clean; exploratory beside the endpoint)")
+               f"severity_{corruption}", f"Error under {words}{why} against severity, per arm, mean ± 95% "
+               "t interval over seeds (0 = clean)")
 
 
 def _comparison_context(ctx: _Context, comparisons: Sequence[Comparison], i: int) -> str:
@@ -501,11 +502,15 @@ def _protocols(runs: pd.DataFrame) -> list[str]:
 
 def write_report(runs: pd.DataFrame, info: StudyInfo | None, reliability: Mapping[str, Reliability],
                  out_dir: str | Path, *, max_configs: int = 10, cells: Mapping[str, pd.DataFrame] | None = None,
-                 echo: Callable[[str], None] = print) -> Report:
+                 severity_of: Sequence[str] = (), echo: Callable[[str], None] = print) -> Report:
     """Write every table and figure the runs support into out_dir, plus index.md; print a line
     for each one skipped, with the reason. `runs` is a `load_runs` frame (FINISHED runs are used),
     `reliability` maps run ids to their reliability bins, `cells` to their corruption grid tables
-    (needed for the primary endpoint's corruption where the runs lack per-cell metrics)."""
+    (what the error of one corruption against severity is read from where the runs lack per-cell
+    metrics); that figure is drawn for the primary endpoint's corruption and those in `severity_of`."""
+    unknown = sorted(set(severity_of) - set(CORRUPTIONS))
+    if unknown:
+        raise ValueError(f"unknown corruption(s) {unknown}; valid: {', '.join(CORRUPTIONS)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     report = Report(out)
@@ -522,8 +527,9 @@ def write_report(runs: pd.DataFrame, info: StudyInfo | None, reliability: Mappin
         declared = read_endpoints(info.endpoints if info is not None else None)
         evaluation = evaluate(labelled, declared) if declared is not None else None
         baseline = evaluation.primary.baseline if evaluation is not None else paired.find_baseline(table)
+        corruptions = tuple(dict.fromkeys(c for c in (primary_corruption(evaluation), *severity_of) if c))
         ctx = _Context(labelled, table, colour_map(list(table.index), baseline), info, reliability, report,
-                       max_configs, echo, evaluation, cells or {})
+                       max_configs, echo, evaluation, cells or {}, corruptions)
         for section in SECTIONS:
             section(ctx)
     if report.skipped:
@@ -560,10 +566,11 @@ def to_html(lines: Sequence[str], folder: Path, title: str) -> str:
 
 
 def make_figures(experiment: str, out_dir: str | Path, *, tracking_uri: str | None = None,
-                 log_to_mlflow: bool = False, max_configs: int = 10,
+                 log_to_mlflow: bool = False, max_configs: int = 10, severity_of: Sequence[str] = (),
                  echo: Callable[[str], None] = print) -> Report:
     """Read study `experiment` from MLflow, write the report into out_dir and, with
-    `log_to_mlflow`, attach the folder to the study's parent run under `figures/`."""
+    `log_to_mlflow`, attach the folder to the study's parent run under `figures/`. `severity_of`:
+    corruptions to draw alone against severity besides the primary endpoint's."""
     runs = mlflow_io.load_runs(experiment, tracking_uri)
     info = mlflow_io.load_study_info(experiment, tracking_uri)
     if log_to_mlflow and info is None:
@@ -571,10 +578,12 @@ def make_figures(experiment: str, out_dir: str | Path, *, tracking_uri: str | No
                           "(tag mollify.kind=study) to attach the figures to")
     finished, _ = keep_finished(runs)
     reliability = mlflow_io.load_reliability(finished["run_id"], tracking_uri)
-    corruption = primary_corruption(read_endpoints(info.endpoints if info is not None else None))
-    needs_cells = corruption is not None and not any(f"corrupt/{corruption}/s" in c for c in finished.columns)
+    primary = primary_corruption(read_endpoints(info.endpoints if info is not None else None))
+    wanted = [c for c in (primary, *severity_of) if c]
+    needs_cells = any(not any(col.startswith(f"corrupt/{c}/s") for col in finished.columns) for c in wanted)
     cells = mlflow_io.load_cells(finished["run_id"], tracking_uri) if needs_cells else {}
-    report = write_report(runs, info, reliability, out_dir, max_configs=max_configs, cells=cells, echo=echo)
+    report = write_report(runs, info, reliability, out_dir, max_configs=max_configs, cells=cells,
+                          severity_of=severity_of, echo=echo)
     if log_to_mlflow:
         mlflow_io.log_report(info.run_id, out_dir, tracking_uri)
         echo(f"attached {out_dir} to parent run {info.run_id} under {mlflow_io.ARTIFACT_DIR}/")

@@ -120,12 +120,10 @@ def _cli(*args: str) -> tuple[int, str]:
     return rc, buffer.getvalue()
 
 
-@pytest.fixture(scope="module")
-def report(store, tmp_path_factory) -> dict:
-    """The report through the CLI, every figure kept as drawn (plots.save wrapped)."""
-    out = tmp_path_factory.mktemp("report") / "endpoints"
-    figures = {}
-    save = plots.save
+@contextlib.contextmanager
+def kept_figures():
+    """stem -> Figure of every figure saved meanwhile (plots.save wrapped)."""
+    figures, save = {}, plots.save
 
     def keep(fig, out_dir, stem):
         figures[stem] = fig
@@ -133,6 +131,14 @@ def report(store, tmp_path_factory) -> dict:
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(plots, "save", keep)
+        yield figures
+
+
+@pytest.fixture(scope="module")
+def report(store, tmp_path_factory) -> dict:
+    """The report through the CLI, every figure kept as drawn."""
+    out = tmp_path_factory.mktemp("report") / "endpoints"
+    with kept_figures() as figures:
         rc, stdout = _cli("figures", "--experiment", STUDY, "--tracking-uri", store["uri"], "--out", str(out))
     assert rc == 0, stdout
     return {"out": out, "index": (out / "index.md").read_text(), "figures": figures}
@@ -268,3 +274,26 @@ def test_without_endpoints_every_comparison_is_exploratory(tmp_path):
     # two configurations that differ only in smoothing: the figure says so
     assert (tmp_path / "ablation_label_smoothing_on_vs_off.png").is_file()
     assert not list(tmp_path.glob("ablation_schedule*")) and "(c) Label smoothing on vs off" in index
+
+
+def test_severity_of_a_corruption_from_the_older_per_cell_metrics(tmp_path):
+    """Runs logged before corrupt/cells.json carry the cells as metrics; asked for by name, without
+    declared endpoints, the figure reads them."""
+    rows = []
+    for i, (arm, overrides) in enumerate(ARMS):
+        for seed in SEEDS:
+            cells = {f"corrupt/gaussian_noise/s{s}/error": GAUSS[arm][seed] + 0.01 * s for s in range(1, 6)}
+            rows.append({"run_id": f"r{i}{seed}", "run_name": f"{i}{seed}", "status": "FINISHED", "study": "s",
+                         "trial_number": 3 * i + seed, "seed": seed, "start_time": pd.Timestamp(0, unit="s", tz="UTC"),
+                         **CONFIG, **overrides, "clean/error": CLEAN[arm][seed], **cells})
+    runs = pd.DataFrame(rows)
+    runs.loc[runs["mollify"] == False, ["roles", "beta"]] = None  # noqa: E712 (not logged without mollification)
+    with kept_figures() as figures:
+        write_report(runs, None, {}, tmp_path, severity_of=["gaussian_noise"], echo=lambda line: None)
+    (ax,) = figures["severity_gaussian_noise"].axes
+    blur = next(c for c in ax.containers if c.get_label() == "blur only")
+    expected = [100 * np.mean(CLEAN["xb"])] + [100 * (np.mean(GAUSS["xb"]) + 0.01 * s) for s in range(1, 6)]
+    assert blur.lines[0].get_ydata() == pytest.approx(expected)
+    assert "primary endpoint" not in (tmp_path / "index.md").read_text().split("severity_gaussian_noise.png")[1][:300]
+    with pytest.raises(ValueError, match="unknown corruption"):
+        write_report(runs, None, {}, tmp_path, severity_of=["gaussian"], echo=lambda line: None)
