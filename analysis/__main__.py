@@ -20,7 +20,7 @@ import sys
 
 from analysis.benchmark import CORRUPTIONS
 from analysis.configs import with_configurations
-from analysis.endpoints import endpoints_markdown, evaluate, read_endpoints
+from analysis.endpoints import declared_cells, endpoints_markdown, evaluate, read_endpoints
 from analysis.mlflow_io import load_runs, load_study_info
 from analysis.multiplicity import ADJUSTMENTS
 from analysis.paired import HEADLINE, differences_markdown, find_baseline, paired_differences
@@ -69,9 +69,10 @@ def print_paired(experiment: str, baseline: str | None, tracking_uri: str | None
     runs, _ = keep_finished(load_runs(experiment, tracking_uri))
     labelled, table = with_configurations(runs)
     info = load_study_info(experiment, tracking_uri)
-    declared = read_endpoints(info.endpoints if info is not None else None)
-    if declared is not None:
-        print(f"## Pre-registered endpoints of {experiment}\n\n{endpoints_markdown(evaluate(labelled, declared, adjust))}")
+    endpoints = read_endpoints(info.endpoints if info is not None else None)
+    evaluation = evaluate(labelled, endpoints, adjust) if endpoints is not None else None
+    if evaluation is not None:
+        print(f"## Pre-registered endpoints of {experiment}\n\n{endpoints_markdown(evaluation)}")
         if baseline is None and not metrics:
             return
     labels = "; ".join(dict.fromkeys(labelled["config"]))
@@ -82,9 +83,9 @@ def print_paired(experiment: str, baseline: str | None, tracking_uri: str | None
     if baseline not in table.index:
         raise LookupError(f"no configuration {baseline!r} in {experiment}; configurations: {labels}")
     columns = [(m, m, 1.0 if m.endswith("nll") else 100.0) for m in metrics] or HEADLINE
-    heading = "## Exploratory: not among the declared endpoints\n\n" if declared is not None else ""
+    heading = "## Exploratory: not among the declared endpoints\n\n" if evaluation is not None else ""
     print(heading + differences_markdown(paired_differences(labelled, baseline, columns), baseline, columns,
-                                         adjust=adjust or "holm"))
+                                         adjust=adjust or "holm", declared=declared_cells(evaluation, baseline)))
 
 
 def main(argv: list[str] | None = None) -> int:

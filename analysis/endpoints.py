@@ -141,6 +141,14 @@ def evaluate(runs: pd.DataFrame, endpoints: Endpoints, method: str | None = None
     return Evaluation(primary, secondary, family, alpha)
 
 
+def declared_cells(evaluation: Evaluation | None, baseline: str) -> set[tuple[str, str]]:
+    """(arm label, metric) of each declared endpoint against `baseline`: the cells of a paired
+    table against it that belong to the declared families, not to the exploratory one."""
+    if evaluation is None:
+        return set()
+    return {(r.arm, r.endpoint.metric) for r in (evaluation.primary, *evaluation.secondary) if r.baseline == baseline}
+
+
 # --- in words -------------------------------------------------------------------------------------
 
 def metric_words(metric: str) -> str:

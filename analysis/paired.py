@@ -10,7 +10,7 @@ side by side do not say it (they overlap even where every seed moves the same wa
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Collection, Sequence
 
 import pandas as pd
 
@@ -118,14 +118,18 @@ def _markdown(frame: pd.DataFrame, columns: Sequence[tuple[str, str, float]], fi
 
 
 def adjust_cells(diffs: pd.DataFrame, columns: Sequence[tuple[str, str, float]] = HEADLINE,
-                 method: str = "holm", alpha: float = 0.05) -> tuple[pd.DataFrame, Adjusted]:
+                 method: str = "holm", alpha: float = 0.05,
+                 declared: Collection[tuple[str, str]] = ()) -> tuple[pd.DataFrame, Adjusted]:
     """The cells of `paired_differences` as one family, adjusted together: one row per
     (configuration, heading) with mean, half (95%), n, p, p_adjusted, half_adjusted (at the
-    family's interval level) and mark (lower / higher / '')."""
-    rows = [{"config": config, "heading": heading, **{k: row[(heading, k)] for k in ("mean", "half", "n", "p", "sd")}}
-            for config, row in diffs.iterrows() for heading, *_ in columns]
-    cells = pd.DataFrame(rows, columns=["config", "heading", "mean", "half", "n", "p", "sd"])
-    result = adjust(cells["p"].to_numpy(dtype=float), method, alpha)
+    family's interval level), mark (lower / higher / '') and declared. Cells in `declared`
+    ((configuration, metric) pairs: the study's declared endpoints against this baseline) are
+    tested in their own family (analysis/endpoints.py) and left out of this one."""
+    rows = [{"config": config, "heading": heading, "declared": (config, metric) in declared,
+             **{k: row[(heading, k)] for k in ("mean", "half", "n", "p", "sd")}}
+            for config, row in diffs.iterrows() for heading, metric, _ in columns]
+    cells = pd.DataFrame(rows, columns=["config", "heading", "declared", "mean", "half", "n", "p", "sd"])
+    result = adjust(cells["p"].where(~cells["declared"]).to_numpy(dtype=float), method, alpha)
     cells["p_adjusted"] = result.p_adjusted
     cells["half_adjusted"] = [t_half(sd, int(n), result.level) for sd, n in zip(cells["sd"], cells["n"])]
     cells["mark"] = [direction(m, r) for m, r in zip(cells["mean"], result.rejected)]
@@ -134,12 +138,14 @@ def adjust_cells(diffs: pd.DataFrame, columns: Sequence[tuple[str, str, float]] 
 
 def differences_markdown(diffs: pd.DataFrame, baseline: str,
                          columns: Sequence[tuple[str, str, float]] = HEADLINE, *,
-                         adjust: str = "holm", alpha: float = 0.05) -> str:
+                         adjust: str = "holm", alpha: float = 0.05,
+                         declared: Collection[tuple[str, str]] = ()) -> str:
     """The paired differences as Markdown: an overview (a cell is `difference ± 95% half-width`,
-    marked (lower) / (higher) where the test survives the adjustment over every cell shown), then
-    each test with its raw and adjusted p-value and adjusted interval."""
-    cells, result = adjust_cells(diffs, columns, adjust, alpha)
-    marks = {(c, h): mark for c, h, mark in zip(cells["config"], cells["heading"], cells["mark"])}
+    marked (lower) / (higher) where the test survives the adjustment over every cell shown, or
+    (declared) for a declared endpoint, read in its own family), then each test with its raw and
+    adjusted p-value and adjusted interval."""
+    cells, result = adjust_cells(diffs, columns, adjust, alpha, declared)
+    marks = {(c.config, c.heading): "declared" if c.declared else c.mark for c in cells.itertuples()}
 
     def marked(config: str, heading: str, mean: float, half: float, n: int, digits: int) -> str:
         mark = marks[(config, heading)]
@@ -151,16 +157,20 @@ def differences_markdown(diffs: pd.DataFrame, baseline: str,
             f"points, NLL in nats. (lower)/(higher): the paired t test survives the adjustment for "
             f"multiplicity, {result.describe()}, the family being every cell shown with 2 pairs or "
             "more; unmarked: no difference this many seeds can detect after that adjustment.")
+    if cells["declared"].any():
+        note += (" (declared): a pre-registered endpoint, tested in its own family with the study's "
+                 "endpoints and left out of this one.")
     return "\n".join(lines) + "\n\n" + note + "\n\n" + "\n".join(_tests_lines(cells, columns, result)) + "\n"
 
 
 def _tests_lines(cells: pd.DataFrame, columns: Sequence[tuple[str, str, float]], result: Adjusted) -> list[str]:
-    """One row per test of the family: difference ± 95%, p, adjusted p and adjusted interval."""
+    """One row per test of the family (declared endpoints are not in it): difference ± 95%, p,
+    adjusted p and adjusted interval."""
     digits = {h: 2 if scale == 100.0 else 3 for h, _, scale in columns}
     level = format_level(result.level)
     lines = [f"| configuration − baseline | metric | pairs | difference ± 95% | p | p ({ADJUSTMENT_WORDS[result.method]}) "
              f"| difference ± {level} | result |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
-    for cell in cells[cells["n"] >= 2].itertuples():
+    for cell in cells[(cells["n"] >= 2) & ~cells["declared"]].itertuples():
         d = digits[cell.heading]
         lines.append(f"| {cell.config.replace('|', '/')} | {cell.heading} | {int(cell.n)} | "
                      f"{_signed(cell.mean, cell.half, int(cell.n), d)} | {format_p(cell.p)} | {format_p(cell.p_adjusted)} | "

@@ -31,8 +31,8 @@ import pandas as pd
 from analysis import mlflow_io, paired, plots, tables
 from analysis.benchmark import CLEAN_ERROR, CORRUPT_ERROR, CORRUPTION_GROUPS, CORRUPTIONS, group_metric
 from analysis.configs import colour_map, describe, varying_params, with_configurations
-from analysis.endpoints import (Endpoints, Evaluation, evaluate, metric_words, primary_sentence, read_endpoints,
-                                secondary_lines)
+from analysis.endpoints import (Endpoints, Evaluation, declared_cells, evaluate, metric_words, primary_sentence,
+                                read_endpoints, secondary_lines)
 from analysis.mlflow_io import Reliability, StudyInfo
 from analysis.multiplicity import format_level
 from analysis.optimisation import (OPTUNA_SEARCHES, conditional_importances, importances, param_presence,
@@ -194,23 +194,24 @@ def _headline_section(ctx: _Context) -> None:
     diffs = paired.paired_differences(ctx.runs, baseline)
     if diffs.empty or diffs.xs("n", axis=1, level="stat").to_numpy().max() < 2:
         return ctx.skip("Paired differences", "fewer than 2 seeds shared with the baseline")
-    text = paired.differences_markdown(diffs, baseline)
+    declared = declared_cells(ctx.endpoints, baseline)
+    text = paired.differences_markdown(diffs, baseline, declared=declared)
     (out / "paired.md").write_text(text)
     ctx.report.files.append(out / "paired.md")
     ctx.report.lines += ["### Differences against the baseline, paired by seed (exploratory)", "", text]
-    _paired_forest(ctx, diffs, baseline)
+    _paired_forest(ctx, diffs, baseline, declared)
 
 
 FOREST_HEADINGS = ("corrupted error", "clean error")  # the exploratory forest plot: the two headline errors
 
 
-def _paired_forest(ctx: _Context, diffs: pd.DataFrame, baseline: str) -> None:
-    """The headline errors' paired cells as a forest plot, with the intervals of the table's
-    adjustment (its family: every cell shown)."""
-    cells, result = paired.adjust_cells(diffs)
+def _paired_forest(ctx: _Context, diffs: pd.DataFrame, baseline: str, declared: set[tuple[str, str]]) -> None:
+    """The headline errors' exploratory paired cells as a forest plot, with the intervals of the
+    table's adjustment (its family: every cell shown that is not a declared endpoint)."""
+    cells, result = paired.adjust_cells(diffs, declared=declared)
     panels = []
     for heading in FOREST_HEADINGS:
-        mine = cells[(cells["heading"] == heading) & (cells["n"] >= 2)]
+        mine = cells[(cells["heading"] == heading) & (cells["n"] >= 2) & ~cells["declared"]]
         rows = [plots.ForestRow(f"{c.config} − {baseline}", c.mean, c.half_adjusted, ctx.colours.get(c.config, "black"),
                                 bool(c.mark)) for c in mine.itertuples()]
         if rows:

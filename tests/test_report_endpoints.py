@@ -193,8 +193,13 @@ def test_the_secondary_family_is_adjusted_together(report):
 
 def test_the_forest_and_severity_figures_of_the_endpoint(report):
     out = report["out"]
-    for stem in ("forest_endpoints", "severity_gaussian_noise", "forest_paired_vs_baseline"):
+    for stem in ("forest_endpoints", "severity_gaussian_noise"):
         assert (out / f"{stem}.png").is_file() and f"({stem}.png)" in report["index"], stem
+    # every clean and corrupted error cell against the baseline is a declared endpoint: in the
+    # paired table marked so, out of its family, and no exploratory forest plot is left to draw
+    paired = (out / "paired.md").read_text()
+    assert paired.count("(declared)") == 4 + 1 and "Holm over 8 tests" in paired  # 4 of 12 cells, and the note
+    assert not (out / "forest_paired_vs_baseline.png").exists()
     fig = report["figures"]["severity_gaussian_noise"]
     (ax,) = fig.axes
     noise = next(c for c in ax.containers if c.get_label() == "noise only")  # errorbar: (data line, caps, bars)
@@ -255,11 +260,22 @@ def test_paired_prints_the_endpoints_and_adjusts_as_asked(store):
                    "--baseline", "FCR, no mollification", "--metric", "corrupt/gaussian_noise/error")
     assert rc == 0 and "Benjamini-Hochberg over 4 tests" in out and "Benjamini-Yekutieli FCR-adjusted" in out
     exploratory = out.split("## Exploratory: not among the declared endpoints")[1]
-    assert "Benjamini-Hochberg over 2 tests" in exploratory  # the cells shown: xn and xb against the baseline
-    raw = [stats.ttest_rel(GAUSS[arm], GAUSS["base"]).pvalue for arm in ("xn", "xb")]
-    _, bh, *_ = multipletests(raw, method="fdr_bh")
-    row = next(line for line in exploratory.splitlines() if line.startswith("| noise only | corrupt/gaussian"))
-    assert re.search(rf"\| {raw[0]:.2g} \| {bh[0]:.2g} \|", row), row
+    # noise only against the baseline on gaussian noise is the primary endpoint: out of this family
+    assert "Benjamini-Hochberg over 1 test," in exploratory
+    wide = next(line for line in exploratory.splitlines() if line.startswith("| noise only |"))
+    assert wide.endswith("(declared) |")
+    assert not [line for line in exploratory.splitlines() if line.startswith("| noise only | corrupt/gaussian")]
+    p = stats.ttest_rel(GAUSS["xb"], GAUSS["base"]).pvalue
+    row = next(line for line in exploratory.splitlines() if line.startswith("| blur only | corrupt/gaussian"))
+    assert re.search(rf"\| {p:.3f} \| {p:.3f} \|", row), row  # one test: adjusted = raw
+    rc, out = _cli("paired", "--experiment", STUDY, "--tracking-uri", store["uri"], "--baseline", "noise only",
+                   "--metric", "corrupt/error", "--metric", "clean/error")
+    raw = [stats.ttest_rel(VALUES[m]["base"], VALUES[m]["xn"]).pvalue for m in ("corrupt/error", "clean/error")]
+    _, holm, *_ = multipletests(raw + [stats.ttest_rel(VALUES[m]["xb"], VALUES[m]["xn"]).pvalue
+                                       for m in ("corrupt/error", "clean/error")], method="holm")
+    assert "Holm over 4 tests" in out  # another baseline: no declared cell among these
+    row = next(line for line in out.splitlines() if line.startswith("| FCR, no mollification | corrupt/error"))
+    assert f"| {raw[0]:.3f} | {holm[0]:.3f} |" in row, row
 
 
 def test_without_endpoints_every_comparison_is_exploratory(tmp_path):
@@ -285,7 +301,8 @@ def test_severity_of_a_corruption_from_the_older_per_cell_metrics(tmp_path):
             cells = {f"corrupt/gaussian_noise/s{s}/error": GAUSS[arm][seed] + 0.01 * s for s in range(1, 6)}
             rows.append({"run_id": f"r{i}{seed}", "run_name": f"{i}{seed}", "status": "FINISHED", "study": "s",
                          "trial_number": 3 * i + seed, "seed": seed, "start_time": pd.Timestamp(0, unit="s", tz="UTC"),
-                         **CONFIG, **overrides, "clean/error": CLEAN[arm][seed], **cells})
+                         **CONFIG, **overrides, "clean/error": CLEAN[arm][seed], "corrupt/error": CORRUPT[arm][seed],
+                         **cells})
     runs = pd.DataFrame(rows)
     runs.loc[runs["mollify"] == False, ["roles", "beta"]] = None  # noqa: E712 (not logged without mollification)
     with kept_figures() as figures:
@@ -295,5 +312,8 @@ def test_severity_of_a_corruption_from_the_older_per_cell_metrics(tmp_path):
     expected = [100 * np.mean(CLEAN["xb"])] + [100 * (np.mean(GAUSS["xb"]) + 0.01 * s) for s in range(1, 6)]
     assert blur.lines[0].get_ydata() == pytest.approx(expected)
     assert "primary endpoint" not in (tmp_path / "index.md").read_text().split("severity_gaussian_noise.png")[1][:300]
+    forest = figures["forest_paired_vs_baseline"]  # no endpoints: the headline errors' cells, exploratory
+    assert [ax.get_title(loc="left") for ax in forest.axes] == ["corrupted error", "clean error"]
+    assert "Holm over" in forest.get_suptitle() and forest.get_suptitle().startswith("Exploratory")
     with pytest.raises(ValueError, match="unknown corruption"):
         write_report(runs, None, {}, tmp_path, severity_of=["gaussian"], echo=lambda line: None)
