@@ -85,7 +85,8 @@ def print_paired(experiment: str, baseline: str | None, tracking_uri: str | None
     columns = [(m, m, 1.0 if m.endswith("nll") else 100.0) for m in metrics] or HEADLINE
     heading = "## Exploratory: not among the declared endpoints\n\n" if evaluation is not None else ""
     print(heading + differences_markdown(paired_differences(labelled, baseline, columns), baseline, columns,
-                                         adjust=adjust or "holm", declared=declared_cells(evaluation, baseline)))
+                                         adjust=adjust or "holm", declared=declared_cells(evaluation, baseline),
+                                         alpha=evaluation.alpha if evaluation is not None else 0.05))
 
 
 def main(argv: list[str] | None = None) -> int:

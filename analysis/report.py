@@ -86,6 +86,11 @@ class _Context:
                               f"{caption} ([PNG]({stem}.png), [PDF]({stem}.pdf))", ""]
 
     @property
+    def alpha(self) -> float:
+        """The study's declared alpha, else 0.05: what every test of the report is read at."""
+        return self.endpoints.alpha if self.endpoints is not None else 0.05
+
+    @property
     def objective(self) -> tuple[str, str]:
         """(metric, mode) that "best" means: what the study searched (a grid: the objective it
         names), from its parent run; corrupted error without one."""
@@ -195,7 +200,7 @@ def _headline_section(ctx: _Context) -> None:
     if diffs.empty or diffs.xs("n", axis=1, level="stat").to_numpy().max() < 2:
         return ctx.skip("Paired differences", "fewer than 2 seeds shared with the baseline")
     declared = declared_cells(ctx.endpoints, baseline)
-    text = paired.differences_markdown(diffs, baseline, declared=declared)
+    text = paired.differences_markdown(diffs, baseline, declared=declared, alpha=ctx.alpha)
     (out / "paired.md").write_text(text)
     ctx.report.files.append(out / "paired.md")
     ctx.report.lines += ["### Differences against the baseline, paired by seed (exploratory)", "", text]
@@ -208,7 +213,7 @@ FOREST_HEADINGS = ("corrupted error", "clean error")  # the exploratory forest p
 def _paired_forest(ctx: _Context, diffs: pd.DataFrame, baseline: str, declared: set[tuple[str, str]]) -> None:
     """The headline errors' exploratory paired cells as a forest plot, with the intervals of the
     table's adjustment (its family: every cell shown that is not a declared endpoint)."""
-    cells, result = paired.adjust_cells(diffs, declared=declared)
+    cells, result = paired.adjust_cells(diffs, declared=declared, alpha=ctx.alpha)
     panels = []
     for heading in FOREST_HEADINGS:
         mine = cells[(cells["heading"] == heading) & (cells["n"] >= 2) & ~cells["declared"]]
