@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import math
 import re
 import time
@@ -26,6 +27,7 @@ from statsmodels.stats.multitest import multipletests
 from analysis import load_study_info, plots, write_report
 from analysis.__main__ import main
 from analysis.configs import BASELINE_COLOUR
+from analysis.contract import ENDPOINTS_KEY
 from analysis.endpoints import read_endpoints
 
 STUDY = "endpoint-study"
@@ -316,3 +318,18 @@ def test_severity_of_a_corruption_from_the_older_per_cell_metrics(tmp_path):
     assert "Holm over" in forest.get_suptitle() and forest.get_suptitle().startswith("Exploratory")
     with pytest.raises(ValueError, match="unknown corruption"):
         write_report(runs, None, {}, tmp_path, severity_of=["gaussian"], echo=lambda line: None)
+
+
+def test_a_preset_s_declared_endpoints_read_back_as_the_study_records_them():
+    """The study side's record (study/record.py) against this side's reader: evidence-cpu-32's
+    5 configurations x 3 seeds, the primary noise only (grid point 1) against fcr (point 0)."""
+    from study.record import record_data
+    from study.spec import load_spec
+
+    data = json.loads(json.dumps(record_data(load_spec("evidence-cpu-32"))))  # as record.json holds it
+    declared = read_endpoints(data[ENDPOINTS_KEY])
+    assert declared.primary.metric == "corrupt/gaussian_noise/error"
+    assert (declared.primary.arm_trials, declared.primary.baseline_trials) == ((3, 4, 5), (0, 1, 2))
+    assert len(declared.secondary) == 9 and declared.adjust == "holm" and declared.alpha == 0.05
+    for e in (declared.primary, *declared.secondary):
+        assert set(e.arm_trials) | set(e.baseline_trials) <= set(range(15)) and e.arm_trials != e.baseline_trials
