@@ -24,6 +24,7 @@ from analysis.tables import table1
 __all__ = [
     "PANELS", "Report", "StudyInfo", "adjust", "colour_map", "configurations", "describe", "effective_params",
     "evaluate", "find_comparisons", "importances", "keep_finished", "load_cells", "load_reliability", "load_runs",
-    "load_study_info", "log_report", "make_figures", "mean_ci", "paired_test", "pareto_mask", "read_endpoints", "rebuild_study",
+    "load_study_info", "log_report", "make_figures", "mean_ci", "paired_test", "pareto_mask", "read_endpoints",
+    "rebuild_study",
     "resolve_tracking_uri", "summarise", "table1", "with_configurations", "write_report",
 ]

@@ -27,9 +27,9 @@ import pandas as pd
 from mlflow.entities import Run, ViewType
 from mlflow.tracking import MlflowClient
 
-from analysis.contract import (CELLS_ARTIFACT, ENDPOINTS_KEY, KIND_TAG, LEGACY_SEARCH_SPACE_TAG, OBJECTIVES_TAG, PARENT_TAG, PRESET_TAG,
-                               RECORD_ARTIFACT, RELIABILITY_DIR, REPORT_DIR, SEARCH_TAG, SEED_TAG,
-                               SELECT_ON_TEST_TAG, STOPPED_EARLY_TAG, STUDY_TAG, TRIAL_NUMBER_TAG)
+from analysis.contract import (CELLS_ARTIFACT, ENDPOINTS_KEY, KIND_TAG, LEGACY_SEARCH_SPACE_TAG, OBJECTIVES_TAG,
+                               PARENT_TAG, PRESET_TAG, RECORD_ARTIFACT, RELIABILITY_DIR, REPORT_DIR, SEARCH_TAG,
+                               SEED_TAG, SELECT_ON_TEST_TAG, STOPPED_EARLY_TAG, STUDY_TAG, TRIAL_NUMBER_TAG)
 
 DEFAULT_DB = "mlflow.db"
 META_COLUMNS = ("run_id", "run_name", "status", "stopped_early", "study", "trial_number", "seed", "start_time")

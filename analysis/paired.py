@@ -168,12 +168,13 @@ def _tests_lines(cells: pd.DataFrame, columns: Sequence[tuple[str, str, float]],
     adjusted p and adjusted interval."""
     digits = {h: 2 if scale == 100.0 else 3 for h, _, scale in columns}
     level = format_level(result.level)
-    lines = [f"| configuration − baseline | metric | pairs | difference ± 95% | p | p ({ADJUSTMENT_WORDS[result.method]}) "
-             f"| difference ± {level} | result |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    lines = [f"| configuration − baseline | metric | pairs | difference ± 95% | p | "
+             f"p ({ADJUSTMENT_WORDS[result.method]}) | difference ± {level} | result |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
     for cell in cells[(cells["n"] >= 2) & ~cells["declared"]].itertuples():
         d = digits[cell.heading]
         lines.append(f"| {cell.config.replace('|', '/')} | {cell.heading} | {int(cell.n)} | "
-                     f"{_signed(cell.mean, cell.half, int(cell.n), d)} | {format_p(cell.p)} | {format_p(cell.p_adjusted)} | "
+                     f"{_signed(cell.mean, cell.half, int(cell.n), d)} | {format_p(cell.p)} | "
+                     f"{format_p(cell.p_adjusted)} | "
                      f"{_signed(cell.mean, cell.half_adjusted, int(cell.n), d)} | {cell.mark or '–'} |")
     return lines
 

@@ -143,7 +143,8 @@ def skip_reason(table: pd.DataFrame, panel: Panel) -> str:
 def knob_colours(table: pd.DataFrame, comparisons: list[Comparison]) -> dict[str, str]:
     """Configuration label -> colour for a panel's figures: by the knob's value, the same value the
     same colour in every comparison of the panel (beta 4 is one colour whether the roles are noise
-    or noise + blur), the unmollified baseline dark grey."""
+    or noise + blur), the unmollified baseline dark grey. The report does not use it: there an arm
+    keeps one colour across every figure (`configs.colour_map`)."""
     panel = comparisons[0].panel
     members = [label for c in comparisons for label in c.configs]
     baseline = set(_baseline_labels(table, members))

@@ -217,8 +217,8 @@ def _paired_forest(ctx: _Context, diffs: pd.DataFrame, baseline: str, declared: 
     panels = []
     for heading in FOREST_HEADINGS:
         mine = cells[(cells["heading"] == heading) & (cells["n"] >= 2) & ~cells["declared"]]
-        rows = [plots.ForestRow(f"{c.config} − {baseline}", c.mean, c.half_adjusted, ctx.colours.get(c.config, "black"),
-                                bool(c.mark)) for c in mine.itertuples()]
+        rows = [plots.ForestRow(f"{c.config} − {baseline}", c.mean, c.half_adjusted,
+                                ctx.colours.get(c.config, "black"), bool(c.mark)) for c in mine.itertuples()]
         if rows:
             panels.append((heading, rows))
     if not panels:
@@ -476,8 +476,8 @@ def _pareto_part(ctx: _Context, trials: pd.DataFrame) -> None:
                          for _, r in front.iterrows()] + [""]
 
 
-SECTIONS = (_endpoints_section, _table_section, _headline_section, _severity_section, _ablation_section, _reliability_section,
-            _optuna_section)
+SECTIONS = (_endpoints_section, _table_section, _headline_section, _severity_section, _ablation_section,
+            _reliability_section, _optuna_section)
 
 
 # --- the report -----------------------------------------------------------------------------------
