@@ -190,18 +190,25 @@ def with_configurations(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]
     return runs.assign(config=labels), table
 
 
+BASELINE_COLOUR = "#4d4d4d"  # the configuration without mollification, in every figure
+GREYS = {"#7f7f7f", "#c7c7c7"}  # tab10's and tab20's greys: kept for the baseline alone
+
+
 def palette(n: int) -> list[str]:
-    """n distinct colours: tab10, tab20, else evenly spaced along turbo."""
-    if n <= 10:
-        colours = [colormaps["tab10"](i) for i in range(n)]
-    elif n <= 20:
-        colours = [colormaps["tab20"](i) for i in range(n)]
+    """n distinct colours, none of them grey: tab10, tab20, else evenly spaced along turbo."""
+    if n <= 9:
+        colours = [to_hex(colormaps["tab10"](i)) for i in range(10)]
+    elif n <= 18:
+        colours = [to_hex(colormaps["tab20"](i)) for i in range(20)]
     else:
-        colours = [colormaps["turbo"](x) for x in np.linspace(0.05, 0.95, n)]
-    return [to_hex(c) for c in colours]
+        colours = [to_hex(colormaps["turbo"](x)) for x in np.linspace(0.05, 0.95, n)]
+    return [c for c in colours if c not in GREYS][:n]
 
 
-def colour_map(labels: Sequence[str]) -> dict[str, str]:
-    """One colour per configuration label, fixed by the labels' order (the configuration table's),
-    so that a configuration has the same colour in every figure of a report."""
-    return dict(zip(labels, palette(len(labels))))
+def colour_map(labels: Sequence[str], baseline: str | None = None) -> dict[str, str]:
+    """One colour per configuration label, assigned once per report in the labels' order (the
+    configuration table's), so that an arm has the same colour in every figure of a report; the
+    `baseline` (the configuration without mollification) is always the same dark grey."""
+    others = [label for label in labels if label != baseline]
+    colours = dict(zip(others, palette(len(others))))
+    return {label: BASELINE_COLOUR if label == baseline else colours[label] for label in labels}

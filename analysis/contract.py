@@ -28,6 +28,8 @@ LEGACY_SEARCH_SPACE_TAG = "mollify.search_space"  # studies recorded before `stu
 RECORD_ARTIFACT = "study/record.json"  # on the parent run
 RECORD_KEYS = ("study", "preset", "search", "objectives", "search_space", "select_on_test", "label_keys")
 RELIABILITY_DIR = "reliability"  # on trial runs: reliability/<set>.json
+CELLS_ARTIFACT = "corrupt/cells.json"  # on trial runs: the corruption grid, one row per (corruption, severity)
+ENDPOINTS_KEY = "endpoints"  # in RECORD_ARTIFACT, when the study declared endpoints (analysis/endpoints.py)
 REPORT_DIR = "figures"  # where the report is attached to the parent run
 
 # --- which knobs act ----------------------------------------------------------------------------

@@ -8,7 +8,8 @@ the study's record as data in `study/record.json` (older studies: tags only); on
 trial tagged `mollify.kind=trial`, `mlflow.parentRunId`, `mollify.trial_number`, `mollify.seed`
 (and `mollify.stopped_early` when the scheduler stopped it, status KILLED); params = the trial
 config's knobs that acted, as strings; metrics logged per epoch (the latest value is the final
-one); reliability bins as `reliability/<set>.json` artifacts.
+one); reliability bins as `reliability/<set>.json` artifacts; the corruption grid's cells as the
+table `corrupt/cells.json` (runs logged before it have them as metrics `corrupt/<c>/s<k>/<m>`).
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ import pandas as pd
 from mlflow.entities import Run, ViewType
 from mlflow.tracking import MlflowClient
 
-from analysis.contract import (KIND_TAG, LEGACY_SEARCH_SPACE_TAG, OBJECTIVES_TAG, PARENT_TAG, PRESET_TAG,
-                               RECORD_ARTIFACT, RELIABILITY_DIR, REPORT_DIR, SEARCH_TAG, SEED_TAG,
-                               SELECT_ON_TEST_TAG, STOPPED_EARLY_TAG, STUDY_TAG, TRIAL_NUMBER_TAG)
+from analysis.contract import (CELLS_ARTIFACT, ENDPOINTS_KEY, KIND_TAG, LEGACY_SEARCH_SPACE_TAG, OBJECTIVES_TAG,
+                               PARENT_TAG, PRESET_TAG, RECORD_ARTIFACT, RELIABILITY_DIR, REPORT_DIR, SEARCH_TAG,
+                               SEED_TAG, SELECT_ON_TEST_TAG, STOPPED_EARLY_TAG, STUDY_TAG, TRIAL_NUMBER_TAG)
 
 DEFAULT_DB = "mlflow.db"
 META_COLUMNS = ("run_id", "run_name", "status", "stopped_early", "study", "trial_number", "seed", "start_time")
@@ -166,6 +167,8 @@ class StudyInfo:
     tags: dict[str, str] = field(default_factory=dict)
     select_on_test: bool = False  # the search or early stopping optimised test metrics, knowingly
     label_keys: tuple[str, ...] = ()  # the keys that tell the study's trials apart (seed aside)
+    # the pre-registered endpoints as recorded (analysis.endpoints.read_endpoints); None: none declared
+    endpoints: dict[str, Any] | None = None
 
 
 def _json_tag(tags: Mapping[str, str], key: str, default: Any) -> Any:
@@ -204,6 +207,7 @@ def load_study_info(experiment: str, tracking_uri: str | None = None) -> StudyIn
         tags=tags,
         select_on_test=bool(record["select_on_test"]),
         label_keys=tuple(record["label_keys"]),
+        endpoints=record.get(ENDPOINTS_KEY),
     )
 
 
@@ -256,6 +260,29 @@ def load_reliability(run_ids: Iterable[str], tracking_uri: str | None = None) ->
             scratch = Path(tmp) / run_id
             scratch.mkdir()
             out[run_id] = _run_reliability(client, run_id, scratch)
+        return out
+
+
+def _run_cells(client: MlflowClient, run_id: str, scratch: Path) -> pd.DataFrame | None:
+    folder = CELLS_ARTIFACT.rsplit("/", 1)[0]
+    if not any(a.path == CELLS_ARTIFACT for a in client.list_artifacts(run_id, folder)):
+        return None
+    table = json.loads(Path(client.download_artifacts(run_id, CELLS_ARTIFACT, str(scratch))).read_text())
+    return pd.DataFrame(table["data"], columns=table["columns"])  # mlflow.log_table's JSON
+
+
+def load_cells(run_ids: Iterable[str], tracking_uri: str | None = None) -> dict[str, pd.DataFrame]:
+    """run_id -> the run's corruption grid (`corrupt/cells.json`: columns corruption, severity and
+    one per metric, as fractions), for the runs that have one."""
+    client = _client(tracking_uri)
+    with _no_progress_bars(), tempfile.TemporaryDirectory(prefix="mollify-cells-") as tmp:
+        out = {}
+        for run_id in run_ids:
+            scratch = Path(tmp) / run_id
+            scratch.mkdir()
+            cells = _run_cells(client, run_id, scratch)
+            if cells is not None:
+                out[run_id] = cells
         return out
 
 

@@ -18,11 +18,10 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.configs import MOLLIFY_KNOBS, NA, describe, palette
+from analysis.configs import BASELINE_COLOUR, MOLLIFY_KNOBS, NA, describe, palette
 
 
 SEEN_SHOWN = 6  # knob values listed in a skip message
-BASELINE_COLOUR = "#4d4d4d"  # the unmollified reference, in every panel
 
 
 @dataclass(frozen=True)
@@ -110,6 +109,17 @@ def find_comparisons(table: pd.DataFrame, panel: Panel) -> list[Comparison]:
     return found
 
 
+def comparison_name(table: pd.DataFrame, comparison: Comparison) -> tuple[str, str]:
+    """(file key, title) saying what a comparison compares: a schedule comparison of two
+    configurations that differ only in whether labels are smoothed is 'label smoothing on vs off',
+    not a schedule."""
+    panel = comparison.panel
+    if panel.key == "schedule" and len(comparison.configs) == 2:
+        if {table.loc[c, "smooth_labels"] for c in comparison.configs} == {True, False}:
+            return "label_smoothing_on_vs_off", "(c) Label smoothing on vs off"
+    return panel.key, panel.title
+
+
 def _words(panel: Panel, value: tuple[Any, ...]) -> str:
     return describe(dict(zip(panel.knob, value)), panel.knob)
 
@@ -133,7 +143,8 @@ def skip_reason(table: pd.DataFrame, panel: Panel) -> str:
 def knob_colours(table: pd.DataFrame, comparisons: list[Comparison]) -> dict[str, str]:
     """Configuration label -> colour for a panel's figures: by the knob's value, the same value the
     same colour in every comparison of the panel (beta 4 is one colour whether the roles are noise
-    or noise + blur), the unmollified baseline dark grey."""
+    or noise + blur), the unmollified baseline dark grey. The report does not use it: there an arm
+    keeps one colour across every figure (`configs.colour_map`)."""
     panel = comparisons[0].panel
     members = [label for c in comparisons for label in c.configs]
     baseline = set(_baseline_labels(table, members))

@@ -2,12 +2,14 @@
 the object-oriented API (`matplotlib.figure.Figure`), never pyplot, so no backend or global
 figure state is involved; `save` writes PNG and PDF.
 
-Conventions: errors and ECE in %, NLL in nats, one colour per configuration (`colour_map`), error
-bars = 95% t-intervals over seeds (none for a single seed)."""
+Conventions: errors and ECE in %, NLL in nats, one colour per configuration given once per report
+(`colour_map`: the same arm the same colour in every figure, the baseline always dark grey), error
+bars = 95% t-intervals over seeds (none for a single seed) unless a figure says otherwise."""
 
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, ParamSpec, Sequence
 
@@ -98,10 +100,10 @@ def seeds_note(summary: pd.DataFrame) -> str:
 
 
 @styled
-def severity_figure(curves: Mapping[str, pd.DataFrame], colours: Mapping[str, str]) -> Figure:
+def severity_figure(curves: Mapping[str, pd.DataFrame], colours: Mapping[str, str], title: str | None = None) -> Figure:
     """One panel per metric (e.g. {"error (%)": frame, "ECE (%)": frame}); each frame is a
     `summarise` frame over severity columns 0..5 (already in display units), one row per
-    configuration."""
+    configuration. `title` replaces the first line of the default title (what is plotted)."""
     fig = _figure(max(4.2 * len(curves), 6.0), 3.6)
     axes = fig.subplots(1, len(curves), squeeze=False)[0]
     for ax, (ylabel, frame) in zip(axes, curves.items()):
@@ -117,8 +119,8 @@ def severity_figure(curves: Mapping[str, pd.DataFrame], colours: Mapping[str, st
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     shown = " and ".join(label.split(" (")[0] for label in curves)
-    fig.suptitle(f"{shown[0].upper()}{shown[1:]} against corruption severity (mean over corruptions)\n"
-                 f"{seeds_note(next(iter(curves.values())))}")
+    title = title or f"{shown[0].upper()}{shown[1:]} against corruption severity (mean over corruptions)"
+    fig.suptitle(f"{title}\n{seeds_note(next(iter(curves.values())))}")
     handles, labels = axes[0].get_legend_handles_labels()
     _legend_below(fig, handles, labels)
     return fig
@@ -210,15 +212,23 @@ def reliability_ece(bins: Mapping[str, np.ndarray]) -> float:
     return float((count * gap).sum() / count.sum())
 
 
+RELIABILITY_MARKER = (6.0, 160.0)  # marker area (pt^2) of an empty bin and of a bin holding every image
+
+
 @styled
 def reliability_figure(pooled: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]],
-                       sets: Mapping[str, str], colours: Mapping[str, str]) -> Figure:
+                       sets: Mapping[str, str], colours: Mapping[str, str],
+                       ece: Mapping[str, Mapping[str, tuple[float, int]]] | None = None) -> Figure:
     """Reliability diagrams: accuracy against confidence per configuration (bins pooled over
-    seeds), one column per evaluation set (`sets`: name -> title), with the share of images per
-    confidence bin below. `pooled`: configuration -> set name -> bins."""
-    fig = _figure(max(4.0 * len(sets), 6.0), 5.0)
+    seeds), one column per evaluation set (`sets`: name -> title), each bin's marker area by the
+    share of images in it, and that share per bin in a panel below, so that a near-empty bin does
+    not read at full weight. `pooled`: configuration -> set name -> bins; `ece`: configuration ->
+    set name -> (ECE as a fraction, seeds it is the mean over), shown in the legend as the tables
+    show it; without it the legend gives the ECE of the pooled bins, labelled pooled."""
+    fig = _figure(max(4.0 * len(sets), 6.0), 5.4)
     grid = fig.subplots(2, len(sets), squeeze=False, sharex=True,
                         gridspec_kw={"height_ratios": [3, 1.1]})
+    small, large = RELIABILITY_MARKER
     for col, (name, title) in enumerate(sets.items()):
         top, bottom = grid[0, col], grid[1, col]
         top.plot([0, 100], [0, 100], color=GREY, ls="--", lw=1, label="perfect calibration")
@@ -227,27 +237,74 @@ def reliability_figure(pooled: Mapping[str, Mapping[str, Mapping[str, np.ndarray
                 continue
             bins = by_set[name]
             count = np.asarray(bins["count"], dtype=float)
+            share = count / max(count.sum(), 1)
             shown = count > 0
             centres = (np.arange(len(count)) + 0.5) * 100 / len(count)
-            top.plot(100 * bins["confidence"][shown], 100 * bins["accuracy"][shown], marker="o",
-                     ms=3, lw=1.3, color=colours[config], label=config)
-            bottom.plot(centres, 100 * count / max(count.sum(), 1), drawstyle="steps-mid",
-                        lw=1.2, color=colours[config])
+            x, y = 100 * np.asarray(bins["confidence"])[shown], 100 * np.asarray(bins["accuracy"])[shown]
+            top.plot(x, y, lw=1.0, alpha=0.6, color=colours[config], label=config)
+            top.scatter(x, y, s=small + (large - small) * share[shown], color=colours[config], alpha=0.8,
+                        edgecolors="white", linewidths=0.4, zorder=3)
+            bottom.plot(centres, 100 * share, drawstyle="steps-mid", lw=1.2, color=colours[config])
         top.set(xlim=(0, 100), ylim=(0, 100), title=title, ylabel="accuracy (%)")
         top.grid(alpha=0.3)
-        bottom.set(xlabel="confidence (%)", ylabel="images (%)")
+        bottom.set(xlabel="confidence (%)", ylabel="images in bin (%)")
         bottom.grid(alpha=0.3)
     handles, labels = grid[0, 0].get_legend_handles_labels()
-    eces = [_ece_words(pooled.get(label, {}), sets) for label in labels]
-    _legend_below(fig, handles, [f"{label}{ece}" for label, ece in zip(labels, eces)])
-    fig.suptitle("Reliability diagrams (15 confidence bins, seeds pooled)")
+    words = [ece_words(label, pooled.get(label, {}), sets, ece) for label in labels]
+    _legend_below(fig, handles, [f"{label}{w}" for label, w in zip(labels, words)])
+    how = ("ECE in the legend: mean over seeds of each seed's ECE, as in the tables" if ece is not None
+           else "ECE in the legend: of the bins pooled over seeds")
+    fig.suptitle("Reliability diagrams, 15 confidence bins\n"
+                 f"curves: bins pooled over seeds; marker area: images in the bin\n{how}")
     return fig
 
 
-def _ece_words(by_set: Mapping[str, Mapping[str, np.ndarray]], sets: Mapping[str, str]) -> str:
-    parts = [f"{SET_WORDS.get(name, name)} {100 * reliability_ece(by_set[name]):.1f}%"
-             for name in sets if name in by_set]
-    return f" (ECE {', '.join(parts)})" if parts else ""
+def ece_words(config: str, by_set: Mapping[str, Mapping[str, np.ndarray]], sets: Mapping[str, str],
+              ece: Mapping[str, Mapping[str, tuple[float, int]]] | None) -> str:
+    """' (ECE clean 3.1%, severity 5 12.0%; mean over 3 seeds)', or '(pooled ECE ...)' without `ece`."""
+    if ece is None:
+        parts = [f"{SET_WORDS.get(name, name)} {100 * reliability_ece(by_set[name]):.1f}%"
+                 for name in sets if name in by_set]
+        return f" (pooled ECE {', '.join(parts)})" if parts else ""
+    mine = ece.get(config, {})
+    parts = [f"{SET_WORDS.get(name, name)} {100 * mine[name][0]:.1f}%" for name in sets if name in mine]
+    seeds = sorted({mine[name][1] for name in sets if name in mine})
+    counted = "/".join(str(n) for n in seeds)
+    return f" (ECE {', '.join(parts)}; mean over {counted} seed{'s' if seeds != [1] else ''})" if parts else ""
+
+
+# --- paired differences (forest plots) ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ForestRow:
+    label: str  # e.g. "corrupted error: noise only − no mollification"
+    mean: float
+    half: float  # of the interval drawn (NaN: none)
+    colour: str  # the arm's
+    marked: bool  # the test rejects (after its family's adjustment)
+
+
+@styled
+def forest_figure(panels: Sequence[tuple[str, Sequence[ForestRow]]], xlabel: str, title: str) -> Figure:
+    """Paired differences with their intervals, one panel per family (`panels`: (title, rows)),
+    each row an endpoint; a zero line; a rejected test filled, the others hollow."""
+    heights = [max(len(rows), 1) for _, rows in panels]
+    fig = _figure(7.5, 1.4 + 0.38 * sum(heights) + 0.5 * len(panels))
+    axes = fig.subplots(len(panels), 1, squeeze=False, sharex=True, gridspec_kw={"height_ratios": heights})[:, 0]
+    for ax, (heading, rows) in zip(axes, panels):
+        y = np.arange(len(rows))[::-1]
+        for yi, row in zip(y, rows):
+            half = row.half if np.isfinite(row.half) else None
+            ax.errorbar(row.mean, yi, xerr=half, fmt="o", ms=6, capsize=3, lw=1.6, color=row.colour,
+                        mfc=row.colour if row.marked else "white", mew=1.5)
+        ax.axvline(0, color=GREY, lw=1, ls="--")
+        ax.set_yticks(y, [row.label for row in rows])
+        ax.set_ylim(-0.6, len(rows) - 0.4)
+        ax.set_title(heading, loc="left")
+        ax.grid(axis="x", alpha=0.3)
+    axes[-1].set_xlabel(xlabel)
+    fig.suptitle(title)
+    return fig
 
 
 # --- Optuna studies ---------------------------------------------------------------------------------

@@ -62,6 +62,28 @@ def severity_columns(runs: pd.DataFrame, metric: str = "error") -> pd.DataFrame:
     return pd.DataFrame(columns, index=runs.index)
 
 
+def corruption_severity_columns(runs: pd.DataFrame, corruption: str, metric: str = "error",
+                                cells: Mapping[str, pd.DataFrame] | None = None) -> pd.DataFrame:
+    """Per run, `metric` of one corruption at severity 0 (the clean test set) to 5: the run's cell
+    metrics `corrupt/<corruption>/s<k>/<metric>` (runs logged before the cells became a table),
+    else its `corrupt/cells.json` table (`cells`: run_id -> table); NaN where neither has it."""
+    out = pd.DataFrame(np.nan, index=runs.index, columns=[0, *SEVERITIES])
+    out[0] = runs.get(f"clean/{metric}", out[0])
+    for s in SEVERITIES:
+        name = corruption_metric(corruption, metric, s)
+        if name in runs:
+            out[s] = runs[name]
+    for index, run_id in runs["run_id"].items():
+        table = (cells or {}).get(run_id)
+        if table is None or metric not in table:
+            continue
+        mine = table[table["corruption"] == corruption].set_index("severity")[metric]
+        for s in SEVERITIES:
+            if pd.isna(out.loc[index, s]) and s in mine.index:
+                out.loc[index, s] = float(mine[s])
+    return out
+
+
 def has_severity_metrics(runs: pd.DataFrame) -> bool:
     return any(severity_metric(s) in runs or any(corruption_metric(c, "error", s) in runs for c in CORRUPTIONS)
                for s in SEVERITIES)

@@ -69,11 +69,35 @@ def test_verdict_follows_the_interval(mean: float, half: float, n: int, word: st
 
 def test_markdown_marks_only_intervals_that_exclude_zero() -> None:
     runs = _runs({"clear": [-0.05, -0.04, -0.06], "noisy": [-0.05, 0.04, 0.0]})
-    text = paired.differences_markdown(paired.paired_differences(runs, "base"), "base")
+    text = paired.differences_markdown(paired.paired_differences(runs, "base"), "base", adjust="none")
     clear = next(line for line in text.splitlines() if line.startswith("| clear"))
     noisy = next(line for line in text.splitlines() if line.startswith("| noisy"))
     assert "-5.00 ± " in clear and "(lower)" in clear
     assert "(lower)" not in noisy and "(higher)" not in noisy
+
+
+def test_marks_follow_the_p_values_adjusted_over_every_cell_shown() -> None:
+    """'clear' has p = 0.013 alone (t = -8.66, 2 df); Holm over the 4 cells with pairs (corrupted
+    and clean error of both configurations) makes it 0.052: no mark. Over the 2 corrupted cells
+    only it is 0.026: marked."""
+    runs = _runs({"clear": [-0.05, -0.04, -0.06], "noisy": [-0.05, 0.04, 0.0]})
+    diffs = paired.paired_differences(runs, "base")
+    base = np.array([0.30, 0.34, 0.29])
+    p = stats.ttest_rel(base + np.array([-0.05, -0.04, -0.06]), base).pvalue
+    assert diffs.loc["clear", ("corrupted error", "p")] == pytest.approx(p)
+    cells, result = paired.adjust_cells(diffs)
+    assert result.m == 4 and result.method == "holm"
+    clear = cells.set_index(["config", "heading"]).loc[("clear", "corrupted error")]
+    assert clear["p_adjusted"] == pytest.approx(4 * p) and clear["mark"] == ""
+    text = paired.differences_markdown(diffs, "base")
+    row = next(line for line in text.splitlines() if line.startswith("| clear"))
+    assert "-5.00 ± " in row and "(lower)" not in row
+    assert "Holm over 4 tests, alpha 0.05" in text
+    assert f"| clear | corrupted error | 3 | -5.00 ± 2.48 | 0.013 | {4 * p:.3f} | " in text
+    only = [("corrupted error", CORRUPT_ERROR, 100.0)]
+    text = paired.differences_markdown(paired.paired_differences(runs, "base", only), "base", only)
+    assert "(lower)" in next(line for line in text.splitlines() if line.startswith("| clear"))
+    assert "Holm over 2 tests" in text
 
 
 def test_find_baseline_needs_exactly_one_configuration_without_mollification() -> None:

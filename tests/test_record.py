@@ -41,6 +41,7 @@ def test_tag_and_artifact_names_are_the_same_on_both_sides():
         assert getattr(contract, name) == getattr(record, name), name
     assert (contract.SEED_TAG, contract.PARENT_TAG, contract.RELIABILITY_DIR) == (
         tracking.SEED_TAG, tracking.PARENT_TAG, tracking.RELIABILITY_DIR)
+    assert contract.CELLS_ARTIFACT == f"corrupt/{tracking.CELLS_ARTIFACT}"
 
 
 def test_the_record_holds_what_analysis_reads_for_every_preset():
