@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 SHARED_TINY := ../shared/data/tiny-imagenet-200
 TINY := data/tiny-imagenet-200
 
-.PHONY: install quickstart quickstart-offline evidence-cpu evidence-gpu trial test test-quick benchmark tiny-imagenet clean
+.PHONY: install quickstart quickstart-offline evidence-cpu evidence-gpu trial test test-quick test-cluster benchmark tiny-imagenet clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -49,9 +49,13 @@ tiny-imagenet: $(TINY)/wnids.txt
 test: $(STAMP)
 	$(PY) -m pytest
 
-## Skip the slow tests
+## The quick tier (under 2 minutes on 2 CPU cores): everything but real studies and the cluster
 test-quick: $(STAMP)
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow and not cluster"
+
+## The cluster tier: docker-compose.yml's services as processes on loopback (needs root)
+test-cluster: $(STAMP)
+	$(PY) -m pytest -m cluster
 
 benchmark: $(STAMP)
 	$(PY) benchmarks/throughput.py

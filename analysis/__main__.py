@@ -16,6 +16,7 @@ from analysis.configs import with_configurations
 from analysis.mlflow_io import load_runs
 from analysis.paired import HEADLINE, differences_markdown, paired_differences
 from analysis.report import keep_finished, make_figures
+from contract import one_line
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -67,21 +68,10 @@ def main(argv: list[str] | None = None) -> int:
             make_figures(args.experiment, args.out, tracking_uri=args.tracking_uri,
                          log_to_mlflow=args.log_to_mlflow, max_configs=args.max_configs)
     except (LookupError, NotADirectoryError) as err:
-        return error_line(err, args.debug)
+        return one_line(err, 1, args.debug)
     except Exception as err:  # one line for the user; --debug for the traceback
-        return error_line(err, args.debug, unexpected=True)
+        return one_line(err, 1, args.debug, unexpected=True)
     return 0
-
-
-def error_line(err: Exception, debug: bool, unexpected: bool = False) -> int:
-    """The error in one line on stderr, exit code 1; `--debug` raises it (analysis imports nothing
-    from trainables, whose CLIs do the same with trainables.cli.one_line)."""
-    if debug:
-        raise err
-    text = str(err).strip()
-    kind = f"{type(err).__name__}: " if unexpected else ""
-    print(f"error: {kind}{text.splitlines()[0] if text else ''} (--debug shows the traceback)", file=sys.stderr)
-    return 1
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import torchvision
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
+from helpers import GREY_FILE, TINY_VAL, TINY_WNIDS, _save_jpeg, make_tiny_tree
 from trainables import data
 from trainables.config import ConfigError, TrialConfig
 from trainables.data import (
@@ -242,46 +243,6 @@ def test_download_socket_timeout_is_temporary() -> None:
 
 # ---------------------------------------------------------------------------------------------
 # Tiny ImageNet: a small tree in the official layout
-
-TINY_WNIDS = ["n01443537", "n01629819", "n01641577", "n01644900"]
-TINY_WORDS = {"n01443537": "goldfish, Carassius auratus",
-              "n01629819": "European fire salamander, Salamandra salamandra",
-              "n01641577": "bullfrog, Rana catesbeiana"}  # the fourth has no entry: name = wnid
-TINY_TRAIN_COUNTS = [3, 3, 2, 3]  # partial train split, as in the shared copy
-TINY_VAL = [("val_0.JPEG", "n01641577"), ("val_1.JPEG", "n01443537"), ("val_2.JPEG", "n01644900"),
-            ("val_3.JPEG", "n01629819"), ("val_4.JPEG", "n01443537"), ("val_5.JPEG", "n01641577"),
-            ("val_6.JPEG", "n01629819"), ("val_7.JPEG", "n01644900")]
-GREY_FILE = "train/n01629819/images/n01629819_1.JPEG"
-
-
-def _save_jpeg(path: Path, rng: np.random.Generator, label: int, grey: bool = False) -> None:
-    """A 64x64 JPEG whose dominant colour encodes its class (so labels can be checked by pixels)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pixels = rng.integers(0, 40, (64, 64, 3)) + 50 * label
-    pixels[..., label % 3] += 40
-    image = Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
-    (image.convert("L") if grey else image).save(path, quality=90)
-
-
-def make_tiny_tree(base: Path) -> Path:
-    root = base / "tiny-imagenet-200"
-    root.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    (root / "wnids.txt").write_text("\n".join(TINY_WNIDS) + "\n")
-    (root / "words.txt").write_text("".join(f"{w}\t{s}\n" for w, s in TINY_WORDS.items()))
-    for label, (wnid, count) in enumerate(zip(TINY_WNIDS, TINY_TRAIN_COUNTS)):
-        (root / "train" / wnid).mkdir(parents=True)
-        (root / "train" / wnid / f"{wnid}_boxes.txt").write_text("")
-        for i in range(count):
-            rel = f"train/{wnid}/images/{wnid}_{i}.JPEG"
-            _save_jpeg(root / rel, rng, label, grey=rel == GREY_FILE)
-    rows = []
-    for filename, wnid in TINY_VAL:
-        _save_jpeg(root / "val" / "images" / filename, rng, TINY_WNIDS.index(wnid))
-        rows.append(f"{filename}\t{wnid}\t0\t0\t63\t63\n")
-    (root / "val" / "val_annotations.txt").write_text("".join(rows))
-    return root
-
 
 def _pil_rgb(path: Path) -> torch.Tensor:
     with Image.open(path) as image:
@@ -659,7 +620,7 @@ def test_imageset_validates_and_moves() -> None:
         ImageSet(cpu.images, cpu.labels[:5], cpu.class_names, cpu.mean, cpu.std)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.gpu
 def test_load_onto_cuda() -> None:
     ds = load_dataset("synthetic", ".", "train", synthetic_size=100, device="cuda")
     assert ds.images.is_cuda and ds.labels.is_cuda and ds.images.dtype == torch.uint8

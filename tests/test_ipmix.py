@@ -377,7 +377,7 @@ def test_a_trial_with_a_bad_mixing_folder_fails_before_training(tmp_path) -> Non
 # ----------------------------------------------------------------------------- CUDA
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.gpu
 def test_cuda_matches_cpu_and_never_syncs() -> None:
     cuda = torch.device("cuda")
     bank = _bank()

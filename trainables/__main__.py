@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from trainables.cli import one_line
+from contract import one_line
 from trainables.config import ConfigError, TrialConfig, parse_overrides
 from trainables.corruptions import OfficialSetNotFoundError
 from trainables.corruptions.provision import resolve_corruption_set
@@ -86,7 +86,7 @@ def start_logger(args: argparse.Namespace, cfg: TrialConfig) -> MlflowTrialLogge
     return logger
 
 
-def print_epoch(metrics: dict[str, float], checkpoint: Path | None = None) -> None:
+def print_epoch(metrics: dict[str, float]) -> None:
     shown = "  ".join(f"{k} {metrics[k]:.4f}" for k in ("train/loss", "train/error", "clean/error") if k in metrics)
     print(f"epoch {int(metrics['epoch']):3d}  {shown}  ({metrics['train/images_per_s']:.0f} img/s)", flush=True)
 

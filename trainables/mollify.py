@@ -21,7 +21,6 @@ from trainables.pipeline import device_constant
 
 ROLES = ("x", "n", "b", "e")  # clean, noised, blurred, pure N(0, I) noise with a uniform label
 LABEL_MODES = ("ls", "ld", "la", "lm")
-SINK_MODES = ("la", "lm")  # modes with an extra (K+1)-th "sink" class
 
 
 class Mollified(NamedTuple):

@@ -20,11 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from contract import VALID, trial_metric_names, validation_metric_names  # noqa: F401
 from trainables.augment import Augmentation, stages
 from trainables.augment.registry import chain
 from trainables.config import ConfigError, TrialConfig
 from trainables.consistency import consistency_loss, mollify_views, three_views
-from trainables.corruptions import CORRUPTIONS, EXTRA, SEVERITIES, corruption_metric_names, evaluate_corruptions
+from trainables.corruptions import evaluate_corruptions
 from trainables.corruptions.provision import resolve_corruption_set
 from trainables.data import ImageSet, load_dataset, split_validation
 from trainables.evaluate import METRICS, classification_metrics, float32_digits, predict_logits, reliability_bins
@@ -46,7 +47,6 @@ class CheckpointError(ValueError):
 class TrialDivergedError(RuntimeError):
     """The training loss became NaN or infinite: the trial failed, and has no score."""
 Report = Callable[[dict[str, float], "Path | None"], None]
-VALID = "valid"  # validation metrics: valid/<m>, valid/corrupt/<m>, valid/corrupt/<corruption>/<m>
 FINAL_PREFIXES = ("clean/", "corrupt/", "train/", f"{VALID}/")
 
 
@@ -319,20 +319,6 @@ def evaluate_validation(cfg: TrialConfig, model: nn.Module, valid: ImageSet) -> 
         metrics |= {f"{VALID}/corrupt/{c}/{m}": value for c, value in per_corruption.items()}
         metrics[f"{VALID}/corrupt/{m}"] = sum(per_corruption.values()) / len(per_corruption)
     return metrics
-
-
-def validation_metric_names() -> tuple[str, ...]:
-    """Every name `evaluate_validation` returns."""
-    return (*(f"{VALID}/{m}" for m in METRICS), *(f"{VALID}/corrupt/{m}" for m in METRICS),
-            *(f"{VALID}/corrupt/{c}/{m}" for c in EXTRA for m in METRICS))
-
-
-def trial_metric_names() -> frozenset[str]:
-    """Every metric a trial can report (the corruption grid's for every corruption and severity):
-    what a study may optimise or stop on."""
-    return frozenset({"epoch", "lr", "train/loss", "train/error", "train/images_per_s",
-                      *(f"clean/{m}" for m in METRICS), *corruption_metric_names(tuple(CORRUPTIONS), SEVERITIES),
-                      *validation_metric_names()})
 
 
 # --- the trial -----------------------------------------------------------------------------------
