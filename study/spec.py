@@ -24,6 +24,9 @@ measured on `valid_per_class` held-out training images per class) unless the spe
 `select_on_test: true`; a grid with the fifo scheduler only enumerates, and its objectives (default
 clean/error) only name what `study status` reports. An Optuna search's default objective is
 valid/error.
+
+The format, its parser and every check a spec gets are one module (about 420 lines), so that what
+a key means and how it is checked read together; how a study searches is study/search.py.
 """
 
 from __future__ import annotations

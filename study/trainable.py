@@ -25,7 +25,7 @@ from ray import tune
 
 from contract import KIND_TAG, STATUS_TAG, STOPPED_EARLY_TAG, STUDY_TAG, TRIAL_ID_TAG, TRIAL_NUMBER_TAG
 from study.record import trial_run_name
-from study.spec import TRIAL_NUMBER_KEY
+from study.search import TRIAL_NUMBER_KEY
 from trainables.config import TrialConfig
 from trainables.corruptions.provision import resolve_corruption_set
 from trainables.tracking import MlflowTrialLogger, ensure_experiment

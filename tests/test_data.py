@@ -23,7 +23,7 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
 from helpers import GREY_FILE, TINY_VAL, TINY_WNIDS, _save_jpeg, make_tiny_tree
-from trainables import data
+from trainables.data import cifar, synthetic, tiny
 from trainables.config import ConfigError, TrialConfig
 from trainables.data import (
     DATASET_STATS,
@@ -236,7 +236,7 @@ def test_cifar_message_builder(tmp_path: Path) -> None:
 
 def test_download_socket_timeout_is_temporary() -> None:
     assert socket.getdefaulttimeout() is None
-    with data._socket_timeout(5.0):
+    with cifar._socket_timeout(5.0):
         assert socket.getdefaulttimeout() == 5.0
     assert socket.getdefaulttimeout() is None
 
@@ -309,11 +309,11 @@ def test_tiny_accepts_parent_folder(tiny_root: Path, tmp_path: Path) -> None:
 
 
 class _CountingDecoder:
-    """Wraps data._decode_jpegs to count how many images were actually decoded."""
+    """Wraps tiny._decode_jpegs to count how many images were actually decoded."""
 
     def __init__(self) -> None:
         self.decoded = 0
-        self._decode = data._decode_jpegs
+        self._decode = tiny._decode_jpegs
 
     def __call__(self, paths, image_size):
         self.decoded += len(paths)
@@ -326,7 +326,7 @@ def test_tiny_cache_hit_skips_decoding(tiny_root: Path, tmp_path: Path,
     first = load_dataset("tinyimagenet", tiny_root, "train", image_size=32, cache_dir=cache)
     assert len(list(cache.glob("tinyimagenet-train-allc-32px-*.pt"))) == 1
     counter = _CountingDecoder()
-    monkeypatch.setattr(data, "_decode_jpegs", counter)
+    monkeypatch.setattr(tiny, "_decode_jpegs", counter)
     again = load_dataset("tinyimagenet", tiny_root, "train", image_size=32, cache_dir=cache)
     assert counter.decoded == 0
     assert torch.equal(again.images, first.images) and torch.equal(again.labels, first.labels)
@@ -340,7 +340,7 @@ def test_tiny_cache_invalidated_when_files_change(tiny_root: Path, tmp_path: Pat
     cache = tmp_path / "cache"
     load_dataset("tinyimagenet", tiny_root, "train", cache_dir=cache)
     counter = _CountingDecoder()
-    monkeypatch.setattr(data, "_decode_jpegs", counter)
+    monkeypatch.setattr(tiny, "_decode_jpegs", counter)
     extra = tiny_root / "train/n01641577/images/n01641577_2.JPEG"
     _save_jpeg(extra, np.random.default_rng(5), 2)
     added = load_dataset("tinyimagenet", tiny_root, "train", cache_dir=cache)
@@ -361,7 +361,7 @@ def test_tiny_cache_invalidated_when_class_order_changes(tiny_root: Path, tmp_pa
     load_dataset("tinyimagenet", tiny_root, "train", cache_dir=cache)
     (tiny_root / "wnids.txt").write_text("\n".join(reversed(TINY_WNIDS)) + "\n")
     counter = _CountingDecoder()
-    monkeypatch.setattr(data, "_decode_jpegs", counter)
+    monkeypatch.setattr(tiny, "_decode_jpegs", counter)
     cached = load_dataset("tinyimagenet", tiny_root, "train", cache_dir=cache)
     fresh = load_dataset("tinyimagenet", tiny_root, "train", use_cache=False)
     assert counter.decoded == 22 and torch.equal(cached.images, fresh.images)
@@ -387,7 +387,7 @@ def test_tiny_default_cache_dir_and_fallback(tiny_root: Path, tmp_path: Path,
     real_access = os.access
     monkeypatch.setattr(os, "access", lambda p, mode: real_access(p, mode)
                         and not Path(p).is_relative_to(tiny_root))
-    assert data._default_cache_dir(tiny_root) == tmp_path / "home/.cache/mollify-lab"
+    assert tiny._default_cache_dir(tiny_root) == tmp_path / "home/.cache/mollify-lab"
 
 
 def test_tiny_use_cache_false_writes_nothing(tiny_root: Path, tmp_path: Path) -> None:
@@ -435,11 +435,11 @@ def test_tiny_no_train_images_at_all(tiny_root: Path) -> None:
 def test_tiny_decoders_agree(tiny_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """torchvision.io (default) and PIL (fallback once torchvision drops its codecs) give the same
     images, greyscale included, and the default emits no torchvision deprecation warnings."""
-    assert data.JPEG_BACKEND == "torchvision"
+    assert tiny.JPEG_BACKEND == "torchvision"
     with warnings.catch_warnings():
         warnings.simplefilter("error", DeprecationWarning)
         fast = load_dataset("tinyimagenet", tiny_root, "train", use_cache=False)
-    monkeypatch.setattr(data, "JPEG_BACKEND", "pil")
+    monkeypatch.setattr(tiny, "JPEG_BACKEND", "pil")
     slow = load_dataset("tinyimagenet", tiny_root, "train", use_cache=False)
     assert _max_diff(fast.images, slow.images) <= 2 and torch.equal(fast.labels, slow.labels)
 
@@ -447,7 +447,7 @@ def test_tiny_decoders_agree(tiny_root: Path, monkeypatch: pytest.MonkeyPatch) -
 @pytest.mark.parametrize("backend", ["torchvision", "pil"])
 def test_tiny_undecodable_file_is_named(tiny_root: Path, backend: str,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(data, "JPEG_BACKEND", backend)
+    monkeypatch.setattr(tiny, "JPEG_BACKEND", backend)
     (tiny_root / "val/images/val_2.JPEG").write_bytes(b"\xff\xd8 truncated")
     with pytest.raises(ValueError, match="cannot decode .*val_2.JPEG"):
         load_dataset("tinyimagenet", tiny_root, "val", use_cache=False)
@@ -548,9 +548,9 @@ def test_synthetic_deterministic_per_seed_and_split() -> None:
 
 
 def test_synthetic_prototypes_independent_of_class_count() -> None:
-    assert torch.equal(data._prototype(0, 2, 32), data._prototype(0, 2, 32))
-    assert not torch.equal(data._prototype(0, 2, 32), data._prototype(0, 3, 32))
-    assert not torch.equal(data._prototype(0, 2, 32), data._prototype(1, 2, 32))
+    assert torch.equal(synthetic._prototype(0, 2, 32), synthetic._prototype(0, 2, 32))
+    assert not torch.equal(synthetic._prototype(0, 2, 32), synthetic._prototype(0, 3, 32))
+    assert not torch.equal(synthetic._prototype(0, 2, 32), synthetic._prototype(1, 2, 32))
 
 
 def test_synthetic_learnable_but_not_trivial() -> None:

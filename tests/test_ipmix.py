@@ -27,7 +27,7 @@ from trainables.augment.mixing_set import (
     folder_mixing_set, ifs_fractals, picture_side, procedural_mixing_set, procedural_pictures, read_folder,
     spectral_noise,
 )  # fmt: skip
-from trainables.train import build_augmentation
+from trainables.batches import build_augmentation
 
 CPU = torch.device("cpu")
 SIZE = (32, 32)

@@ -123,6 +123,19 @@ def test_evidence_gpu_is_preactresnet18_on_all_200_classes_at_64_px():
         assert model(torch.zeros(2, 3, 64, 64)).shape == (2, 200 + cfg.sink_class)
 
 
+def test_every_presets_search_answers_what_the_study_asks():
+    """One interface for a grid and an Optuna search (study/search.py)."""
+    for name in preset_names():
+        spec = load_spec(name)
+        search = spec.search
+        assert search.algorithm == spec.algorithm and search.total() == spec.total_trials()
+        assert search.selects == search.keeps_optuna_study == (search.sampler() is not None) == (
+            search.planned() is None) == (search.space_function() is not None), name
+        assert spec.max_epochs == max(TrialConfig.from_dict(c).epochs for c in search.configs())
+        space = search.param_space({"__study": {}})
+        assert ("__point" in space) == (not search.selects) and space["__study"] == {}
+
+
 def test_seeds_repeat_every_grid_point():
     spec = parse_spec({"trial": {"dataset": "synthetic"}, "seeds": [0, 1, 2],
                        "search": {"algorithm": "grid", "grid": [{"beta": [2, 4]}]}})

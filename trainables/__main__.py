@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from contract import one_line
+from trainables.checkpoint import CheckpointError, has_checkpoint, read_checkpoint
 from trainables.config import ConfigError, TrialConfig, parse_overrides
 from trainables.corruptions import OfficialSetNotFoundError
 from trainables.corruptions.provision import resolve_corruption_set
@@ -24,8 +25,7 @@ from trainables.data import DatasetError, DatasetNotFoundError, prepare_dataset
 from trainables.pipeline import DeviceError, resolve_device
 from trainables.reevaluate import EVAL_PREFIX, EvaluateError, EvaluateRequest, evaluate_logged_model
 from trainables.tracking import DEFAULT_EXPERIMENT, FinishedRunError, MlflowTrialLogger
-from trainables.train import (CheckpointError, TrialDivergedError, TrialResult, has_checkpoint, read_checkpoint,
-                              run_trial)
+from trainables.train import TrialDivergedError, TrialResult, run_trial
 
 # Mistakes a user can make, reported in one line (exit 2); a trial that diverged exits 1.
 USER_ERRORS = (ConfigError, DatasetError, DatasetNotFoundError, EvaluateError, OfficialSetNotFoundError, CheckpointError,

@@ -20,7 +20,7 @@ from trainables.corruptions import EXTRA, SEVERITIES, SOURCES, CorruptionSpec, e
 from trainables.data import DATASETS
 from trainables.losses import LOSSES
 from trainables.models import MODELS
-from trainables.mollify import LABEL_MODES, check_roles
+from trainables.mollify import LABEL_MODES, Mollification, check_roles
 from trainables.pipeline import PRECISIONS
 
 
@@ -112,6 +112,11 @@ class TrialConfig:
         are training images, so no released or generated file holds them corrupted."""
         return CorruptionSpec(source="on_the_fly", corruptions=EXTRA, severities=SEVERITIES, seed=self.valid_seed,
                               table=self.corruption_table)
+
+    @property
+    def mollification(self) -> Mollification:
+        """The mollification knobs as one frozen value (whether it is on: `mollify`)."""
+        return Mollification(**{f.name: getattr(self, f.name) for f in dataclasses.fields(Mollification)})
 
     @property
     def sink_class(self) -> bool:
