@@ -104,7 +104,7 @@ def _old_study(uri: str, name: str, record_json: dict | None, tags: dict[str, st
     """A parent run and three trial runs as an older version wrote them: a record.json without the
     rules (or none at all: tags only), and trial runs that logged every knob, acting or not."""
     client = MlflowClient(uri)
-    experiment = client.create_experiment(name, artifact_location=f"{uri.removeprefix('sqlite:///')}.artifacts")
+    experiment = client.create_experiment(name, artifact_location=f"{uri.removeprefix('sqlite:///')}.{name}")
     parent = client.create_run(experiment, run_name=name, tags={"mollify.kind": "study", **tags}).info.run_id
     if record_json is not None:
         client.log_dict(parent, record_json, "study/record.json")
@@ -127,27 +127,37 @@ OLD_RECORD = {"schema": 1, "study": "old", "preset": "custom", "search": "grid",
               "select_on_test": False}
 
 
-@pytest.mark.parametrize("with_record", [True, False], ids=["record-without-rules", "tags-only"])
-def test_a_study_recorded_before_the_rules_were_stored_still_reads(tmp_path, with_record):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    tags = {"mollify.study": "old", "mollify.search": "grid", "mollify.objectives": '[["clean/error", "min"]]'}
-    _old_study(uri, "old", OLD_RECORD if with_record else None, tags)
-    info = load_study_info("old", uri)
+TAGS = {"mollify.study": "old", "mollify.search": "grid", "mollify.objectives": '[["clean/error", "min"]]'}
+
+
+@pytest.fixture(scope="module")
+def old_studies(tmp_path_factory) -> str:
+    """One store (its migrations take seconds) holding three older studies: a record without the
+    rules, tags only, and a record whose rules differ from today's."""
+    tmp = tmp_path_factory.mktemp("old")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    _old_study(uri, "record-without-rules", {**OLD_RECORD, "study": "record-without-rules"}, TAGS)
+    _old_study(uri, "tags-only", None, TAGS)
+    _old_study(uri, "own-rules", {**OLD_RECORD, "study": "own-rules",
+                                  "active_when": {"beta": [["mollify", "is", True]]}}, {})  # roles acted everywhere then
+    return uri
+
+
+@pytest.mark.parametrize("name", ["record-without-rules", "tags-only"])
+def test_a_study_recorded_before_the_rules_were_stored_still_reads(old_studies, name):
+    info = load_study_info(name, old_studies)
     assert info.search == "grid" and info.objectives == (("clean/error", "min"),)
     assert info.active_when == ACTIVE_WHEN  # no stored rules: the contract's
-    runs = load_runs("old", uri)
+    runs = load_runs(name, old_studies)
     labelled, table = with_configurations(runs, info.active_when)
     assert len(table) == 2  # the two runs without mollification are one configuration, whatever roles/beta said
     assert table["n_runs"].tolist() == [2, 1]
 
 
-def test_the_rules_a_study_stored_are_the_ones_analysis_applies(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    stored = {**OLD_RECORD, "active_when": {"beta": [["mollify", "is", True]]}}  # roles acted everywhere then
-    _old_study(uri, "old", stored, {})
-    info = load_study_info("old", uri)
+def test_the_rules_a_study_stored_are_the_ones_analysis_applies(old_studies):
+    info = load_study_info("own-rules", old_studies)
     assert info.active_when == {"beta": (("mollify", "is", True),)}
-    _, table = with_configurations(load_runs("old", uri), info.active_when)
+    _, table = with_configurations(load_runs("own-rules", old_studies), info.active_when)
     assert len(table) == 3  # roles told the two runs without mollification apart
 
 
