@@ -3,8 +3,8 @@ the repository (``../shared/data``, or ``$MOLLIFY_SHARED_DATA``) and never copie
 repository itself; tests that need them skip with a reason when they are absent.
 
 Tiers (markers, declared in pyproject.toml): ``slow`` (real studies and long trials; `make
-test-quick` leaves them out), ``cluster`` (the compose services as processes on loopback; `make
-test-cluster`), ``gpu`` (needs CUDA: skipped here, with one reason, on a machine without it).
+test-quick` leaves them out), ``cluster`` (the compose services as processes on loopback, also
+slow; `make test-cluster`), ``gpu`` (needs CUDA: skipped, with one reason, where it is absent).
 Helpers that several test files share live in ``helpers.py``, not in a test file."""
 
 from __future__ import annotations

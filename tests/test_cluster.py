@@ -637,6 +637,7 @@ def assert_each_epoch_once(runs: list[dict], epochs: int) -> None:
         assert [step for step, _ in run["epochs"]] == list(range(1, epochs + 1)), (run["id"], run["epochs"])
 
 
+@pytest.mark.slow
 @pytest.mark.cluster
 def test_cluster_services_run_a_study_on_loopback(cluster):
     """The smoke study through the cluster, the way a user runs it inside: every trial and run
@@ -692,6 +693,7 @@ def test_cluster_services_run_a_study_on_loopback(cluster):
         assert ip.is_loopback or (ip.version == 6 and ip.ipv4_mapped and ip.ipv4_mapped.is_loopback), addr
 
 
+@pytest.mark.slow
 @pytest.mark.cluster
 def test_mlflow_refuses_requests_without_credentials(cluster):
     """MLflow's basic-auth app: 401 with no or a wrong password, 200 with the admin's from the
@@ -707,6 +709,7 @@ def test_mlflow_refuses_requests_without_credentials(cluster):
     assert client.returncode != 0 and "401" in client.stderr, client.stderr[-2000:]
 
 
+@pytest.mark.slow
 @pytest.mark.cluster
 def test_ray_refuses_a_node_and_a_driver_without_the_token(cluster):
     """A Ray node without the cluster's token does not join it (with none, or a wrong one), and a
@@ -730,6 +733,7 @@ def test_ray_refuses_a_node_and_a_driver_without_the_token(cluster):
             cluster.ns.stop(label, grace=10)
 
 
+@pytest.mark.slow
 @pytest.mark.cluster
 def test_worker_node_killed_mid_study(cluster):
     """The node running a trial is killed (its processes, by their process group) mid-trial; a new
@@ -765,6 +769,7 @@ def test_worker_node_killed_mid_study(cluster):
     assert cluster.probe("optuna", f"{PG_URL}/optuna", "killed") == ["COMPLETE"] * 2
 
 
+@pytest.mark.slow
 @pytest.mark.cluster
 def test_mlflow_server_restarted_mid_study(cluster):
     """The MLflow server stops while trials log (same port, same PostgreSQL and auth database when it
@@ -795,6 +800,7 @@ def test_mlflow_server_restarted_mid_study(cluster):
     assert cluster.probe("optuna", f"{PG_URL}/optuna", "restarted") == ["COMPLETE"] * 2
 
 
+@pytest.mark.slow
 @pytest.mark.cluster
 def test_secrets_never_land_in_the_study_files(cluster):
     """The cluster's studies ran with the MLflow password, the PostgreSQL password and the Ray token
