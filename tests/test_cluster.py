@@ -189,6 +189,13 @@ def test_images_build_from_the_project_dockerfile_on_the_installed_ray(compose):
     assert compose["services"]["ray-worker"]["depends_on"]["ray-head"]["condition"] == "service_healthy"
 
 
+def test_the_image_copies_every_package_the_project_installs():
+    packages = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    dockerfile = (REPO / "docker" / "Dockerfile").read_text()
+    for name in (pattern.rstrip("*") for pattern in packages["include"]):
+        assert re.search(rf"^COPY\s.*\b{name} \./{name}$", dockerfile, re.M), name
+
+
 # --- secrets and pins, parsed ---------------------------------------------------------------------
 
 SECRET_REF = r"\$\{%s:\?[^}]*\}"  # ${NAME:?message}: from the environment or .env, required
