@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 SHARED_TINY := ../shared/data/tiny-imagenet-200
 TINY := data/tiny-imagenet-200
 
-.PHONY: install quickstart quickstart-offline evidence-cpu evidence-cpu-32 evidence-gpu evidence-gpu-reduced trial test test-quick benchmark tiny-imagenet clean
+.PHONY: install quickstart quickstart-offline evidence-cpu evidence-cpu-32 evidence-gpu evidence-gpu-reduced trial test test-quick test-cluster benchmark tiny-imagenet clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -51,9 +51,13 @@ tiny-imagenet: $(TINY)/wnids.txt
 test: $(STAMP)
 	$(PY) -m pytest
 
-## Skip the slow tests
+## The quick tier (under 2 minutes on 2 CPU cores): everything but the slow tests (real studies, the cluster)
 test-quick: $(STAMP)
 	$(PY) -m pytest -m "not slow"
+
+## The cluster tier: docker-compose.yml's services as processes on loopback (needs root)
+test-cluster: $(STAMP)
+	$(PY) -m pytest -m cluster
 
 benchmark: $(STAMP)
 	$(PY) benchmarks/throughput.py

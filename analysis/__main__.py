@@ -25,6 +25,7 @@ from analysis.mlflow_io import load_runs, load_study_info
 from analysis.multiplicity import ADJUSTMENTS
 from analysis.paired import HEADLINE, differences_markdown, find_baseline, paired_differences
 from analysis.report import keep_finished, make_figures
+from contract import one_line
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -101,21 +102,10 @@ def main(argv: list[str] | None = None) -> int:
                          log_to_mlflow=args.log_to_mlflow, max_configs=args.max_configs,
                          severity_of=args.severity_of)
     except (LookupError, NotADirectoryError) as err:
-        return error_line(err, args.debug)
+        return one_line(err, 1, args.debug)
     except Exception as err:  # one line for the user; --debug for the traceback
-        return error_line(err, args.debug, unexpected=True)
+        return one_line(err, 1, args.debug, unexpected=True)
     return 0
-
-
-def error_line(err: Exception, debug: bool, unexpected: bool = False) -> int:
-    """The error in one line on stderr, exit code 1; `--debug` raises it (analysis imports nothing
-    from trainables, whose CLIs do the same with trainables.cli.one_line)."""
-    if debug:
-        raise err
-    text = str(err).strip()
-    kind = f"{type(err).__name__}: " if unexpected else ""
-    print(f"error: {kind}{text.splitlines()[0] if text else ''} (--debug shows the traceback)", file=sys.stderr)
-    return 1
 
 
 if __name__ == "__main__":

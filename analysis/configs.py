@@ -5,8 +5,8 @@ A run's *effective* params are its config params minus bookkeeping (where data l
 how often or in what batch size evaluation ran) with the knobs that had no effect in that run
 replaced by `NA`: every mollification knob when mollification is off, npow and bpow without label
 smoothing, npow without the noise role, bpow and the blur scales without the blur role (the
-trial's own rules, analysis.contract.ACTIVE_WHEN; new runs do not log such knobs at all, older
-ones did). Runs with equal effective params form one configuration; its seeds are its repeats."""
+rules the study stored in its record, `StudyInfo.active_when`, else contract.ACTIVE_WHEN;
+new runs do not log such knobs at all, older ones did). Runs with equal effective params form one configuration; its seeds are its repeats."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ import pandas as pd
 from matplotlib import colormaps
 from matplotlib.colors import to_hex
 
-from analysis.contract import ACTIVE_WHEN, MOLLIFYING, rule_holds
 from analysis.mlflow_io import META_COLUMNS, METRIC_PREFIX
+from contract import ACTIVE_WHEN, MOLLIFYING, Rule, rule_holds
 
 NA = "n/a"  # a knob that had no effect in this run (see the module docstring)
 BOOKKEEPING = ("data_root", "device", "compile", "eval_every", "eval_batch_size")
@@ -52,16 +52,17 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def _effective(params: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v if k not in ACTIVE_WHEN or rule_holds(ACTIVE_WHEN[k], params) else NA
-            for k, v in params.items()}
+def _effective(params: Mapping[str, Any], rules: Mapping[str, Rule]) -> dict[str, Any]:
+    return {k: v if rule_holds(rules.get(k), params) else NA for k, v in params.items()}
 
 
-def effective_params(runs: pd.DataFrame) -> pd.DataFrame:
+def effective_params(runs: pd.DataFrame, rules: Mapping[str, Rule] | None = None) -> pd.DataFrame:
     """The runs' config params that can change the result (see the module docstring), one row
-    per run, same index; `NA` marks a knob without effect, None a param that is None."""
+    per run, same index; `NA` marks a knob without effect under `rules` (the study's
+    `StudyInfo.active_when`; default ACTIVE_WHEN), None a param that is None."""
+    rules = ACTIVE_WHEN if rules is None else rules
     columns = [c for c in param_columns(runs) if c not in BOOKKEEPING]
-    rows = [_effective({c: _plain(v) for c, v in zip(columns, values)})
+    rows = [_effective({c: _plain(v) for c, v in zip(columns, values)}, rules)
             for values in runs[columns].itertuples(index=False, name=None)]
     return pd.DataFrame(rows, index=runs.index, columns=columns, dtype=object)
 
@@ -164,11 +165,12 @@ def _unique_labels(labels: list[str], first_trials: list[Any]) -> list[str]:
             for label, trial in zip(labels, first_trials)]
 
 
-def configurations(runs: pd.DataFrame) -> tuple[pd.Series, pd.DataFrame]:
-    """Group the runs into configurations. Returns (the label of each run's configuration, aligned
-    with `runs`; one row per configuration, in the order of its first trial, indexed by label,
-    holding the effective params and `n_runs`)."""
-    effective = effective_params(runs)
+def configurations(runs: pd.DataFrame, rules: Mapping[str, Rule] | None = None) -> tuple[pd.Series, pd.DataFrame]:
+    """Group the runs into configurations (knobs acting under `rules`, see `effective_params`).
+    Returns (the label of each run's configuration, aligned with `runs`; one row per
+    configuration, in the order of its first trial, indexed by label, holding the effective params
+    and `n_runs`)."""
+    effective = effective_params(runs, rules)
     keys = pd.Series([tuple(row) for row in effective.itertuples(index=False, name=None)],
                      index=runs.index)
     first = ~keys.duplicated()
@@ -184,9 +186,10 @@ def configurations(runs: pd.DataFrame) -> tuple[pd.Series, pd.DataFrame]:
     return run_labels, table
 
 
-def with_configurations(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+def with_configurations(runs: pd.DataFrame, rules: Mapping[str, Rule] | None = None
+                        ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """`runs` plus a `config` column (the label), and the configuration table."""
-    labels, table = configurations(runs)
+    labels, table = configurations(runs, rules)
     return runs.assign(config=labels), table
 
 

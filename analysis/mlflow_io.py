@@ -3,7 +3,7 @@ parent run, the trials' reliability artifacts, and attaching a report to the par
 else in `analysis` is a pure function of what these return.
 
 The conventions read here (written by `trainables` and `study`, their names declared in
-analysis/contract.py): one experiment per study; one parent run tagged `mollify.kind=study`, with
+contract/, which imports nothing but the standard library): one experiment per study; one parent run tagged `mollify.kind=study`, with
 the study's record as data in `study/record.json` (older studies: tags only); one child run per
 trial tagged `mollify.kind=trial`, `mlflow.parentRunId`, `mollify.trial_number`, `mollify.seed`
 (and `mollify.stopped_early` when the scheduler stopped it, status KILLED); params = the trial
@@ -27,22 +27,18 @@ import pandas as pd
 from mlflow.entities import Run, ViewType
 from mlflow.tracking import MlflowClient
 
-from analysis.contract import (CELLS_ARTIFACT, ENDPOINTS_KEY, KIND_TAG, LEGACY_SEARCH_SPACE_TAG, OBJECTIVES_TAG,
-                               PARENT_TAG, PRESET_TAG, RECORD_ARTIFACT, RELIABILITY_DIR, REPORT_DIR, SEARCH_TAG,
-                               SEED_TAG, SELECT_ON_TEST_TAG, STOPPED_EARLY_TAG, STUDY_TAG, TRIAL_NUMBER_TAG)
+from contract import (CELLS_ARTIFACT, ENDPOINTS_KEY, KIND_TAG, LEGACY_SEARCH_SPACE_TAG, OBJECTIVES_TAG, PARENT_TAG,
+                      PRESET_TAG, RECORD_ARTIFACT, RELIABILITY_DIR, REPORT_DIR, SEARCH_TAG, SEED_TAG,
+                      SELECT_ON_TEST_TAG, STOPPED_EARLY_TAG, STUDY_TAG, TRIAL_NUMBER_TAG, Rule,
+                      rules_from_record, tracking_uri)
 
-DEFAULT_DB = "mlflow.db"
 META_COLUMNS = ("run_id", "run_name", "status", "stopped_early", "study", "trial_number", "seed", "start_time")
 METRIC_PREFIX = "metrics."  # for metric names without a '/', which could clash with a param (`lr`)
 PAGE_SIZE = 1000
-ARTIFACT_DIR = REPORT_DIR
 PROGRESS_BAR_VARIABLE = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 
-def resolve_tracking_uri(uri: str | None = None) -> str:
-    """An explicit URI, else $MLFLOW_TRACKING_URI, else a SQLite file in the working directory
-    (the same default as `trainables`)."""
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / DEFAULT_DB}"
+resolve_tracking_uri = tracking_uri  # explicit, else $MLFLOW_TRACKING_URI, else ./mlflow.db
 
 
 def _client(tracking_uri: str | None) -> MlflowClient:
@@ -162,11 +158,13 @@ class StudyInfo:
     search: str | None = None  # tpe, gp, nsga2, grid or random
     objectives: tuple[tuple[str, str], ...] = ()  # (metric, "min" | "max")
     # key -> domain ({"type": float|int|categorical|grid, ...}) and, for a conditional key,
-    # "active_when": the clauses under which it acted (analysis.contract.rule_holds)
+    # "active_when": the clauses under which it acted (contract.rule_holds)
     search_space: dict[str, dict[str, Any]] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     select_on_test: bool = False  # the search or early stopping optimised test metrics, knowingly
     label_keys: tuple[str, ...] = ()  # the keys that tell the study's trials apart (seed aside)
+    # which knob acts under which settings: the rules the study stored, else the contract's
+    active_when: dict[str, Rule] = field(default_factory=lambda: rules_from_record(None))
     # the pre-registered endpoints as recorded (analysis.endpoints.read_endpoints); None: none declared
     endpoints: dict[str, Any] | None = None
 
@@ -207,6 +205,7 @@ def load_study_info(experiment: str, tracking_uri: str | None = None) -> StudyIn
         tags=tags,
         select_on_test=bool(record["select_on_test"]),
         label_keys=tuple(record["label_keys"]),
+        active_when=rules_from_record(record),
         endpoints=record.get(ENDPOINTS_KEY),
     )
 
@@ -263,11 +262,13 @@ def load_reliability(run_ids: Iterable[str], tracking_uri: str | None = None) ->
         return out
 
 
+TRIAL_CELLS = f"corrupt/{CELLS_ARTIFACT}"  # a trial's test-set corruption grid
+
+
 def _run_cells(client: MlflowClient, run_id: str, scratch: Path) -> pd.DataFrame | None:
-    folder = CELLS_ARTIFACT.rsplit("/", 1)[0]
-    if not any(a.path == CELLS_ARTIFACT for a in client.list_artifacts(run_id, folder)):
+    if not any(a.path == TRIAL_CELLS for a in client.list_artifacts(run_id, "corrupt")):
         return None
-    table = json.loads(Path(client.download_artifacts(run_id, CELLS_ARTIFACT, str(scratch))).read_text())
+    table = json.loads(Path(client.download_artifacts(run_id, TRIAL_CELLS, str(scratch))).read_text())
     return pd.DataFrame(table["data"], columns=table["columns"])  # mlflow.log_table's JSON
 
 
@@ -288,4 +289,4 @@ def load_cells(run_ids: Iterable[str], tracking_uri: str | None = None) -> dict[
 
 def log_report(parent_run_id: str, out_dir: str | Path, tracking_uri: str | None = None) -> None:
     """Attach the whole report folder to the study's parent run, under `figures/`."""
-    _client(tracking_uri).log_artifacts(parent_run_id, str(out_dir), ARTIFACT_DIR)
+    _client(tracking_uri).log_artifacts(parent_run_id, str(out_dir), REPORT_DIR)

@@ -14,7 +14,7 @@ import pandas as pd
 from optuna.distributions import (BaseDistribution, CategoricalDistribution, FloatDistribution,
                                   IntDistribution)
 
-from analysis.contract import ACTIVE_WHEN, is_missing, rule_holds
+from contract import ACTIVE_WHEN, is_missing, rule_holds
 
 OPTUNA_SEARCHES = ("tpe", "gp", "nsga2", "random")
 DIRECTIONS = {"min": "minimize", "max": "maximize"}
@@ -39,7 +39,7 @@ def distribution(domain: Mapping[str, Any]) -> BaseDistribution:
 
 def acted(name: str, domain: Mapping[str, Any], row: Mapping[str, Any]) -> bool:
     """Whether searched key `name` acted in the run `row`: the record's `active_when` clauses, or
-    for a study recorded before them, the trial's own rule (analysis.contract.ACTIVE_WHEN)."""
+    for a study recorded before them, the contract's rule (contract.ACTIVE_WHEN)."""
     return rule_holds(domain.get("active_when", ACTIVE_WHEN.get(name)), row)
 
 

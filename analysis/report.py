@@ -528,7 +528,7 @@ def write_report(runs: pd.DataFrame, info: StudyInfo | None, reliability: Mappin
         _Context(finished, pd.DataFrame(), {}, info, reliability, report, max_configs,
                  echo).skip("Every table and figure", "the study has no FINISHED trial runs")
     else:
-        labelled, table = with_configurations(finished)
+        labelled, table = with_configurations(finished, info.active_when if info else None)
         report.lines = _header(info, study, note, len(table), _protocols(finished))
         declared = read_endpoints(info.endpoints if info is not None else None)
         evaluation = evaluate(labelled, declared) if declared is not None else None
@@ -592,5 +592,5 @@ def make_figures(experiment: str, out_dir: str | Path, *, tracking_uri: str | No
                           severity_of=severity_of, echo=echo)
     if log_to_mlflow:
         mlflow_io.log_report(info.run_id, out_dir, tracking_uri)
-        echo(f"attached {out_dir} to parent run {info.run_id} under {mlflow_io.ARTIFACT_DIR}/")
+        echo(f"attached {out_dir} to parent run {info.run_id} under {mlflow_io.REPORT_DIR}/")
     return report

@@ -12,8 +12,6 @@ from scipy import stats
 
 from analysis.benchmark import CORRUPTIONS, SEVERITIES, corruption_metric, severity_metric
 
-STATS = ("mean", "half", "n")
-
 
 def mean_ci(values: Iterable[float], level: float = 0.95) -> tuple[float, float, int]:
     """(mean, half-width of the two-sided t interval, n) over the finite values; the half-width

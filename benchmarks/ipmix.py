@@ -29,12 +29,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from trainables.augment import create_augmentation
 from trainables.augment.mixing_set import procedural_mixing_set
+from trainables.batches import build_augmentation, make_batch, make_views
 from trainables.config import TrialConfig
 from trainables.data import ImageSet, load_dataset
 from trainables.losses import create_loss
 from trainables.models import create_model
 from trainables.pipeline import resolve_device
-from trainables.train import build_augmentation, forward_loss, make_batch, make_views
+from trainables.train import forward_loss
 
 
 def sync(device: torch.device) -> None:

@@ -1,7 +1,7 @@
 """Training throughput: this pipeline against a conventional one, in one run, same model and device.
 
 ours          uint8 split on the device; batches drawn, augmented as whole-batch tensor ops,
-              normalised and mollified there (trainables.train.make_batch).
+              normalised and mollified there (trainables.batches.make_batch).
 conventional  a torch DataLoader over PIL images applying torchvision transforms per image on the
               CPU (flip, crop with 4 px padding, rotation 15 degrees; what `fcr` is), copied to the
               device, then mollified by boolean-mask indexing as in the authors' code.
@@ -30,13 +30,13 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from trainables.augment import create_augmentation
+from trainables.batches import make_batch
 from trainables.config import TrialConfig
 from trainables.data import ImageSet, load_dataset
 from trainables.losses import soft_cross_entropy
 from trainables.models import create_model
 from trainables.mollify import blur, blur_label_weight, degrade_labels, mollify, noise, noise_label_weight
 from trainables.pipeline import autocast, normalize, resolve_device
-from trainables.train import make_batch
 
 
 # --- the conventional pipeline -------------------------------------------------------------------

@@ -24,8 +24,10 @@ from pathlib import Path
 import torch
 
 from trainables.config import TrialConfig
+from trainables.evaluation import evaluate_validation
 from trainables.pipeline import resolve_device
-from trainables.train import evaluate_validation, load_splits, run_trial
+from trainables.splits import load_splits
+from trainables.train import run_trial
 
 
 def trial_config(args: argparse.Namespace, valid_per_class: int) -> TrialConfig:

@@ -18,9 +18,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from study.launch import LOG_FILE, StudyError, launch, list_studies, resume, status, study_dir
+from contract import one_line
+from study.launch import LOG_FILE, Status, StudyError, launch, list_studies, resume, status, study_dir
 from study.spec import SpecError, StudySpec, parse_spec, preset_names, read_source
-from trainables.cli import one_line
 from trainables.config import ConfigError, parse_overrides
 
 
@@ -92,15 +92,15 @@ def make_figures(name: str, tracking_uri: str, runs_dir: Path, verbose: bool) ->
         print(f"[study] the figures failed: see {folder / LOG_FILE}; rerun `python {' '.join(cmd[1:])}`", flush=True)
 
 
-def print_status(info: dict) -> None:
-    counts = [f"{info['finished']}/{info['total']} finished"] + [
-        f"{info[k]} {k.replace('_', ' ')}" for k in ("stopped_early", "failed", "running", "interrupted", "never_started")
-        if info[k]]
-    print(f"{info['name']} ({info['preset']}, {info['algorithm']}): {info['state']}; {', '.join(counts)}")
-    if info["best"]:
-        b = info["best"]
-        print(f"  best {b['metric']} {b['value']:.4f}: trial run '{b['run_name']}' ({b['run_id']})")
-    print(f"  MLflow: {info['tracking_uri']}; runs: {info['runs_link']}")
+def print_status(info: Status) -> None:
+    counts = [f"{info.finished}/{info.total} finished"] + [
+        f"{getattr(info, k)} {k.replace('_', ' ')}"
+        for k in ("stopped_early", "failed", "running", "interrupted", "never_started") if getattr(info, k)]
+    print(f"{info.name} ({info.preset}, {info.algorithm}): {info.state}; {', '.join(counts)}")
+    if info.best:
+        b = info.best
+        print(f"  best {b.metric} {b.value:.4f}: trial run '{b.run_name}' ({b.run_id})")
+    print(f"  MLflow: {info.tracking_uri}; runs: {info.runs_link}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,7 +124,7 @@ def command(args: argparse.Namespace) -> int:
     failed, 130 interrupted: `resume` continues it)."""
     if args.command == "status":
         info = status(args.name, runs_dir=args.runs_dir)
-        print(json.dumps(info, indent=2)) if args.json else print_status(info)
+        print(json.dumps(info.to_dict(), indent=2)) if args.json else print_status(info)
         return 0
     if args.command == "list":
         for name in list_studies(args.runs_dir):

@@ -20,7 +20,8 @@ import ray
 import sqlalchemy
 from mlflow.tracking import MlflowClient
 
-from study.record import KIND_TAG, RECORD_FILE, safe_uri
+from contract import KIND_TAG
+from study.record import RECORD_FILE, safe_uri
 from study.spec import StudySpec
 from trainables.config import TrialConfig
 from trainables.data import DatasetNotFoundError, prepare_dataset
@@ -164,20 +165,16 @@ def check_resources(spec: StudySpec) -> None:
     what there is."""
     have = ray.cluster_resources()
     cpus, gpus = have.get("CPU", 0.0), have.get("GPU", 0.0)
-    if spec.gpus > gpus or spec.cpus > cpus:
-        raise StudyError(f"each trial asks for {spec.cpus:g} CPU and {spec.gpus:g} GPU, but the Ray cluster has "
+    asked = spec.resources
+    if asked.gpus > gpus or asked.cpus > cpus:
+        raise StudyError(f"each trial asks for {asked.cpus:g} CPU and {asked.gpus:g} GPU, but the Ray cluster has "
                          f"{cpus:g} CPU and {gpus:g} GPU in all; use --cpus-per-trial / --gpus-per-trial within that")
 
 
 def datasets(spec: StudySpec) -> list[tuple[str, str]]:
     """The (dataset, data_root) pairs the study's trials read: its grid's, or its search's fixed
     values and searched choices."""
-    if spec.algorithm == "grid":
-        configs = [TrialConfig.from_dict(c) for c in spec.trial_configs()]
-        return sorted({(c.dataset, c.data_root) for c in configs})
-    base = TrialConfig.from_dict(spec.trial)
-    names = spec.space["dataset"].choices if "dataset" in spec.space else (base.dataset,)
-    return sorted({(name, base.data_root) for name in names})
+    return sorted({(c.dataset, c.data_root) for c in map(TrialConfig.from_dict, spec.search.configs())})
 
 
 def prepare_data(spec: StudySpec) -> None:

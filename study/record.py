@@ -11,8 +11,8 @@ Written at launch:
   parent run and tracking server.
 Updated as trials end (`update_parent`): the parent run's counts and best objective so far as
 metrics, and its description. Each trial run is named by what it is (`trial_run_name`) and each
-Optuna trial carries its MLflow run's id. `analysis` declares what it reads of this on its own side
-(analysis/mlflow_io.py); tests/test_record.py checks that the two sides agree.
+Optuna trial carries its MLflow run's id. The names both sides use are contract/'s;
+tests/test_record.py reads a study back as `analysis` does, and an older study's record too.
 """
 
 from __future__ import annotations
@@ -29,32 +29,26 @@ from mlflow.entities import Metric, Param, Run, RunStatus
 from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
+from contract import (ACTIVE_WHEN, CORRUPTION_SETS_TAG, DESCRIPTION_TAG, GIT_COMMIT_TAG,  # noqa: F401
+                      KIND_TAG, MOLLIFYING, OBJECTIVES_TAG, PRESET_TAG, RECORD_ARTIFACT, RECORD_SCHEMA,
+                      SEARCH_TAG, SELECT_ON_TEST_TAG, SPEC_ARTIFACT, STATE_TAG, STOPPED_EARLY_TAG,
+                      STUDY_TAG, TOTAL_TRIALS_TAG, ENDPOINTS_KEY, TRIAL_ID_TAG, TRIAL_NUMBER_TAG, is_active, rules_data)
 from study.spec import StudySpec, expand_grid, parse_spec
-from trainables.config import ACTIVE_WHEN, MOLLIFYING, TrialConfig, is_active
+from trainables.config import TrialConfig
 from trainables.tracking import ensure_experiment, git_commit
 
-# --- the contract with analysis ------------------------------------------------------------------
-KIND_TAG = "mollify.kind"  # "study" on the parent run, "trial" on each trial's run
-STUDY_TAG = "mollify.study"
-PRESET_TAG = "mollify.preset"
-SEARCH_TAG = "mollify.search"  # grid, tpe, gp, nsga2
-OBJECTIVES_TAG = "mollify.objectives"  # JSON [[metric, "min" | "max"], ...]
-SELECT_ON_TEST_TAG = "mollify.select_on_test"  # "true" when the spec accepted test-set selection
-TOTAL_TRIALS_TAG = "mollify.total_trials"
-CORRUPTION_SETS_TAG = "mollify.corruption_sets"  # JSON: the corrupted sets the trials evaluate on
-TRIAL_ID_TAG = "mollify.trial_id"  # Ray's trial id: a restarted trial finds its run by it
-TRIAL_NUMBER_TAG = "mollify.trial_number"  # Optuna's trial number, or the grid index
-STOPPED_EARLY_TAG = "mollify.stopped_early"  # "true" on the runs of trials a scheduler stopped
-DESCRIPTION_TAG = "mlflow.note.content"  # the run's description in the MLflow UI
-SPEC_ARTIFACT = "study/spec.yaml"
-RECORD_ARTIFACT = "study/record.json"
-RECORD_SCHEMA = 1
+# --- the contract with analysis (tag and artifact names: contract/) --------------------------------
 BEST_PREFIX = "best/"  # parent-run metric best/<objective>: the best value so far
 COUNT_METRICS = ("trials/finished", "trials/failed", "trials/stopped_early")
 OPTUNA_RUN_ATTR = "mlflow_run_id"  # Optuna trial user attribute
 OPTUNA_RUN_NAME_ATTR = "mlflow_run_name"
 
 RECORD_FILE = "study.json"
+
+
+def study_dir(runs_dir: Path, name: str) -> Path:
+    """A study's folder: its record, Ray's experiment (`tune/`) and its log."""
+    return runs_dir.resolve() / name
 
 
 # --- the local record ----------------------------------------------------------------------------
@@ -92,11 +86,7 @@ class StudyRecord:
 def label_keys(spec: StudySpec) -> list[str]:
     """The config keys that tell one trial of the study from another (the seed aside): a grid's keys
     that take more than one value across its trials, a search's searched keys."""
-    if spec.algorithm != "grid":
-        return list(spec.space)
-    configs = [TrialConfig.from_dict(c).to_dict() for c in spec.trial_configs()]
-    keys = dict.fromkeys(k for g in spec.grid for k in g if k != "seed")
-    return [k for k in keys if len({json.dumps(c[k]) for c in configs}) > 1]
+    return spec.search.label_keys()
 
 
 def record_data(spec: StudySpec) -> dict[str, Any]:
@@ -106,11 +96,12 @@ def record_data(spec: StudySpec) -> dict[str, Any]:
             "label_keys": label_keys(spec), "fixed": dict(spec.trial), "seeds": list(spec.seeds),
             "total_trials": spec.total_trials(), "select_on_test": spec.select_on_test,
             "scheduler": asdict(spec.scheduler),
-            "active_when": {k: [list(c) for c in rule] for k, rule in ACTIVE_WHEN.items()}}
-    if spec.algorithm == "grid":
-        data["trials"] = [{"number": i, "params": point} for i, point in enumerate(spec.trial_configs())]
+            "active_when": rules_data()}
+    planned = spec.search.planned()
+    if planned is not None:  # a grid's list of trials
+        data["trials"] = [{"number": i, "params": point} for i, point in enumerate(planned)]
     if spec.endpoints is not None:
-        data["endpoints"] = spec.endpoints.record(expand_grid(spec.grid), spec.trial, spec.seeds)
+        data[ENDPOINTS_KEY] = spec.endpoints.record(expand_grid(spec.grid), spec.trial, spec.seeds)
     return data
 
 
@@ -181,7 +172,7 @@ def start_parent_run(spec: StudySpec, tracking_uri: str) -> str:
     tags = {KIND_TAG: "study", STUDY_TAG: spec.name, PRESET_TAG: spec.preset, SEARCH_TAG: spec.algorithm,
             OBJECTIVES_TAG: json.dumps([list(o) for o in spec.objectives]),
             TOTAL_TRIALS_TAG: str(spec.total_trials()), SELECT_ON_TEST_TAG: str(spec.select_on_test).lower(),
-            "mlflow.source.git.commit": git_commit(), DESCRIPTION_TAG: describe_study(spec), STATE_TAG: "running"}
+            GIT_COMMIT_TAG: git_commit(), DESCRIPTION_TAG: describe_study(spec), STATE_TAG: "running"}
     run_id = client.create_run(experiment_id, run_name=spec.name, tags=tags).info.run_id
     effective = spec.effective()
     params = [Param(k, v) for k, v in flat_params(effective).items()]
@@ -192,7 +183,6 @@ def start_parent_run(spec: StudySpec, tracking_uri: str) -> str:
     return run_id
 
 
-STATE_TAG = "mollify.state"  # the study's state: running, finished, failed, interrupted
 PARENT_STATUS = {"finished": RunStatus.FINISHED, "failed": RunStatus.FAILED, "interrupted": RunStatus.KILLED}
 
 
@@ -247,7 +237,7 @@ def describe_study(spec: StudySpec, state: Tally | None = None) -> str:
     lines = [f"**{spec.name}** (preset `{spec.preset}`): {data}; {t['model']}, {t['epochs']} epoch{'s' if t['epochs'] != 1 else ''}, "
              f"augmentation {t['augment']}.",
              f"Search: {spec.algorithm} over {varied}; {spec.total_trials()} trials; "
-             f"{'selects on' if spec.algorithm != 'grid' else 'reports'} {metric} ({mode}).",
+             f"{'selects on' if spec.search.selects else 'reports'} {metric} ({mode}).",
              f"Effective spec: `{SPEC_ARTIFACT}`; figures: `figures/report.html` (written when the study ends)."]
     if state is not None:
         lines.append(f"Trials: {state.finished} finished, {state.failed} failed, {state.stopped_early} stopped "

@@ -25,12 +25,14 @@ measured on `valid_per_class` held-out training images per class) unless the spe
 `select_on_test: true`; a grid with the fifo scheduler only enumerates, and its objectives (default
 clean/error) only name what `study status` reports. An Optuna search's default objective is
 valid/error.
+
+The format, its parser and every check a spec gets are one module (about 420 lines), so that what
+a key means and how it is checked read together; how a study searches is study/search.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -38,52 +40,22 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from study.endpoints import EndpointError, Endpoints, parse_endpoints
-from trainables.config import ACTIVE_WHEN, FIELD_TYPES, ConfigError, TrialConfig, is_active
-from trainables.train import trial_metric_names
+from contract import trial_metric_names
+from study.search import (TRIAL_NUMBER_KEY, DefineByRun, Domain, GridSearch, OptunaSearch,  # noqa: F401
+                          Search, expand_grid, sample_params, sampling_order)
+from trainables.config import FIELD_TYPES, ConfigError, TrialConfig
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 ALGORITHMS = ("grid", "tpe", "gp", "nsga2")
 SCHEDULERS = ("fifo", "asha")
 MODES = ("min", "max")
 DOMAIN_TYPES = ("float", "int", "categorical")
-TRIAL_NUMBER_KEY = "__trial_number"  # Optuna's trial number, or the grid index: the MLflow tag
 TEST_PREFIXES = ("clean/", "corrupt/")  # metrics measured on the test split and its corruptions
 DEFAULT_OBJECTIVES = {"grid": ("clean/error", "min"), "search": ("valid/error", "min")}
 
 
 class SpecError(ValueError):
     """A study spec that cannot run; the message names the key and what is valid."""
-
-
-def condition_data(key: str) -> list[dict[str, Any]]:
-    """The rule under which config key `key` acts (trainables.config.ACTIVE_WHEN) as data, the form
-    the study's record gives `analysis`: a list of clauses that must all hold, each
-    {"key": ..., "op": "is" | "contains" | "above", "value": ...}; empty when it always acts."""
-    return [{"key": k, "op": op, "value": v} for k, op, v in ACTIVE_WHEN.get(key, ())]
-
-
-def sampling_order(keys: Iterable[str]) -> list[str]:
-    """`keys` with every key after the keys its rule reads (mollify before roles before npow), so
-    that a conditional key is drawn knowing whether it acts; otherwise in the given order."""
-    def depth(key: str) -> int:
-        return 1 + max((depth(k) for k, _, _ in ACTIVE_WHEN.get(key, ())), default=-1)
-    return sorted(keys, key=depth)
-
-
-@dataclass(frozen=True)
-class Domain:
-    """One searched config key: a float or int range (optionally log), or categorical choices."""
-
-    type: str
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    choices: tuple = ()
-
-    def describe(self) -> dict[str, Any]:
-        if self.type == "categorical":
-            return {"type": "categorical", "choices": list(self.choices)}
-        return {"type": self.type, "low": self.low, "high": self.high, "log": self.log}
 
 
 @dataclass(frozen=True)
@@ -93,6 +65,14 @@ class Scheduler:
     mode: str = "min"
     grace_period: int = 1
     reduction_factor: int = 2
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What each trial asks Ray for; fractional GPUs share one device."""
+
+    cpus: float = 1.0
+    gpus: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -106,14 +86,28 @@ class StudySpec:
     num_samples: int = 1
     seeds: tuple[int, ...] = (0,)
     scheduler: Scheduler = Scheduler()
-    cpus: float = 1.0
-    gpus: float = 0.0
+    resources: Resources = Resources()
     max_concurrent: int = 0
     max_failures: int = 2
     select_on_test: bool = False  # the spec accepts an Optuna search or ASHA on test metrics
     endpoints: Endpoints | None = None  # pre-registered comparisons (grids only)
     preset: str = "custom"
     source: dict[str, Any] = field(default_factory=dict)  # the YAML as given, for the record
+
+    @property
+    def search(self) -> Search:
+        """How the study searches (study/search.py): the one place its algorithm's name is read."""
+        if self.algorithm == "grid":
+            return GridSearch(self.trial, self.grid, self.seeds)
+        return OptunaSearch(self.algorithm, self.trial, self.space, self.num_samples, self.seeds[0])
+
+    @property
+    def cpus(self) -> float:
+        return self.resources.cpus
+
+    @property
+    def gpus(self) -> float:
+        return self.resources.gpus
 
     @property
     def multi_objective(self) -> bool:
@@ -123,7 +117,7 @@ class StudySpec:
     def selection_metrics(self) -> tuple[tuple[str, str], ...]:
         """(metric, where it is set) for the metrics that choose between configurations: an Optuna
         search's objectives and ASHA's stopping metric. A grid under fifo only enumerates."""
-        out = [(m, "search.objectives") for m, _ in self.objectives] if self.algorithm != "grid" else []
+        out = [(m, "search.objectives") for m, _ in self.objectives] if self.search.selects else []
         if self.scheduler.type == "asha":
             out.append((self.scheduler.metric, "scheduler.metric"))
         return tuple(out)
@@ -132,12 +126,7 @@ class StudySpec:
     def max_epochs(self) -> int:
         """The longest trial's epochs (a searched `epochs`: its domain's maximum): ASHA's horizon."""
         default = TrialConfig().epochs
-        if "epochs" in self.space:
-            domain = self.space["epochs"]
-            return int(max(domain.choices) if domain.type == "categorical" else domain.high)
-        if self.algorithm == "grid":
-            return max(int(c.get("epochs", default)) for c in self.trial_configs())
-        return int(self.trial.get("epochs", default))
+        return max(int(c.get("epochs", default)) for c in self.search.configs())
 
     def effective(self) -> dict[str, Any]:
         """The spec as it runs, in the YAML schema: the preset with the command line's changes and
@@ -148,10 +137,10 @@ class StudySpec:
             search["grid"] = [{k: list(v) for k, v in sub.items()} for sub in self.grid]
         if self.space:
             search["space"] = {k: d.describe() for k, d in self.space.items()}
-        if self.algorithm != "grid":
+        if self.search.selects:  # a search draws its trials; a grid lists them
             search["num_samples"] = self.num_samples
         out = {"name": self.name, "trial": dict(self.trial), "search": search, "seeds": list(self.seeds),
-               "scheduler": dataclasses.asdict(self.scheduler), "resources": {"cpus": self.cpus, "gpus": self.gpus},
+               "scheduler": dataclasses.asdict(self.scheduler), "resources": dataclasses.asdict(self.resources),
                "max_concurrent": self.max_concurrent, "max_failures": self.max_failures,
                "select_on_test": self.select_on_test}
         if self.endpoints is not None:
@@ -165,73 +154,12 @@ class StudySpec:
         return [{**self.trial, **point, "seed": seed} for point in expand_grid(self.grid) for seed in self.seeds]
 
     def total_trials(self) -> int:
-        return len(self.trial_configs()) if self.algorithm == "grid" else self.num_samples
+        return self.search.total()
 
     def search_space_description(self) -> dict[str, Any]:
         """Each searched key's domain and the rule under which it acts (`active_when`, data: see
-        `condition_data`). A grid's keys list the values its trials take, defaults included where a
-        sub-grid leaves a key out, in the trials where the key acts: [{mollify: [false]}, {roles: [xn, xb]}]
-        reads mollify: [false, true], roles: [xb, xn]."""
-        if self.algorithm == "grid":
-            configs = [TrialConfig.from_dict(c).to_dict() for c in self.trial_configs()]
-            keys = sorted({k for g in self.grid for k in g})
-            out = {k: {"type": "grid", "values": sorted({c[k] for c in configs if is_active(k, c)}, key=str)}
-                   for k in keys}
-        else:
-            out = {key: domain.describe() for key, domain in self.space.items()}
-        for key, domain in out.items():
-            if key in ACTIVE_WHEN:
-                domain["active_when"] = condition_data(key)
-        return out
-
-
-# --- grids and define-by-run spaces -----------------------------------------------------------------
-
-def expand_grid(grid: tuple[dict[str, tuple], ...]) -> list[dict[str, Any]]:
-    """A union of cartesian products, in order, without duplicates: [{a: [1, 2]}, {b: [3]}]
-    -> [{a: 1}, {a: 2}, {b: 3}]."""
-    points: list[dict[str, Any]] = []
-    for sub in grid or ({},):
-        keys = list(sub)
-        for values in itertools.product(*(sub[k] for k in keys)):
-            point = dict(zip(keys, values))
-            if point not in points:
-                points.append(point)
-    return points
-
-
-def sample_params(space: Mapping[str, Domain], fixed: Mapping[str, Any], suggest: Any) -> dict[str, Any]:
-    """Draw one point of `space` through Optuna's `trial` (passed as `suggest`): a conditional key
-    is drawn only where it acts (trainables.config.ACTIVE_WHEN), so Optuna, its importances and
-    optuna-dashboard never see a value that had no effect. The only place that calls `suggest_*`."""
-    defaults = TrialConfig().to_dict()
-    current = {**defaults, **fixed}
-    drawn: dict[str, Any] = {}
-    for key in sampling_order(space):
-        if not is_active(key, current):
-            continue
-        domain = space[key]
-        if domain.type == "categorical":
-            value = suggest.suggest_categorical(key, list(domain.choices))
-        elif domain.type == "int":
-            value = suggest.suggest_int(key, int(domain.low), int(domain.high), log=domain.log)
-        else:
-            value = suggest.suggest_float(key, domain.low, domain.high, log=domain.log)
-        drawn[key] = current[key] = value
-    return drawn
-
-
-@dataclass(frozen=True)
-class DefineByRun:
-    """Optuna's define-by-run space for one study; a class, not a closure, because Ray pickles
-    the searcher (and with it this function) into the study's saved state."""
-
-    space: dict[str, Domain]
-    fixed: dict[str, Any]
-
-    def __call__(self, trial: Any) -> dict[str, Any]:
-        sample_params(self.space, self.fixed, trial)  # Ray reads the drawn values off the trial
-        return {TRIAL_NUMBER_KEY: trial.number}  # constants Ray adds to the trial's config
+        `contract.rule_data`); a grid's keys list the values its trials take (`GridSearch.describe`)."""
+        return self.search.describe()
 
 
 # --- loading and validation ---------------------------------------------------------------------------
@@ -239,7 +167,7 @@ class DefineByRun:
 SPEC_KEYS = ("name", "description", "trial", "search", "seeds", "scheduler", "resources",
              "max_concurrent", "max_failures", "select_on_test", "endpoints")
 SEARCH_KEYS = ("algorithm", "objectives", "grid", "space", "num_samples")
-RESOURCE_KEYS = ("cpus", "gpus")
+RESOURCE_KEYS = tuple(f.name for f in dataclasses.fields(Resources))
 
 
 def _mapping(value: Any, where: str) -> dict:
@@ -332,12 +260,7 @@ def _check_selection(spec: StudySpec) -> None:
 
 def _holds_out(spec: StudySpec) -> bool:
     """Whether every trial the study can run holds out a validation split."""
-    if spec.algorithm == "grid":
-        return all(TrialConfig.from_dict(c).valid_per_class > 0 for c in spec.trial_configs())
-    domain = spec.space.get("valid_per_class")
-    if domain is not None:
-        return min(domain.choices or (domain.low,)) > 0
-    return TrialConfig.from_dict(spec.trial).valid_per_class > 0
+    return all(TrialConfig.from_dict(c).valid_per_class > 0 for c in spec.search.configs())
 
 
 def _check_validation_split(spec: StudySpec) -> None:
@@ -365,24 +288,19 @@ def _grid(raw: Any) -> tuple[dict[str, tuple], ...]:
 
 
 def _check_trials(spec: StudySpec) -> None:
-    """Build every trial the study can run (grid) or its fixed part (Optuna) as a TrialConfig."""
+    """Build every trial the study can run (a grid's) or what bounds them (a search's) as a TrialConfig."""
     try:
-        if spec.algorithm == "grid":
-            for values in spec.trial_configs():
-                TrialConfig.from_dict(values)
-        else:
-            TrialConfig.from_dict({**spec.trial, "seed": spec.seeds[0]})
-            for key, domain in spec.space.items():
-                for value in (domain.choices or (domain.low, domain.high)):
-                    TrialConfig.from_dict({**spec.trial, key: int(value) if domain.type == "int" else value})
+        for values in spec.search.configs():
+            TrialConfig.from_dict(values)
     except ConfigError as err:
         raise SpecError(f"study {spec.name!r}: {err}") from None
 
 
 def _check_search(spec: StudySpec) -> None:
-    if spec.algorithm == "grid" and not spec.grid:
+    search = spec.search
+    if not search.selects and not spec.grid:
         raise SpecError("search.algorithm 'grid' needs search.grid")
-    if spec.algorithm != "grid":
+    if search.selects:
         if not spec.space:
             raise SpecError(f"search.algorithm {spec.algorithm!r} needs search.space")
         if len(spec.seeds) > 1:
@@ -390,7 +308,7 @@ def _check_search(spec: StudySpec) -> None:
                             "draws one seed per trial: put 'seed' in trial, or use algorithm 'grid'")
     if spec.algorithm == "nsga2" and not spec.multi_objective:
         raise SpecError("search.algorithm 'nsga2' is multi-objective: give two search.objectives")
-    if spec.multi_objective and spec.algorithm not in ("nsga2", "grid"):
+    if spec.multi_objective and search.selects and spec.algorithm != "nsga2":
         raise SpecError(f"several objectives need algorithm 'nsga2' (or 'grid'), not {spec.algorithm!r}")
     if spec.multi_objective and spec.scheduler.type == "asha":
         raise SpecError("the ASHA scheduler stops trials on one metric; use scheduler fifo with several objectives")
@@ -440,7 +358,7 @@ def parse_spec(raw: Mapping[str, Any], *, preset: str = "custom", name: str | No
         num_samples=_int(search.get("num_samples", 1), "search.num_samples"), seeds=tuple(seeds),
         scheduler=Scheduler(**{**sched_raw, **{k: _int(sched_raw[k], f"scheduler.{k}")
                                                for k in ("grace_period", "reduction_factor") if k in sched_raw}}),
-        cpus=_float(resources.get("cpus", 1), "resources.cpus"), gpus=_float(resources.get("gpus", 0), "resources.gpus"),
+        resources=Resources(**{k: _float(v, f"resources.{k}") for k, v in resources.items()}),
         max_concurrent=_int(raw.get("max_concurrent", 0), "max_concurrent"),
         max_failures=_int(raw.get("max_failures", 2), "max_failures"),
         select_on_test=select_on_test, preset=preset, source=dict(raw),
@@ -451,14 +369,14 @@ def parse_spec(raw: Mapping[str, Any], *, preset: str = "custom", name: str | No
         spec = dataclasses.replace(spec, endpoints=_endpoints(spec, raw["endpoints"]))
     _check_selection(spec)
     _check_validation_split(spec)
-    if spec.num_samples < 1 or spec.cpus <= 0 or spec.gpus < 0 or spec.max_failures < 0:
+    if spec.num_samples < 1 or spec.resources.cpus <= 0 or spec.resources.gpus < 0 or spec.max_failures < 0:
         raise SpecError("num_samples must be >= 1, resources.cpus > 0, resources.gpus >= 0, max_failures >= 0")
     return spec
 
 
 def _endpoints(spec: StudySpec, raw: Any) -> Endpoints:
     """Pre-registered comparisons name configurations of a grid; a search has none fixed in advance."""
-    if spec.algorithm != "grid":
+    if spec.search.planned() is None:
         raise SpecError(f"endpoints compare configurations fixed in advance: they need search.algorithm grid, "
                         f"not {spec.algorithm!r}")
     try:

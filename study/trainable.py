@@ -23,8 +23,9 @@ from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from study.record import KIND_TAG, STOPPED_EARLY_TAG, STUDY_TAG, TRIAL_ID_TAG, TRIAL_NUMBER_TAG, trial_run_name
-from study.spec import TRIAL_NUMBER_KEY
+from contract import KIND_TAG, STATUS_TAG, STOPPED_EARLY_TAG, STUDY_TAG, TRIAL_ID_TAG, TRIAL_NUMBER_TAG
+from study.record import trial_run_name
+from study.search import TRIAL_NUMBER_KEY
 from trainables.config import TrialConfig
 from trainables.corruptions.provision import resolve_corruption_set
 from trainables.tracking import MlflowTrialLogger, ensure_experiment
@@ -44,7 +45,7 @@ def mark_stopped_early(client: MlflowClient, run_id: str) -> None:
     """The run of a trial the scheduler stopped: KILLED (it did not run its epochs; no test
     corruption grid, no model) but not FAILED, and tagged so that status and analysis say why."""
     client.set_tag(run_id, STOPPED_EARLY_TAG, "true")
-    client.set_tag(run_id, "mollify.status", "stopped early by the scheduler")
+    client.set_tag(run_id, STATUS_TAG, "stopped early by the scheduler")
     client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
 
 

@@ -1,6 +1,11 @@
-"""Shared fixtures. Real datasets are read from the shared data folder beside the repository
-(``../shared/data``, or ``$MOLLIFY_SHARED_DATA``) and never copied into the repository itself;
-tests that need them skip with a reason when they are absent."""
+"""Shared fixtures and the test tiers. Real datasets are read from the shared data folder beside
+the repository (``../shared/data``, or ``$MOLLIFY_SHARED_DATA``) and never copied into the
+repository itself; tests that need them skip with a reason when they are absent.
+
+Tiers (markers, declared in pyproject.toml): ``slow`` (real studies and long trials; `make
+test-quick` leaves them out), ``cluster`` (the compose services as processes on loopback, also
+slow; `make test-cluster`), ``gpu`` (needs CUDA: skipped, with one reason, where it is absent).
+Helpers that several test files share live in ``helpers.py``, not in a test file."""
 
 from __future__ import annotations
 
@@ -14,6 +19,19 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_ARCHIVES = ("train-000-099.tar.gz", "train-100-249.tar.gz", "val.tar.gz")
+NO_GPU = "needs a CUDA device (marker gpu)"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The `gpu` tier skips, for one reason, where CUDA is absent."""
+    gpu = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu:
+        return
+    import torch  # only when a GPU test was collected
+
+    if not torch.cuda.is_available():
+        for item in gpu:
+            item.add_marker(pytest.mark.skip(reason=NO_GPU))
 
 
 def shared_data_dir() -> Path:

@@ -286,7 +286,7 @@ def test_fcr_params_distribution() -> None:
 # ----------------------------------------------------------------------------- CUDA
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.gpu
 def test_cuda_matches_cpu() -> None:
     cuda = torch.device("cuda")
     _, x = _images(256)

@@ -407,7 +407,7 @@ def test_label_mixing_keeps_any_soft_label_row_sums() -> None:
 # ----------------------------------------------------------------------------- CUDA
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.gpu
 @pytest.mark.parametrize(
     "spec", ["fcr+randaug", "fcr+autoaug", "fcr+autoaug_cifar10", "fcr+augmix", "fcr+augmix_paper", "fcr+ipmix",
              "fcr+mixup", "fcr+cutmix"]

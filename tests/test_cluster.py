@@ -189,6 +189,13 @@ def test_images_build_from_the_project_dockerfile_on_the_installed_ray(compose):
     assert compose["services"]["ray-worker"]["depends_on"]["ray-head"]["condition"] == "service_healthy"
 
 
+def test_the_image_copies_every_package_the_project_installs():
+    packages = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    dockerfile = (REPO / "docker" / "Dockerfile").read_text()
+    for name in (pattern.rstrip("*") for pattern in packages["include"]):
+        assert re.search(rf"^COPY\s.*\b{name} \./{name}$", dockerfile, re.M), name
+
+
 # --- secrets and pins, parsed ---------------------------------------------------------------------
 
 SECRET_REF = r"\$\{%s:\?[^}]*\}"  # ${NAME:?message}: from the environment or .env, required
@@ -638,6 +645,7 @@ def assert_each_epoch_once(runs: list[dict], epochs: int) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.cluster
 def test_cluster_services_run_a_study_on_loopback(cluster):
     """The smoke study through the cluster, the way a user runs it inside: every trial and run
     recorded, the trials spread over both nodes, every listener on loopback."""
@@ -693,6 +701,7 @@ def test_cluster_services_run_a_study_on_loopback(cluster):
 
 
 @pytest.mark.slow
+@pytest.mark.cluster
 def test_mlflow_refuses_requests_without_credentials(cluster):
     """MLflow's basic-auth app: 401 with no or a wrong password, 200 with the admin's from the
     environment; /health stays open for the compose healthcheck."""
@@ -708,6 +717,7 @@ def test_mlflow_refuses_requests_without_credentials(cluster):
 
 
 @pytest.mark.slow
+@pytest.mark.cluster
 def test_ray_refuses_a_node_and_a_driver_without_the_token(cluster):
     """A Ray node without the cluster's token does not join it (with none, or a wrong one), and a
     driver without it cannot connect."""
@@ -731,6 +741,7 @@ def test_ray_refuses_a_node_and_a_driver_without_the_token(cluster):
 
 
 @pytest.mark.slow
+@pytest.mark.cluster
 def test_worker_node_killed_mid_study(cluster):
     """The node running a trial is killed (its processes, by their process group) mid-trial; a new
     node joins, as compose's `restart: unless-stopped` brings it back. The study completes with N
@@ -766,6 +777,7 @@ def test_worker_node_killed_mid_study(cluster):
 
 
 @pytest.mark.slow
+@pytest.mark.cluster
 def test_mlflow_server_restarted_mid_study(cluster):
     """The MLflow server stops while trials log (same port, same PostgreSQL and auth database when it
     comes back): the trials' MLflow clients retry (compose's MLFLOW_HTTP_REQUEST_* settings), so the
@@ -796,13 +808,15 @@ def test_mlflow_server_restarted_mid_study(cluster):
 
 
 @pytest.mark.slow
+@pytest.mark.cluster
 def test_secrets_never_land_in_the_study_files(cluster):
-    """The studies above ran with the MLflow password, the PostgreSQL password and the Ray token
+    """The cluster's studies ran with the MLflow password, the PostgreSQL password and the Ray token
     in the environment only: none of them is in any file of the runs folder (study.json, study.log,
     Ray's pickled experiment and searcher state, trial folders, checkpoints), nor in the MLflow
-    server's artifact store."""
+    server's artifact store. Run alone (or first), it runs a study of its own to search."""
     if not list((cluster.work / "runs").glob("*/study.json")):
-        pytest.skip("needs the studies of the tests above")
+        cluster.launch("smoke", "secrets")
+        assert cluster.finish("secrets", timeout=300) == 0, cluster.ns.log("study-secrets")
     files = [p for folder in ("runs", "artifacts") for p in (cluster.work / folder).rglob("*") if p.is_file()]
     assert any(p.suffix == ".pkl" for p in files) and any(p.name == "study.log" for p in files), files
     for secret in (cluster.mlflow_password, cluster.pg_password, cluster.token):

@@ -12,14 +12,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import trainables.train as train_module
+import trainables.batches as train_module
 from trainables.augment import create_augmentation, fcr, stages
+from trainables.batches import build_augmentation, make_views, mollify_options
 from trainables.config import ConfigError, TrialConfig
 from trainables.consistency import consistency_loss, jensen_shannon, mollify_views, three_views
 from trainables.data import load_dataset
 from trainables.losses import soft_cross_entropy
 from trainables.mollify import ROLES, draw_mollification, mollify
-from trainables.train import build_augmentation, forward_loss, make_views, mollify_options
+from trainables.train import forward_loss
 
 CPU = torch.device("cpu")
 

@@ -412,7 +412,7 @@ def test_evaluate_on_the_fly_metrics(clean) -> None:
 # CUDA
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.gpu
 @pytest.mark.parametrize("name", list(CORRUPTIONS))
 def test_cuda_matches_cpu(name: str) -> None:
     x = torch.rand(4, 3, 32, 32)

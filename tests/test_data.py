@@ -22,7 +22,8 @@ import torchvision
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
-from trainables import data
+from helpers import GREY_FILE, TINY_VAL, TINY_WNIDS, _save_jpeg, make_tiny_tree
+from trainables.data import cifar, synthetic, tiny
 from trainables.config import ConfigError, TrialConfig
 from trainables.data import (
     DATASET_STATS,
@@ -235,53 +236,13 @@ def test_cifar_message_builder(tmp_path: Path) -> None:
 
 def test_download_socket_timeout_is_temporary() -> None:
     assert socket.getdefaulttimeout() is None
-    with data._socket_timeout(5.0):
+    with cifar._socket_timeout(5.0):
         assert socket.getdefaulttimeout() == 5.0
     assert socket.getdefaulttimeout() is None
 
 
 # ---------------------------------------------------------------------------------------------
 # Tiny ImageNet: a small tree in the official layout
-
-TINY_WNIDS = ["n01443537", "n01629819", "n01641577", "n01644900"]
-TINY_WORDS = {"n01443537": "goldfish, Carassius auratus",
-              "n01629819": "European fire salamander, Salamandra salamandra",
-              "n01641577": "bullfrog, Rana catesbeiana"}  # the fourth has no entry: name = wnid
-TINY_TRAIN_COUNTS = [3, 3, 2, 3]  # partial train split, as in the shared copy
-TINY_VAL = [("val_0.JPEG", "n01641577"), ("val_1.JPEG", "n01443537"), ("val_2.JPEG", "n01644900"),
-            ("val_3.JPEG", "n01629819"), ("val_4.JPEG", "n01443537"), ("val_5.JPEG", "n01641577"),
-            ("val_6.JPEG", "n01629819"), ("val_7.JPEG", "n01644900")]
-GREY_FILE = "train/n01629819/images/n01629819_1.JPEG"
-
-
-def _save_jpeg(path: Path, rng: np.random.Generator, label: int, grey: bool = False) -> None:
-    """A 64x64 JPEG whose dominant colour encodes its class (so labels can be checked by pixels)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pixels = rng.integers(0, 40, (64, 64, 3)) + 50 * label
-    pixels[..., label % 3] += 40
-    image = Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
-    (image.convert("L") if grey else image).save(path, quality=90)
-
-
-def make_tiny_tree(base: Path) -> Path:
-    root = base / "tiny-imagenet-200"
-    root.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    (root / "wnids.txt").write_text("\n".join(TINY_WNIDS) + "\n")
-    (root / "words.txt").write_text("".join(f"{w}\t{s}\n" for w, s in TINY_WORDS.items()))
-    for label, (wnid, count) in enumerate(zip(TINY_WNIDS, TINY_TRAIN_COUNTS)):
-        (root / "train" / wnid).mkdir(parents=True)
-        (root / "train" / wnid / f"{wnid}_boxes.txt").write_text("")
-        for i in range(count):
-            rel = f"train/{wnid}/images/{wnid}_{i}.JPEG"
-            _save_jpeg(root / rel, rng, label, grey=rel == GREY_FILE)
-    rows = []
-    for filename, wnid in TINY_VAL:
-        _save_jpeg(root / "val" / "images" / filename, rng, TINY_WNIDS.index(wnid))
-        rows.append(f"{filename}\t{wnid}\t0\t0\t63\t63\n")
-    (root / "val" / "val_annotations.txt").write_text("".join(rows))
-    return root
-
 
 def _pil_rgb(path: Path) -> torch.Tensor:
     with Image.open(path) as image:
@@ -348,11 +309,11 @@ def test_tiny_accepts_parent_folder(tiny_root: Path, tmp_path: Path) -> None:
 
 
 class _CountingDecoder:
-    """Wraps data._decode_jpegs to count how many images were actually decoded."""
+    """Wraps tiny._decode_jpegs to count how many images were actually decoded."""
 
     def __init__(self) -> None:
         self.decoded = 0
-        self._decode = data._decode_jpegs
+        self._decode = tiny._decode_jpegs
 
     def __call__(self, paths, image_size):
         self.decoded += len(paths)
@@ -365,7 +326,7 @@ def test_tiny_cache_hit_skips_decoding(tiny_root: Path, tmp_path: Path,
     first = load_dataset("tinyimagenet", tiny_root, "train", image_size=32, cache_dir=cache)
     assert len(list(cache.glob("tinyimagenet-train-allc-32px-*.pt"))) == 1
     counter = _CountingDecoder()
-    monkeypatch.setattr(data, "_decode_jpegs", counter)
+    monkeypatch.setattr(tiny, "_decode_jpegs", counter)
     again = load_dataset("tinyimagenet", tiny_root, "train", image_size=32, cache_dir=cache)
     assert counter.decoded == 0
     assert torch.equal(again.images, first.images) and torch.equal(again.labels, first.labels)
@@ -379,7 +340,7 @@ def test_tiny_cache_invalidated_when_files_change(tiny_root: Path, tmp_path: Pat
     cache = tmp_path / "cache"
     load_dataset("tinyimagenet", tiny_root, "train", cache_dir=cache)
     counter = _CountingDecoder()
-    monkeypatch.setattr(data, "_decode_jpegs", counter)
+    monkeypatch.setattr(tiny, "_decode_jpegs", counter)
     extra = tiny_root / "train/n01641577/images/n01641577_2.JPEG"
     _save_jpeg(extra, np.random.default_rng(5), 2)
     added = load_dataset("tinyimagenet", tiny_root, "train", cache_dir=cache)
@@ -400,7 +361,7 @@ def test_tiny_cache_invalidated_when_class_order_changes(tiny_root: Path, tmp_pa
     load_dataset("tinyimagenet", tiny_root, "train", cache_dir=cache)
     (tiny_root / "wnids.txt").write_text("\n".join(reversed(TINY_WNIDS)) + "\n")
     counter = _CountingDecoder()
-    monkeypatch.setattr(data, "_decode_jpegs", counter)
+    monkeypatch.setattr(tiny, "_decode_jpegs", counter)
     cached = load_dataset("tinyimagenet", tiny_root, "train", cache_dir=cache)
     fresh = load_dataset("tinyimagenet", tiny_root, "train", use_cache=False)
     assert counter.decoded == 22 and torch.equal(cached.images, fresh.images)
@@ -426,7 +387,7 @@ def test_tiny_default_cache_dir_and_fallback(tiny_root: Path, tmp_path: Path,
     real_access = os.access
     monkeypatch.setattr(os, "access", lambda p, mode: real_access(p, mode)
                         and not Path(p).is_relative_to(tiny_root))
-    assert data._default_cache_dir(tiny_root) == tmp_path / "home/.cache/mollify-lab"
+    assert tiny._default_cache_dir(tiny_root) == tmp_path / "home/.cache/mollify-lab"
 
 
 def test_tiny_use_cache_false_writes_nothing(tiny_root: Path, tmp_path: Path) -> None:
@@ -474,11 +435,11 @@ def test_tiny_no_train_images_at_all(tiny_root: Path) -> None:
 def test_tiny_decoders_agree(tiny_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """torchvision.io (default) and PIL (fallback once torchvision drops its codecs) give the same
     images, greyscale included, and the default emits no torchvision deprecation warnings."""
-    assert data.JPEG_BACKEND == "torchvision"
+    assert tiny.JPEG_BACKEND == "torchvision"
     with warnings.catch_warnings():
         warnings.simplefilter("error", DeprecationWarning)
         fast = load_dataset("tinyimagenet", tiny_root, "train", use_cache=False)
-    monkeypatch.setattr(data, "JPEG_BACKEND", "pil")
+    monkeypatch.setattr(tiny, "JPEG_BACKEND", "pil")
     slow = load_dataset("tinyimagenet", tiny_root, "train", use_cache=False)
     assert _max_diff(fast.images, slow.images) <= 2 and torch.equal(fast.labels, slow.labels)
 
@@ -486,7 +447,7 @@ def test_tiny_decoders_agree(tiny_root: Path, monkeypatch: pytest.MonkeyPatch) -
 @pytest.mark.parametrize("backend", ["torchvision", "pil"])
 def test_tiny_undecodable_file_is_named(tiny_root: Path, backend: str,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(data, "JPEG_BACKEND", backend)
+    monkeypatch.setattr(tiny, "JPEG_BACKEND", backend)
     (tiny_root / "val/images/val_2.JPEG").write_bytes(b"\xff\xd8 truncated")
     with pytest.raises(ValueError, match="cannot decode .*val_2.JPEG"):
         load_dataset("tinyimagenet", tiny_root, "val", use_cache=False)
@@ -587,9 +548,9 @@ def test_synthetic_deterministic_per_seed_and_split() -> None:
 
 
 def test_synthetic_prototypes_independent_of_class_count() -> None:
-    assert torch.equal(data._prototype(0, 2, 32), data._prototype(0, 2, 32))
-    assert not torch.equal(data._prototype(0, 2, 32), data._prototype(0, 3, 32))
-    assert not torch.equal(data._prototype(0, 2, 32), data._prototype(1, 2, 32))
+    assert torch.equal(synthetic._prototype(0, 2, 32), synthetic._prototype(0, 2, 32))
+    assert not torch.equal(synthetic._prototype(0, 2, 32), synthetic._prototype(0, 3, 32))
+    assert not torch.equal(synthetic._prototype(0, 2, 32), synthetic._prototype(1, 2, 32))
 
 
 def test_synthetic_learnable_but_not_trivial() -> None:
@@ -659,7 +620,7 @@ def test_imageset_validates_and_moves() -> None:
         ImageSet(cpu.images, cpu.labels[:5], cpu.class_names, cpu.mean, cpu.std)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.gpu
 def test_load_onto_cuda() -> None:
     ds = load_dataset("synthetic", ".", "train", synthetic_size=100, device="cuda")
     assert ds.images.is_cuda and ds.labels.is_cuda and ds.images.dtype == torch.uint8

@@ -27,7 +27,7 @@ from trainables.augment.mixing_set import (
     folder_mixing_set, ifs_fractals, picture_side, procedural_mixing_set, procedural_pictures, read_folder,
     spectral_noise,
 )  # fmt: skip
-from trainables.train import build_augmentation
+from trainables.batches import build_augmentation
 
 CPU = torch.device("cpu")
 SIZE = (32, 32)
@@ -377,7 +377,7 @@ def test_a_trial_with_a_bad_mixing_folder_fails_before_training(tmp_path) -> Non
 # ----------------------------------------------------------------------------- CUDA
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.gpu
 def test_cuda_matches_cpu_and_never_syncs() -> None:
     cuda = torch.device("cuda")
     bank = _bank()

@@ -214,7 +214,7 @@ def test_invalid_roles_are_rejected():
             M.mollify(x, y, roles=bad)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.gpu
 def test_mollify_on_cuda_matches_properties():
     x, y = (v.cuda() for v in batch(1024))
     out = M.mollify(x, y, generator=torch.Generator(device="cuda").manual_seed(0))

@@ -1,6 +1,7 @@
-"""The study's record: what study/ and trainables/ write into MLflow and Optuna, what analysis/
-reads, and the two sides' declarations checked against each other; then the smoke study end to
-end, figures on, on real Ray, Optuna and MLflow, read back the way a person and `analysis` read it."""
+"""The study's record: what study/ and trainables/ write into MLflow and Optuna, declared once in
+contract/, and what analysis/ reads of it, a study recorded before the record held
+its rules included; then the smoke study end to end, figures on, on real Ray, Optuna and MLflow,
+read back the way a person and `analysis` read it."""
 
 from __future__ import annotations
 
@@ -9,39 +10,30 @@ import itertools
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import optuna
 import pytest
 import yaml
+from mlflow.tracking import MlflowClient
 
-import analysis.contract as contract
+import contract
 import study.record as record
-import trainables.tracking as tracking
-from analysis import load_runs, load_study_info, plots, tables
+from analysis import load_runs, load_study_info, plots, tables, with_configurations
 from analysis.benchmark import (CLEAN_ERROR, CORRUPT_ERROR, CORRUPTION_GROUPS, CORRUPTIONS, SEVERITIES,
                                 corruption_metric, group_metric, severity_metric)
 from analysis.mlflow_io import parse_param
 from analysis.optimisation import importances, rebuild_study
 from analysis.report import ABLATION_METRICS
+from contract import METRICS, trial_metric_names
+from helpers import REPO, study_cmd, study_env, trial_runs
 from study.launch import absolute_paths
 from study.spec import load_spec, parse_spec, preset_names, read_source
-from test_study import study_cmd, study_env, trial_runs
 from trainables.config import ACTIVE_WHEN, TrialConfig, active_params, is_active
 from trainables.corruptions import BENCHMARK, GROUPS
-from trainables.evaluate import METRICS
-from trainables.train import trial_metric_names
 
-# --- the two sides agree ----------------------------------------------------------------------------
-
-
-def test_tag_and_artifact_names_are_the_same_on_both_sides():
-    for name in ("KIND_TAG", "STUDY_TAG", "PRESET_TAG", "SEARCH_TAG", "OBJECTIVES_TAG", "SELECT_ON_TEST_TAG",
-                 "TRIAL_NUMBER_TAG", "STOPPED_EARLY_TAG", "RECORD_ARTIFACT"):
-        assert getattr(contract, name) == getattr(record, name), name
-    assert (contract.SEED_TAG, contract.PARENT_TAG, contract.RELIABILITY_DIR) == (
-        tracking.SEED_TAG, tracking.PARENT_TAG, tracking.RELIABILITY_DIR)
-    assert contract.CELLS_ARTIFACT == f"corrupt/{tracking.CELLS_ARTIFACT}"
+# --- one contract -------------------------------------------------------------------------------------
 
 
 def test_the_record_holds_what_analysis_reads_for_every_preset():
@@ -53,6 +45,7 @@ def test_the_record_holds_what_analysis_reads_for_every_preset():
             assert "condition" not in domain
             for clause in domain.get("active_when", []):
                 assert set(clause) == {"key", "op", "value"} and clause["op"] in ("is", "contains", "above")
+        assert contract.rules_from_record(data) == ACTIVE_WHEN  # the rules as stored read back as declared
 
 
 def test_corruption_groups_and_severities_are_the_trials():
@@ -70,9 +63,8 @@ def test_every_metric_analysis_reads_is_one_a_trial_reports():
     assert read - names == set()
 
 
-def test_which_knobs_act_is_one_rule_on_both_sides():
-    assert {k: tuple(tuple(c) for c in rule) for k, rule in contract.ACTIVE_WHEN.items()} == ACTIVE_WHEN
-    # and both evaluate it alike: analysis on the params as MLflow returns them (strings)
+def test_which_knobs_act_reads_alike_on_a_config_and_on_its_logged_params():
+    """One evaluator: on a config's values and on the params MLflow returns (strings, typed back)."""
     grid = itertools.product([True, False], ["xn", "xb", "xnb", "e", "xe"], [True, False], [0, 10],
                              ["on_the_fly", "none"], ["synthetic", "cifar10"])
     for mollify, roles, smooth, valid, source, dataset in grid:
@@ -80,7 +72,93 @@ def test_which_knobs_act_is_one_rule_on_both_sides():
                           corruption_source=source, dataset=dataset)
         logged = {k: parse_param(str(v)) for k, v in active_params(cfg).items()}
         for key in ACTIVE_WHEN:
-            assert contract.rule_holds(contract.ACTIVE_WHEN[key], logged) == is_active(key, cfg.to_dict()), (key, cfg)
+            assert contract.rule_holds(ACTIVE_WHEN[key], logged) == is_active(key, cfg.to_dict()), (key, cfg)
+
+
+def test_an_unknown_condition_op_fails_wherever_a_rule_is_read():
+    with pytest.raises(ValueError, match="unknown condition op 'equals'.*valid: is, contains, above"):
+        contract.rule_holds([("mollify", "equals", True)], {"mollify": True})
+    with pytest.raises(ValueError, match="unknown condition op"):
+        contract.rules_from_record({"active_when": {"beta": [["mollify", "equals", True]]}})
+
+
+def test_analysis_imports_without_torch_or_ray():
+    """analysis reads a study where only the MLflow store is: the contract it shares is stdlib only."""
+    code = """
+import sys
+class Blocked:  # as if torch and Ray were not installed
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "torchvision", "ray"):
+            raise ImportError(f"{name} is blocked")
+sys.meta_path.insert(0, Blocked())
+import analysis, analysis.__main__, contract
+assert not {"torch", "ray"} & set(sys.modules)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+# --- a study recorded before the change still reads ---------------------------------------------------
+
+def _old_study(uri: str, name: str, record_json: dict | None, tags: dict[str, str]) -> None:
+    """A parent run and three trial runs as an older version wrote them: a record.json without the
+    rules (or none at all: tags only), and trial runs that logged every knob, acting or not."""
+    client = MlflowClient(uri)
+    experiment = client.create_experiment(name, artifact_location=f"{uri.removeprefix('sqlite:///')}.{name}")
+    parent = client.create_run(experiment, run_name=name, tags={"mollify.kind": "study", **tags}).info.run_id
+    if record_json is not None:
+        client.log_dict(parent, record_json, "study/record.json")
+    trials = [dict(mollify=False, roles="xnb", beta=2.0, seed=0), dict(mollify=False, roles="xn", beta=4.0, seed=1),
+              dict(mollify=True, roles="xn", beta=4.0, seed=0)]
+    for i, params in enumerate(trials):
+        run = client.create_run(experiment, run_name=f"{i:04d}", tags={
+            "mollify.kind": "trial", "mlflow.parentRunId": parent, "mollify.trial_number": str(i)}).info.run_id
+        for key, value in params.items():
+            client.log_param(run, key, str(value))
+        client.log_metric(run, "clean/error", 0.5 - 0.1 * i)
+        client.set_terminated(run, "FINISHED")
+    client.set_terminated(parent, "FINISHED")
+
+
+OLD_RECORD = {"schema": 1, "study": "old", "preset": "custom", "search": "grid",
+              "objectives": [["clean/error", "min"]], "label_keys": ["mollify", "roles", "beta"],
+              "search_space": {"beta": {"type": "grid", "values": [2.0, 4.0],
+                                        "active_when": [{"key": "mollify", "op": "is", "value": True}]}},
+              "select_on_test": False}
+
+
+TAGS = {"mollify.study": "old", "mollify.search": "grid", "mollify.objectives": '[["clean/error", "min"]]'}
+
+
+@pytest.fixture(scope="module")
+def old_studies(tmp_path_factory) -> str:
+    """One store (its migrations take seconds) holding three older studies: a record without the
+    rules, tags only, and a record whose rules differ from today's."""
+    tmp = tmp_path_factory.mktemp("old")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    _old_study(uri, "record-without-rules", {**OLD_RECORD, "study": "record-without-rules"}, TAGS)
+    _old_study(uri, "tags-only", None, TAGS)
+    _old_study(uri, "own-rules", {**OLD_RECORD, "study": "own-rules",
+                                  "active_when": {"beta": [["mollify", "is", True]]}}, {})  # roles acted everywhere then
+    return uri
+
+
+@pytest.mark.parametrize("name", ["record-without-rules", "tags-only"])
+def test_a_study_recorded_before_the_rules_were_stored_still_reads(old_studies, name):
+    info = load_study_info(name, old_studies)
+    assert info.search == "grid" and info.objectives == (("clean/error", "min"),)
+    assert info.active_when == ACTIVE_WHEN  # no stored rules: the contract's
+    runs = load_runs(name, old_studies)
+    labelled, table = with_configurations(runs, info.active_when)
+    assert len(table) == 2  # the two runs without mollification are one configuration, whatever roles/beta said
+    assert table["n_runs"].tolist() == [2, 1]
+
+
+def test_the_rules_a_study_stored_are_the_ones_analysis_applies(old_studies):
+    info = load_study_info("own-rules", old_studies)
+    assert info.active_when == {"beta": (("mollify", "is", True),)}
+    _, table = with_configurations(load_runs("own-rules", old_studies), info.active_when)
+    assert len(table) == 3  # roles told the two runs without mollification apart
 
 
 def test_trial_run_names_say_what_the_trial_is():

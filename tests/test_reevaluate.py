@@ -14,7 +14,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from test_data import TINY_WNIDS, make_tiny_tree
+from helpers import TINY_WNIDS, make_tiny_tree
 from trainables import __main__ as cli
 from trainables.config import TrialConfig
 from trainables.corruptions import __main__ as corruptions_cli

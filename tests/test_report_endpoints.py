@@ -27,7 +27,7 @@ from statsmodels.stats.multitest import multipletests
 from analysis import load_study_info, plots, write_report
 from analysis.__main__ import main
 from analysis.configs import BASELINE_COLOUR
-from analysis.contract import ENDPOINTS_KEY
+from contract import ENDPOINTS_KEY
 from analysis.endpoints import read_endpoints
 
 STUDY = "endpoint-study"

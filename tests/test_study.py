@@ -8,7 +8,6 @@ process group stops all of it."""
 import itertools
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,14 +20,15 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
+from helpers import study_cmd, study_env, trial_runs
 from study.__main__ import main
-from study.launch import make_scheduler, start_parent_run
+from study.record import start_parent_run
+from study.tuning import make_scheduler
 from study.spec import DefineByRun, sampling_order, SpecError, load_spec, parse_spec, preset_names
 from trainables.config import TrialConfig
 from trainables.models import create_model
 from trainables.tracking import MODEL_ARTIFACT
 
-REPO = Path(__file__).resolve().parents[1]
 PAPER = dict(model="preactresnet50", epochs=300, batch_size=128, lr=0.01, momentum=0.9, weight_decay=5e-4)
 DATASETS = ("cifar10", "cifar100", "tinyimagenet")
 
@@ -150,6 +150,19 @@ def test_evidence_gpu_is_the_authors_tiny_imagenet_setup():
     cfgs = [TrialConfig.from_dict(c) for c in load_spec("evidence-gpu").trial_configs()]
     assert {(c.model, c.epochs, c.batch_size, c.lr, c.augment, c.num_classes, c.image_size, c.precision)
             for c in cfgs} == {("preactresnet50", 300, 128, 0.01, "fcr+trivaug", None, None, "auto")}
+
+
+def test_every_presets_search_answers_what_the_study_asks():
+    """One interface for a grid and an Optuna search (study/search.py)."""
+    for name in preset_names():
+        spec = load_spec(name)
+        search = spec.search
+        assert search.algorithm == spec.algorithm and search.total() == spec.total_trials()
+        assert search.selects == search.keeps_optuna_study == (search.sampler() is not None) == (
+            search.planned() is None) == (search.space_function() is not None), name
+        assert spec.max_epochs == max(TrialConfig.from_dict(c).epochs for c in search.configs())
+        space = search.param_space({"__study": {}})
+        assert ("__point" in space) == (not search.selects) and space["__study"] == {}
 
 
 def test_seeds_repeat_every_grid_point():
@@ -376,31 +389,6 @@ def test_unknown_preset_lists_the_presets(capsys):
 
 
 # --- real studies (Ray, Optuna, MLflow) ------------------------------------------------------------
-
-def loopback_command(args: list[str]) -> list[str]:
-    """Run `args` in a new network namespace that has only the loopback interface."""
-    if shutil.which("unshare") is None:
-        pytest.skip("needs `unshare` to keep the Ray cluster on an only-loopback network")
-    return ["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *args]
-
-
-def study_cmd(tmp_path: Path, *args: str) -> list[str]:
-    return loopback_command([sys.executable, "-m", "study", "--runs-dir", str(tmp_path / "runs"), *args])
-
-
-def study_env() -> dict:
-    return {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
-
-
-def trial_runs(uri: str, experiment: str):
-    client = MlflowClient(uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        return client, [], []
-    runs = client.search_runs([found.experiment_id], max_results=1000)
-    parents = [r for r in runs if r.data.tags.get("mollify.kind") == "study"]
-    return client, parents, [r for r in runs if r.data.tags.get("mollify.kind") == "trial"]
-
 
 RESUME_SPEC = {
     "trial": {"dataset": "synthetic", "train_size": 4096, "model": "smallcnn", "epochs": 3, "batch_size": 64,

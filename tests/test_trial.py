@@ -117,7 +117,7 @@ def test_validation_metrics_under_their_documented_names_every_evaluated_epoch()
 
 
 def test_validation_corruptions_cover_the_extra_cells_on_the_first_images(monkeypatch):
-    import trainables.train as train_module
+    import trainables.evaluation as train_module
 
     seen = []
     real = train_module.evaluate_corruptions

@@ -16,7 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from trainables.cli import one_line
+from contract import one_line
+from trainables.checkpoint import CheckpointError, has_checkpoint, read_checkpoint
 from trainables.config import ConfigError, TrialConfig, parse_overrides
 from trainables.corruptions import OfficialSetNotFoundError
 from trainables.corruptions.protocols import PROTOCOLS
@@ -25,8 +26,7 @@ from trainables.data import DatasetError, DatasetNotFoundError, prepare_dataset
 from trainables.pipeline import DeviceError, resolve_device
 from trainables.reevaluate import EVAL_PREFIX, EvaluateError, EvaluateRequest, evaluate_logged_model
 from trainables.tracking import DEFAULT_EXPERIMENT, FinishedRunError, MlflowTrialLogger
-from trainables.train import (CheckpointError, TrialDivergedError, TrialResult, has_checkpoint, read_checkpoint,
-                              run_trial)
+from trainables.train import TrialDivergedError, TrialResult, run_trial
 
 # Mistakes a user can make, reported in one line (exit 2); a trial that diverged exits 1.
 USER_ERRORS = (ConfigError, DatasetError, DatasetNotFoundError, EvaluateError, OfficialSetNotFoundError, CheckpointError,
@@ -90,7 +90,7 @@ def start_logger(args: argparse.Namespace, cfg: TrialConfig) -> MlflowTrialLogge
     return logger
 
 
-def print_epoch(metrics: dict[str, float], checkpoint: Path | None = None) -> None:
+def print_epoch(metrics: dict[str, float]) -> None:
     shown = "  ".join(f"{k} {metrics[k]:.4f}" for k in ("train/loss", "train/error", "clean/error") if k in metrics)
     print(f"epoch {int(metrics['epoch']):3d}  {shown}  ({metrics['train/images_per_s']:.0f} img/s)", flush=True)
 

@@ -14,13 +14,14 @@ from typing import Any, Mapping
 
 import yaml
 
+from contract import ACTIVE_WHEN, is_active  # noqa: F401 (ACTIVE_WHEN: its old home)
 from trainables.augment import AUGMENTATIONS, LABEL_MIXING
 from trainables.corruptions import EXTRA, SEVERITIES, SOURCES, CorruptionSpec, expand_corruptions
 from trainables.corruptions.protocols import PROTOCOLS, RELEASE_PROTOCOL
 from trainables.data import DATASETS
 from trainables.losses import LOSSES
 from trainables.models import MODELS
-from trainables.mollify import LABEL_MODES, check_roles
+from trainables.mollify import LABEL_MODES, Mollification, check_roles
 from trainables.pipeline import PRECISIONS
 
 
@@ -132,6 +133,11 @@ class TrialConfig:
                               table=self.protocol_table, jpeg=self.protocol_jpeg)
 
     @property
+    def mollification(self) -> Mollification:
+        """The mollification knobs as one frozen value (whether it is on: `mollify`)."""
+        return Mollification(**{f.name: getattr(self, f.name) for f in dataclasses.fields(Mollification)})
+
+    @property
     def sink_class(self) -> bool:
         """la/lm modes train an extra (K+1)-th output; only when mollification is on."""
         return self.mollify and self.label_mode in ("la", "lm")
@@ -166,45 +172,8 @@ FIELD_TYPES: dict[str, Any] = typing.get_type_hints(TrialConfig)
 
 
 # --- which knobs act -------------------------------------------------------------------------------
-# A knob has an effect only under some settings (METHOD.md section 1): the mollification knobs only
-# when mollification is on, npow only for noised samples with label smoothing, and so on. Declared
-# here as data, one rule per knob: the search draws a knob only where it acts (study/spec.py), a
-# run logs it as a param only where it acts (trainables/tracking.py), and the study's record hands
-# the same clauses to `analysis`, which evaluates them without importing this package.
-# A rule is a tuple of clauses that must all hold; a clause is (key, op, value) with op one of
-# CONDITION_OPS: "is" (equal), "contains" (a substring of a string value), "above" (greater than).
-CONDITION_OPS = ("is", "contains", "above")
-Clause = tuple[str, str, Any]
-MOLLIFYING: tuple[Clause, ...] = (("mollify", "is", True),)
-ACTIVE_WHEN: dict[str, tuple[Clause, ...]] = {
-    "roles": MOLLIFYING, "alpha": MOLLIFYING, "beta": MOLLIFYING, "label_mode": MOLLIFYING,
-    "smooth_labels": MOLLIFYING,
-    "npow": (*MOLLIFYING, ("roles", "contains", "n"), ("smooth_labels", "is", True)),
-    "bpow": (*MOLLIFYING, ("roles", "contains", "b"), ("smooth_labels", "is", True)),
-    "sigma_min": (*MOLLIFYING, ("roles", "contains", "b")),
-    "sigma_max": (*MOLLIFYING, ("roles", "contains", "b")),
-    "train_size": (("dataset", "is", "synthetic"),),
-    "valid_seed": (("valid_per_class", "above", 0),),
-    "valid_corrupt_images": (("valid_per_class", "above", 0),),
-    "limit_corrupt_images": (("corruption_source", "is", "on_the_fly"),),
-    "jsd_weight": (("jsd", "is", True),),
-    "ipmix_mixing_set": (("augment", "contains", "ipmix"),),
-}
-
-
-def clause_holds(clause: Clause, values: Mapping[str, Any]) -> bool:
-    key, op, expected = clause
-    value = values[key]
-    if op == "contains":
-        return isinstance(value, str) and expected in value
-    if op == "above":
-        return value is not None and value > expected
-    return value == expected and type(value) is type(expected)  # True is not 1
-
-
-def is_active(key: str, values: Mapping[str, Any]) -> bool:
-    """Whether knob `key` acts given the other values (a full config's, or those drawn so far)."""
-    return all(clause_holds(c, values) for c in ACTIVE_WHEN.get(key, ()))
+# The rules (which knob acts under which settings) and their one evaluator are part of the contract
+# with `study` and `analysis`: contract/, imported here under their old names.
 
 
 def active_params(cfg: TrialConfig) -> dict[str, Any]:

@@ -24,7 +24,6 @@ from torch import Tensor
 
 from trainables.mollify import apply_mollification, draw_mollification
 
-JSD_WEIGHT = 12.0  # lambda, both references
 MIXTURE_FLOOR = 1e-7  # the references clamp the mixture "to avoid exploding KL divergence"
 VIEWS = 3  # clean, augmented, augmented
 

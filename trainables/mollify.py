@@ -11,6 +11,7 @@ Shapes: x (B, C, H, W) float, t (B,), y (B, K) soft labels, role (B,) int64 inde
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, fields
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -21,7 +22,26 @@ from trainables.pipeline import device_constant
 
 ROLES = ("x", "n", "b", "e")  # clean, noised, blurred, pure N(0, I) noise with a uniform label
 LABEL_MODES = ("ls", "ld", "la", "lm")
-SINK_MODES = ("la", "lm")  # modes with an extra (K+1)-th "sink" class
+
+
+@dataclass(frozen=True)
+class Mollification:
+    """`mollify`'s settings (its keywords but the generator), as a trial's config holds them
+    (`TrialConfig.mollification`)."""
+
+    roles: str = "xnb"
+    alpha: float = 1.0
+    beta: float = 2.0
+    npow: float = 1.0
+    bpow: float = 1.0
+    label_mode: str = "ls"
+    smooth_labels: bool = True
+    sigma_min: float = 0.3
+    sigma_max: float | None = None
+
+    def options(self) -> dict:
+        """As `mollify`'s keywords."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 class Mollified(NamedTuple):

@@ -28,9 +28,10 @@ from mlflow.tracking import MlflowClient
 from trainables.config import TrialConfig
 from trainables.corruptions.provision import resolve_corruption_set
 from trainables.data import ImageSet, prepare_dataset
+from trainables.evaluation import evaluate_clean, evaluate_corrupted
 from trainables.pipeline import resolve_device
+from trainables.splits import load_test_split
 from trainables.tracking import MODEL_ARTIFACT, log_metrics, resolve_tracking_uri
-from trainables.train import evaluate_clean, evaluate_corrupted, load_test_split
 
 EVAL_PREFIX = "eval"
 EVAL_TAG = "mollify.eval."  # + set name: what was evaluated, as JSON

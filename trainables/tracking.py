@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-import os
 import re
 import subprocess
 import tempfile
@@ -35,25 +34,22 @@ from mlflow.entities import Metric, Param, RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from contract import (CELLS_ARTIFACT, CONFIG_ARTIFACT, GIT_COMMIT_TAG, MODEL_ARTIFACT,  # noqa: F401
+                      PARENT_TAG, RELIABILITY_DIR, SEED_TAG, STATUS_TAG, tracking_uri)
 from trainables.config import TrialConfig, active_params
 from trainables.evaluate import float32_digits
 
 DEFAULT_EXPERIMENT = "mollify-lab"
-DEFAULT_DB = "mlflow.db"
 BATCH_LIMIT = 1000  # MLflow's log_batch accepts at most 1000 metrics per call
-PARENT_TAG = "mlflow.parentRunId"
-SEED_TAG = "mollify.seed"
-RELIABILITY_DIR = "reliability"  # reliability/<set>.json: the bins of each evaluated set
 EPOCH_KEY = "train/loss"  # logged once per epoch: its history tells which epochs a run holds
-MODEL_ARTIFACT = "model"  # the final network: mlflow.pytorch.load_model("runs:/<run id>/model")
-CELLS_ARTIFACT = "cells.json"  # beside the summaries it details: corrupt/cells.json, eval/<set>/corrupt/cells.json
 CELL = re.compile(r"^(?P<prefix>(?:.+/)?corrupt)/(?P<corruption>[a-z_]+)/s(?P<severity>\d+)/(?P<metric>\w+)$")
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
-    """An explicit URI, else $MLFLOW_TRACKING_URI, else a SQLite file in the working directory.
-    A SQLite file's folder is created if missing (SQLite creates the file, not its folder)."""
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / DEFAULT_DB}"
+    """`contract.tracking_uri` (explicit, else $MLFLOW_TRACKING_URI, else a SQLite file
+    in the working directory), with a SQLite file's folder created if missing (SQLite creates the
+    file, not its folder)."""
+    uri = tracking_uri(uri)
     ensure_sqlite_folder(uri)
     return uri
 
@@ -158,14 +154,14 @@ class MlflowTrialLogger:
             self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
             return
         self.logged_through = 0
-        all_tags = {SEED_TAG: str(cfg.seed), "mlflow.source.git.commit": git_commit(),
+        all_tags = {SEED_TAG: str(cfg.seed), GIT_COMMIT_TAG: git_commit(),
                     **({PARENT_TAG: parent_run_id} if parent_run_id else {}), **(tags or {})}
         experiment_id = ensure_experiment(self.client, experiment)
         run = self.client.create_run(experiment_id, run_name=run_name, tags=all_tags)
         self.run_id = run.info.run_id
         params = [Param(key, str(value)) for key, value in active_params(cfg).items()]
         self.client.log_batch(self.run_id, params=params)
-        self.client.log_dict(self.run_id, cfg.to_dict(), "config.yaml")
+        self.client.log_dict(self.run_id, cfg.to_dict(), CONFIG_ARTIFACT)
 
     def log_metrics(self, values: Mapping[str, float], step: int) -> None:
         log_metrics(self.client, self.run_id, values, step)
@@ -193,7 +189,7 @@ class MlflowTrialLogger:
             self.client.log_dict(self.run_id, bins, f"{RELIABILITY_DIR}/{name}.json")
         if result.model is not None:
             self.log_model(result.model, result.model_card)
-        self.client.set_tag(self.run_id, "mollify.status", "finished")
+        self.client.set_tag(self.run_id, STATUS_TAG, "finished")
         self.client.set_terminated(self.run_id, RunStatus.to_string(RunStatus.FINISHED))
 
     def log_model(self, model: torch.nn.Module, card: Mapping) -> None:
@@ -214,6 +210,6 @@ class MlflowTrialLogger:
         """End the run FAILED, saying why in its `mollify.status` tag (the error's first line)."""
         if reason is not None and str(reason).strip():
             why = str(reason).strip().splitlines()[0][:500]
-            self.client.set_tag(self.run_id, "mollify.status", f"failed: {type(reason).__name__}: {why}"
+            self.client.set_tag(self.run_id, STATUS_TAG, f"failed: {type(reason).__name__}: {why}"
                                 if isinstance(reason, BaseException) else f"failed: {why}")
         self.client.set_terminated(self.run_id, RunStatus.to_string(RunStatus.FAILED))

@@ -57,11 +57,6 @@ def poisson(rates: Tensor, generator: torch.Generator | None) -> Tensor:
 # Quantisation
 
 
-def round_u8(x: Tensor) -> Tensor:
-    """Round [0, 1] values to the nearest of the 256 uint8 levels (what an 8-bit image write does)."""
-    return torch.round(x.clamp(0, 1) * 255) / 255
-
-
 def floor_u8(x: Tensor) -> Tensor:
     """numpy's `np.uint8(v * 255)` on v in [0, 1]: truncation toward zero. The small tolerance keeps
     a value that is a uint8 level up to float32 error (e.g. 101/255*255 = 100.99999) on that level."""

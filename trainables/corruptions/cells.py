@@ -8,21 +8,19 @@ trip (Tiny-ImageNet-C's and ImageNet-C's, `protocols.py`) a cell goes through it
 
 from __future__ import annotations
 
-import hashlib
-
 import torch
 from torch import Tensor
 from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
 
 from trainables.corruptions.protocols import RELEASE_JPEG_QUALITY
 from trainables.corruptions.registry import corrupt
+from trainables.seeds import derive_seed
 
 
 def cell_generator(seed: int, corruption: str, severity: int, device: torch.device | str) -> torch.Generator:
     """The random stream of one (corruption, severity) cell: on-the-fly evaluation and `generate`
     use the same one, so on the same device and batch size they produce the same images."""
-    digest = hashlib.sha256(repr((seed, "corruption", corruption, severity)).encode()).digest()
-    return torch.Generator(device=device).manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+    return torch.Generator(device=device).manual_seed(derive_seed(seed, "corruption", corruption, severity))
 
 
 def to_uint8(x: Tensor) -> Tensor:

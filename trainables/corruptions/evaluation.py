@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from torch import Tensor, nn
 
+from contract import corruption_metric_names  # noqa: F401 (its names: the contract's)
 from trainables.corruptions.cells import cell_generator, corrupt_cell
 from trainables.corruptions.registry import (
     BENCHMARK, GROUPS, SEVERITIES, validate_corruptions, validate_severities, validate_table,
@@ -117,12 +118,6 @@ def summarize_cells(cells: dict[tuple[str, int], dict[str, float]]) -> dict[str,
         if benchmark:
             out[f"corrupt/{m}"] = _mean(v[m] for v in benchmark.values())
     return out
-
-
-def corruption_metric_names(corruptions: Sequence[str], severities: Sequence[int]) -> tuple[str, ...]:
-    """Every metric name `evaluate_corruptions` returns for these corruptions and severities."""
-    fake = {(c, s): dict.fromkeys(METRICS, 0.0) for c in corruptions for s in severities}
-    return tuple(summarize_cells(fake))
 
 
 def merge_reliability(parts: Sequence[dict[str, list[float]]]) -> dict[str, list[float]]:

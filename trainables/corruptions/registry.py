@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor
 
+from contract import BENCHMARK, EXTRA, GROUPS, SEVERITIES
 from trainables.corruptions import _ops, blur, digital, noise, spatter, weather
 
 Corruption = Callable[[Tensor, int, str, "torch.Generator | None"], Tensor]
@@ -36,21 +37,7 @@ CORRUPTIONS: dict[str, Corruption] = {
     "saturate": digital.saturate,
 }
 
-# METHOD.md section 4; the authors' summary files brightness under weather, contrast under digital.
-GROUPS: dict[str, tuple[str, ...]] = {
-    "noise": ("gaussian_noise", "shot_noise", "impulse_noise"),
-    "blur": ("defocus_blur", "glass_blur", "motion_blur", "zoom_blur"),
-    "weather": ("snow", "frost", "fog", "brightness"),
-    "digital": ("contrast", "elastic_transform", "pixelate", "jpeg_compression"),
-}
-BENCHMARK: tuple[str, ...] = (
-    "gaussian_noise", "shot_noise", "impulse_noise",
-    "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
-    "snow", "frost", "fog", "brightness",
-    "contrast", "elastic_transform", "pixelate", "jpeg_compression",
-)
-EXTRA: tuple[str, ...] = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
-SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
+# The names (GROUPS, BENCHMARK, EXTRA, SEVERITIES) are part of the contract with `analysis`: contract/.
 
 TABLES: tuple[str, ...] = ("cifar", "tinyimagenet", "imagenet")
 """Severity tables: the constants of make_cifar_c.py (32 px), make_tinyimagenet_c.py (64 px) and

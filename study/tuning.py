@@ -1,0 +1,275 @@
+"""The Ray Tune and Optuna glue of a study: the searcher (`PruneAwareOptunaSearch`), the scheduler,
+the callbacks that close the runs of stopped trials and print a line per ended trial, and the
+Tuner that puts them together. The commands (`launch`, `resume`, `status`) are study/launch.py's.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+from mlflow.tracking import MlflowClient
+from ray import tune
+from ray.tune.result import TRAINING_ITERATION
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search import Searcher
+
+from study.console import say
+from study.record import (OPTUNA_RUN_ATTR, OPTUNA_RUN_NAME_ATTR, StudyRecord, label_keys, optuna_study_attrs,
+                          study_dir, update_parent)
+from study.search import POINT_KEY, DefineByRun
+from study.spec import StudySpec
+from study.trainable import STUDY_KEY, existing_run, mark_stopped_early, train_trial
+from trainables.config import TrialConfig
+
+TUNE_DIR = "tune"
+logger = logging.getLogger(__name__)
+
+
+class PruneAwareOptunaSearch(Searcher):
+    """Ray's searcher over one Optuna study, through Optuna's public ask-and-tell API; it owns the
+    study and its trials (Ray's OptunaSearch keeps them private), so that it can:
+    - tell Optuna that a trial the scheduler stopped early was PRUNED, with the value it was stopped
+      on (Ray's OptunaSearch tells it COMPLETE with its partial score, which misleads TPE);
+    - skip intermediate results that lack the objective (evaluated only every `eval_every` epochs);
+    - link Optuna to MLflow: the study gets its metric names and the record's attributes, each
+      trial its MLflow run's id and name.
+    tests/test_study.py's ASHA and resume studies and the smoke study check it end to end."""
+
+    def __init__(self, *, space: DefineByRun, metric: str | list[str], mode: str | list[str],
+                 sampler: optuna.samplers.BaseSampler, storage: optuna.storages.BaseStorage, study_name: str,
+                 max_epochs: int, study_attrs: dict[str, str], tracking_uri: str, experiment: str) -> None:
+        super().__init__(metric=metric, mode=mode)
+        modes = mode if isinstance(mode, list) else [mode]
+        self.space = space
+        self.study = optuna.create_study(storage=storage, sampler=sampler, pruner=optuna.pruners.NopPruner(),
+                                         study_name=study_name, load_if_exists=True,
+                                         directions=["minimize" if m == "min" else "maximize" for m in modes])
+        self.study.set_metric_names(metric if isinstance(metric, list) else [metric])
+        for key, value in study_attrs.items():
+            self.study.set_user_attr(key, value)
+        self.trials: dict[str, optuna.Trial] = {}  # Ray's trial id -> its Optuna trial
+        self.told: set[str] = set()  # trials whose end Optuna knows
+        self.linked: set[str] = set()  # trials whose MLflow run Optuna knows
+        self.max_epochs = max_epochs  # the trials' epochs unless a trial drew its own
+        self.tracking_uri, self.experiment = tracking_uri, experiment
+
+    def suggest(self, trial_id: str) -> dict[str, Any]:
+        if trial_id not in self.trials:
+            self.trials[trial_id] = self.study.ask()
+        trial = self.trials[trial_id]
+        constants = self.space(trial)  # draws the trial's values (define-by-run)
+        return {**trial.params, **constants}
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self._link(trial_id)
+        if isinstance(self.metric, list) or self.metric not in result or trial_id in self.told:
+            return  # Optuna keeps no intermediate values of several objectives
+        self.trials[trial_id].report(result[self.metric], result[TRAINING_ITERATION])
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id in self.told:
+            return
+        self._link(trial_id)  # before Optuna closes the trial
+        trial = self.trials[trial_id]
+        if self._stopped_early(trial, result, error):
+            # Ray does not pass the result a scheduler stops on to on_trial_result: report it, so that
+            # the PRUNED trial keeps it as its last intermediate value (Optuna's value of a pruned trial).
+            if isinstance(self.metric, str) and self.metric in result:
+                trial.report(result[self.metric], result[TRAINING_ITERATION])
+            self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            self._tell_ended(trial, result, error)
+        self.told.add(trial_id)
+
+    def _tell_ended(self, trial: optuna.Trial, result: dict | None, error: bool) -> None:
+        """As Ray's OptunaSearch: the objective's value, FAIL without one after an error, else PRUNED."""
+        metrics = self.metric if isinstance(self.metric, list) else None
+        value = None if not result else [result.get(m) for m in metrics] if metrics else result.get(self.metric)
+        state = optuna.trial.TrialState.COMPLETE
+        if value is None:
+            state = optuna.trial.TrialState.FAIL if error else optuna.trial.TrialState.PRUNED
+        try:
+            self.study.tell(trial, value, state=state)
+        except Exception as err:  # e.g. a NaN value: Optuna refuses it, the study goes on
+            logger.warning(err)
+
+    def _stopped_early(self, trial: optuna.Trial, result: dict | None, error: bool) -> bool:
+        if result is None or error or "epoch" not in result:
+            return False
+        return result["epoch"] < int(trial.params.get("epochs", self.max_epochs))
+
+    def _link(self, trial_id: str) -> None:
+        """Name the trial's MLflow run in its Optuna trial, once the run exists."""
+        if trial_id in self.linked or trial_id not in self.trials:
+            return
+        client = MlflowClient(self.tracking_uri)
+        run_id = existing_run(client, self.experiment, trial_id)
+        if run_id is None:
+            return
+        trial = self.trials[trial_id]
+        trial.set_user_attr(OPTUNA_RUN_ATTR, run_id)
+        trial.set_user_attr(OPTUNA_RUN_NAME_ATTR, client.get_run(run_id).info.run_name)
+        self.linked.add(trial_id)
+
+    def save(self, checkpoint_path: str) -> None:
+        """Ray saves the searcher with the experiment (`study resume` restores it)."""
+        with open(checkpoint_path, "wb") as file:
+            pickle.dump(self.__dict__.copy(), file)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as file:
+            self.__dict__.update(pickle.load(file))
+
+
+class MarkStoppedEarly(tune.Callback):
+    """Closes the MLflow run of a trial the scheduler stopped (see study/trainable.py): a trial that
+    ran its epochs finishes its run before it reports its last epoch, so a run still open when Ray
+    says the trial completed belongs to a stopped one."""
+
+    def __init__(self, tracking_uri: str, experiment: str) -> None:
+        self.tracking_uri, self.experiment = tracking_uri, experiment
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        client = MlflowClient(self.tracking_uri)
+        run_id = existing_run(client, self.experiment, trial.trial_id)
+        if run_id is not None and client.get_run(run_id).info.status == "RUNNING":
+            mark_stopped_early(client, run_id)
+
+
+class Progress(tune.Callback):
+    """A console line per ended trial, counted from Ray's trials (so a resumed study counts the
+    trials of its earlier drivers too): done (and how many of those the scheduler stopped early) /
+    running / failed, the best objective among trials that ran to the end, time left. Each ended
+    trial also updates the MLflow parent run (`record.update_parent`); runs after MarkStoppedEarly."""
+
+    def __init__(self, spec: StudySpec, record: StudyRecord) -> None:
+        self.spec, self.tracking_uri, self.parent_run_id = spec, record.tracking_uri, record.parent_run_id
+        self.metric, self.mode = spec.objectives[0]
+        self.concurrency = max(spec.max_concurrent or spec.total_trials(), 1)
+        self.started: dict[str, float] = {}
+        self.durations: list[float] = []
+        self.launched = time.monotonic()
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if trial.trial_id in self.started:  # restarted after a failure: not a new trial
+            return
+        self.started[trial.trial_id] = time.monotonic()
+        if len(self.started) == 1:
+            say(f"[study] first trial started {time.monotonic() - self.launched:.1f} s after launch")
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.ended(trials, trial, "TERMINATED")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        say(f"[study] trial {trial.trial_id} failed: {error_line(trial)}")
+        self.ended(trials, trial, "ERROR")
+
+    def ended(self, trials: list, trial: Any, status: str) -> None:
+        self.durations.append(time.monotonic() - self.started.get(trial.trial_id, self.launched))
+        update_parent(self.spec, self.tracking_uri, self.parent_run_id)
+        say(self.line([(status if t is trial else t.status, t) for t in trials]))  # `trial` is not marked yet
+
+    def line(self, trials: list[tuple[str, Any]]) -> str:
+        full = [t for status, t in trials if status == "TERMINATED" and not stopped_early(t)]
+        done = sum(status == "TERMINATED" for status, _ in trials)
+        stopped = done - len(full)
+        failed = sum(status == "ERROR" for status, _ in trials)
+        running = sum(status == "RUNNING" for status, _ in trials)
+        values = [t.last_result[self.metric] for t in full if self.metric in (t.last_result or {})]
+        best = f"{(min if self.mode == 'min' else max)(values):.4f}" if values else "n/a"
+        left = max(self.spec.total_trials() - done - failed, 0)
+        mean = sum(self.durations) / len(self.durations)
+        stopped_words = f" ({stopped} stopped early)" if stopped else ""
+        return (f"[study] {done}/{self.spec.total_trials()} trials done{stopped_words}, {running} running, "
+                f"{failed} failed; best {self.metric} {best}; about {mean * left / self.concurrency / 60:.1f} min left")
+
+
+def stopped_early(trial: Any) -> bool:
+    """A trial that ended before its last epoch: the scheduler stopped it; its value is no score."""
+    return (trial.last_result or {}).get("epoch", float("inf")) < trial_epochs(trial.config)
+
+
+def error_line(trial: Any) -> str:
+    """The last line of the trial's error (the exception), and where the whole traceback is."""
+    path = Path(trial.error_file) if getattr(trial, "error_file", None) else None
+    if path is None or not path.exists():
+        return "see the study log"
+    lines = [line for line in path.read_text().strip().splitlines() if line.strip()]
+    return f"{lines[-1] if lines else 'no message'} (traceback: {path})"
+
+
+def trial_epochs(config: dict[str, Any]) -> int:
+    """The epochs a trial was to run: its grid point's, else its drawn or fixed value, else the
+    TrialConfig default."""
+    return int(config.get(POINT_KEY, {}).get("epochs", config.get("epochs", TrialConfig().epochs)))
+
+
+def make_searcher(spec: StudySpec, record: StudyRecord) -> PruneAwareOptunaSearch | None:
+    """The study's searcher, or None when its search keeps no Optuna study (a grid enumerates)."""
+    search = spec.search
+    sampler = search.sampler()
+    if sampler is None:
+        return None
+    metrics, modes = [m for m, _ in spec.objectives], [m for _, m in spec.objectives]
+    return PruneAwareOptunaSearch(
+        space=search.space_function(),
+        metric=metrics if spec.multi_objective else metrics[0],
+        mode=modes if spec.multi_objective else modes[0],
+        sampler=sampler,
+        storage=optuna.storages.RDBStorage(record.optuna_storage),  # an object, not a URL (Ray 2.60)
+        study_name=spec.name,
+        max_epochs=spec.max_epochs,
+        study_attrs=optuna_study_attrs(spec, record.tracking_uri, record.parent_run_id),
+        tracking_uri=record.tracking_uri, experiment=spec.name,
+    )
+
+
+def make_scheduler(spec: StudySpec):
+    s = spec.scheduler
+    if s.type == "fifo":
+        return FIFOScheduler()
+    return ASHAScheduler(metric=s.metric, mode=s.mode, time_attr="training_iteration",
+                         max_t=spec.max_epochs, grace_period=s.grace_period,
+                         reduction_factor=s.reduction_factor)
+
+
+def param_space(spec: StudySpec, record: StudyRecord) -> dict[str, Any]:
+    context = {"name": spec.name, "tracking_uri": record.tracking_uri, "parent_run_id": record.parent_run_id,
+               "label_keys": label_keys(spec)}
+    return spec.search.param_space({STUDY_KEY: context})
+
+
+def trainable(spec: StudySpec):
+    return tune.with_resources(flatten_point, {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus})
+
+
+def flatten_point(config: dict[str, Any]) -> None:
+    """Grid trials carry their values under `__point`; Optuna trials carry them at the top."""
+    point = config.get(POINT_KEY, {})
+    train_trial({**{k: v for k, v in config.items() if k != POINT_KEY}, **point})
+
+
+def trial_dirname(trial: Any) -> str:
+    """Short trial folders (Ray's default spells out the whole config)."""
+    return f"trial_{trial.trial_id}"
+
+
+def make_tuner(spec: StudySpec, record: StudyRecord, runs_dir: Path) -> tune.Tuner:
+    tune_config = tune.TuneConfig(search_alg=make_searcher(spec, record), scheduler=make_scheduler(spec),
+                                  num_samples=spec.search.num_samples,
+                                  max_concurrent_trials=spec.max_concurrent or None,
+                                  trial_dirname_creator=trial_dirname)
+    run_config = tune.RunConfig(
+        name=TUNE_DIR, storage_path=str(study_dir(runs_dir, spec.name)),
+        failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        callbacks=[MarkStoppedEarly(record.tracking_uri, spec.name), Progress(spec, record)],
+        verbose=0,
+    )
+    return tune.Tuner(trainable(spec), param_space=param_space(spec, record), tune_config=tune_config,
+                      run_config=run_config)

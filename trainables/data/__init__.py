@@ -1,0 +1,109 @@
+"""Dataset loading: a whole split as uint8 tensors on the training device.
+
+The training loop draws and augments batches directly from `ImageSet.images` on its device, so this
+package only loads: once per trial, in one go, with no DataLoader and no per-image work per step.
+What every loader shares is `base`; the validation split is `validation`.
+
+Datasets (`DATASETS`, a plain registry of loaders taking a `LoadRequest`), one module each:
+
+- ``synthetic``: procedural, deterministic from the seed, any size and class count; for tests and
+  CPU-scale smoke studies.
+- ``cifar10`` / ``cifar100`` (`cifar`): torchvision's classes over the official python-pickle files
+  (``root/cifar-10-batches-py/``, ``root/cifar-100-python/``); CIFAR-100 uses the fine labels.
+- ``tinyimagenet`` (`tiny`): the official ``tiny-imagenet-200/`` folder layout; "test" means the labelled
+  ``val/`` split ("val" is accepted as an alias). Decoded tensors are cached on disk.
+
+Order of samples is deterministic and part of the contract (tests rely on it): CIFAR keeps the file
+order; Tiny ImageNet train is class by class in ``wnids.txt`` order, files sorted by name within a
+class; Tiny ImageNet val follows the row order of ``val/val_annotations.txt``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from trainables.data.base import (DATASET_STATS, DatasetChecksumWarning, DatasetError, DatasetNotFoundError,
+                                  ImageSet, Loader, LoadRequest, canonical_split, positive_or_none)
+from trainables.data.cifar import (CIFAR_CLASSES, _cifar_missing, _download_cifar, cifar_missing_message,
+                                   load_cifar10, load_cifar100)
+from trainables.data.synthetic import load_synthetic
+from trainables.data.tiny import JPEG_BACKEND, TINY_IMAGENET_URL, _tiny_root, load_tinyimagenet, tiny_missing_message
+from trainables.data.validation import split_validation
+
+__all__ = [
+    "DATASETS",
+    "DATASET_STATS",
+    "DatasetChecksumWarning",
+    "DatasetError",
+    "DatasetNotFoundError",
+    "ImageSet",
+    "JPEG_BACKEND",
+    "LoadRequest",
+    "TINY_IMAGENET_URL",
+    "cifar_missing_message",
+    "load_dataset",
+    "prepare_dataset",
+    "split_validation",
+    "tiny_missing_message",
+]
+
+DATASETS: dict[str, Loader] = {
+    "synthetic": load_synthetic,
+    "cifar10": load_cifar10,
+    "cifar100": load_cifar100,
+    "tinyimagenet": load_tinyimagenet,
+}
+
+
+def load_dataset(
+    name: str,
+    root: str | Path,
+    split: str,
+    *,
+    num_classes: int | None = None,
+    image_size: int | None = None,
+    device: str | torch.device = "cpu",
+    download: bool = True,
+    seed: int = 0,
+    synthetic_size: int | None = None,
+    cache_dir: str | Path | None = None,
+    use_cache: bool = True,
+) -> ImageSet:
+    """Load split `split` of dataset `name` whole, as uint8 tensors on `device`.
+
+    num_classes: keep the first N classes in canonical order, labels remapped to 0..N-1.
+    image_size: resize (antialiased) once at load time to image_size x image_size.
+    download: CIFAR only; Tiny ImageNet is never downloaded (it is large; see the error message).
+    seed, synthetic_size: synthetic only.
+    cache_dir, use_cache: Tiny ImageNet's decoded-tensor cache (default ``root/.mollify-cache/`` if
+    writable, else ``~/.cache/mollify-lab/``).
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(sorted(DATASETS))}")
+    request = LoadRequest(
+        root=Path(root).expanduser(),
+        split=canonical_split(name, split),
+        num_classes=positive_or_none("num_classes", num_classes),
+        image_size=positive_or_none("image_size", image_size),
+        download=download,
+        seed=seed,
+        synthetic_size=positive_or_none("synthetic_size", synthetic_size),
+        cache_dir=None if cache_dir is None else Path(cache_dir).expanduser(),
+        use_cache=use_cache,
+    )
+    return DATASETS[name](request).to(device)
+
+
+def prepare_dataset(name: str, root: str | Path, download: bool = True) -> None:
+    """Make sure dataset `name` is under `root` before any trial reads it: CIFAR is downloaded there
+    when missing (once, by the caller: a study's driver, or the trial CLI), Tiny ImageNet is
+    looked for. A study's trials then only read (`load_dataset(download=False)`), so they neither
+    download at once into one folder nor each fail on their own without a network. Raises
+    DatasetNotFoundError saying where the files must be."""
+    root = Path(root).expanduser()
+    if name in CIFAR_CLASSES and _cifar_missing(CIFAR_CLASSES[name], root):
+        _download_cifar(CIFAR_CLASSES[name], root, True, download)
+    elif name == "tinyimagenet":
+        _tiny_root(root)

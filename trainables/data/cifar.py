@@ -1,0 +1,128 @@
+"""``cifar10`` / ``cifar100``: torchvision's classes over the official python-pickle files
+(``root/cifar-10-batches-py/``, ``root/cifar-100-python/``); CIFAR-100 uses the fine labels."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+import torchvision
+
+from trainables.data.base import (DATASET_STATS, DatasetChecksumWarning, DatasetNotFoundError, ImageSet, LoadRequest,
+                                  class_subset, resize)
+
+# torchvision's download has no network timeout of its own (plain urlopen); without one a
+# firewalled host that drops packets would hang a trial forever. Applies per socket operation.
+DOWNLOAD_SOCKET_TIMEOUT_S = 60.0
+
+# train AND test file with the official sums (and `_load_meta` the meta file's). We go through that
+# path first, as torchvision intends. Files that are in the official pickle format but are not the
+# official bytes (a hand-made subset, the test suite's fixtures) fail that check, and md5 cannot be
+# forged; for them we read the same files with the same torchvision code with md5 set to None (its
+# `check_integrity(path, None)` means "present"), and say so with a DatasetChecksumWarning. A
+# download only starts when files are missing, never to replace present files.
+
+CifarClass = type[torchvision.datasets.CIFAR10]
+
+
+def load_cifar10(req: LoadRequest) -> ImageSet:
+    return _load_cifar(req, torchvision.datasets.CIFAR10, "cifar10")
+
+
+def load_cifar100(req: LoadRequest) -> ImageSet:
+    return _load_cifar(req, torchvision.datasets.CIFAR100, "cifar100")
+
+
+def _load_cifar(req: LoadRequest, cls: CifarClass, name: str) -> ImageSet:
+    train = req.split == "train"
+    if _cifar_missing(cls, req.root):
+        _download_cifar(cls, req.root, train, req.download)
+    ds = _read_cifar(cls, req.root, train)
+    images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # (N,32,32,3) -> NCHW
+    labels = torch.as_tensor(ds.targets, dtype=torch.int64)
+    names = class_subset(ds.classes, req.num_classes, name)
+    if len(names) < len(ds.classes):
+        keep = labels < len(names)  # canonical order = label index order, so no remap is needed
+        images, labels = images[keep], labels[keep]
+    mean, std = DATASET_STATS[name]
+    return ImageSet(resize(images, req.image_size), labels, names, mean, std)
+
+
+CIFAR_CLASSES: dict[str, CifarClass] = {"cifar10": torchvision.datasets.CIFAR10,
+                                         "cifar100": torchvision.datasets.CIFAR100}
+
+
+def _cifar_required(cls: CifarClass) -> list[str]:
+    """Every file torchvision's class insists on, whichever split is read (it checks them all)."""
+    return [f for f, _md5 in cls.train_list + cls.test_list] + [cls.meta["filename"]]
+
+
+def _cifar_missing(cls: CifarClass, root: Path) -> list[str]:
+    folder = root / cls.base_folder
+    return [f for f in _cifar_required(cls) if not (folder / f).is_file()]
+
+
+def _download_cifar(cls: CifarClass, root: Path, train: bool, download: bool) -> None:
+    if not download:
+        raise DatasetNotFoundError(cifar_missing_message(cls, root))
+    try:
+        with _socket_timeout(DOWNLOAD_SOCKET_TIMEOUT_S):
+            cls(root, train=train, download=True)
+    except Exception as err:  # any failure (DNS, timeout, md5, tar) means: the files are not there
+        reason = f"{type(err).__name__}: {err}"
+        raise DatasetNotFoundError(cifar_missing_message(cls, root, reason)) from err
+
+
+def _read_cifar(cls: CifarClass, root: Path, train: bool) -> torchvision.datasets.CIFAR10:
+    try:
+        return cls(root, train=train, download=False)
+    except RuntimeError as err:  # torchvision's only signal for "md5 does not match"
+        warnings.warn(
+            f"{root / cls.base_folder}: files are present but are not the official ones "
+            f"({err}); reading them anyway without checksum verification",
+            DatasetChecksumWarning, stacklevel=5)
+        return _without_md5(cls)(root, train=train, download=False)
+
+
+def _without_md5(cls: CifarClass) -> CifarClass:
+    """`cls` with every checksum set to None, which torchvision's check_integrity treats as
+    'the file exists'; reading stays torchvision's own code."""
+    attrs = {
+        "train_list": [[f, None] for f, _ in cls.train_list],
+        "test_list": [[f, None] for f, _ in cls.test_list],
+        "meta": {**cls.meta, "md5": None},
+    }
+    return type(f"Unverified{cls.__name__}", (cls,), attrs)
+
+
+def cifar_missing_message(cls: CifarClass, root: str | Path, reason: str | None = None) -> str:
+    """Where the CIFAR files must be, where they come from, and why the download failed if it did."""
+    folder = Path(root).expanduser().resolve() / cls.base_folder
+    missing = _cifar_missing(cls, Path(root))
+    lines = [
+        f"{cls.__name__} files not found: {folder} must contain "
+        f"{', '.join(_cifar_required(cls))} (missing: {', '.join(missing)}).",
+        f"Download the official archive {cls.url} and extract it into {folder.parent} "
+        f"(it unpacks to {cls.base_folder}/).",
+    ]
+    if reason is not None:
+        lines.append(f"The automatic download failed: {reason}")
+    else:
+        lines.append("download=False, so no download was attempted.")
+    return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def _socket_timeout(seconds: float) -> Iterator[None]:
+    """Give sockets a timeout for the block unless the process already set one (global: restored)."""
+    previous = socket.getdefaulttimeout()
+    if previous is None:
+        socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
