@@ -67,10 +67,11 @@ def styled(draw: Callable[P, Figure]) -> Callable[P, Figure]:
 
 
 def save(fig: Figure, out_dir: Path, stem: str) -> list[Path]:
-    """Write `stem.png` and `stem.pdf` into out_dir."""
+    """Write `stem.png` and `stem.pdf` into out_dir. The saved area grows to hold every title,
+    label and legend (`bbox_inches="tight"`): a long arm name must never be cut off."""
     paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.pdf"]
     for path in paths:
-        fig.savefig(path, dpi=DPI)
+        fig.savefig(path, dpi=DPI, bbox_inches="tight", pad_inches=0.1)
     return paths
 
 
