@@ -68,8 +68,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def print_paired(experiment: str, baseline: str | None, tracking_uri: str | None, metrics: list[str],
                  adjust: str | None = None) -> None:
     runs, _ = keep_finished(load_runs(experiment, tracking_uri))
-    labelled, table = with_configurations(runs)
     info = load_study_info(experiment, tracking_uri)
+    labelled, table = with_configurations(runs, info.active_when if info is not None else None)
     endpoints = read_endpoints(info.endpoints if info is not None else None)
     evaluation = evaluate(labelled, endpoints, adjust) if endpoints is not None else None
     if evaluation is not None:
@@ -83,6 +83,11 @@ def print_paired(experiment: str, baseline: str | None, tracking_uri: str | None
                           f"mollification: give --baseline; configurations: {labels}")
     if baseline not in table.index:
         raise LookupError(f"no configuration {baseline!r} in {experiment}; configurations: {labels}")
+    missing = [m for m in metrics if m not in labelled or labelled[m].isna().all()]
+    if missing:
+        raise LookupError(f"no finished run of {experiment} logged {', '.join(missing)} (a single corruption x "
+                          "severity cell is in each run's corrupt/cells.json: `figures --severity-of CORRUPTION` "
+                          "draws it)")
     columns = [(m, m, 1.0 if m.endswith("nll") else 100.0) for m in metrics] or HEADLINE
     heading = "## Exploratory: not among the declared endpoints\n\n" if evaluation is not None else ""
     print(heading + differences_markdown(paired_differences(labelled, baseline, columns), baseline, columns,

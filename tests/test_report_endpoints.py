@@ -280,6 +280,15 @@ def test_paired_prints_the_endpoints_and_adjusts_as_asked(store):
     assert f"| {raw[0]:.3f} | {holm[0]:.3f} |" in row, row
 
 
+def test_paired_refuses_a_metric_no_run_logged(store, capsys):
+    """A single corruption x severity cell lives in corrupt/cells.json, not among the metrics: a
+    column of dashes would read as missing data, so the command says where the cell is."""
+    rc, out = _cli("paired", "--experiment", STUDY, "--tracking-uri", store["uri"], "--baseline",
+                   "FCR, no mollification", "--metric", "corrupt/gaussian_noise/s5/error")
+    err = capsys.readouterr().err
+    assert rc == 1 and "logged corrupt/gaussian_noise/s5/error" in err and "--severity-of" in err
+
+
 def test_without_endpoints_every_comparison_is_exploratory(tmp_path):
     runs = pd.DataFrame([{"run_id": f"r{i}", "run_name": str(i), "status": "FINISHED", "study": "s",
                           "trial_number": i, "seed": 0, "start_time": pd.Timestamp(0, unit="s", tz="UTC"),
