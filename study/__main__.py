@@ -6,6 +6,7 @@
     python -m study resume try2
     python -m study status try2
     python -m study list
+    python -m study estimate paper-baselines --gpus 8 --json
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from study.launch import LOG_FILE, StudyError, launch, list_studies, resume, status, study_dir
+from study import estimate_cli, estimate_record  # issue 21: `estimate`, the estimate in status
+from study.launch import LOG_FILE, StudyError, launch, list_studies, read_record, resume, status, study_dir
 from study.spec import SpecError, StudySpec, parse_spec, preset_names, read_source
 from trainables.cli import one_line
 from trainables.config import ConfigError, parse_overrides
@@ -54,6 +56,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     show.add_argument("name")
     show.add_argument("--json", action="store_true")
     commands.add_parser("list", help="the studies under --runs-dir")
+    estimate_cli.add_parser(commands)  # issue 21
     return parser.parse_args(argv)
 
 
@@ -101,6 +104,8 @@ def print_status(info: dict) -> None:
         b = info["best"]
         print(f"  best {b['metric']} {b['value']:.4f}: trial run '{b['run_name']}' ({b['run_id']})")
     print(f"  MLflow: {info['tracking_uri']}; runs: {info['runs_link']}")
+    if estimate_record.status_line(info):  # issue 21
+        print(estimate_record.status_line(info))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,8 +127,12 @@ def main(argv: list[str] | None = None) -> int:
 def command(args: argparse.Namespace) -> int:
     """Run the command; the exit code says how a launch or resume ended (0 finished, 1 some trials
     failed, 130 interrupted: `resume` continues it)."""
+    if args.command == "estimate":  # issue 21
+        return estimate_cli.run(args, spec_from_args)
     if args.command == "status":
         info = status(args.name, runs_dir=args.runs_dir)
+        info["estimate"] = estimate_record.progress(read_record(args.runs_dir, args.name),  # issue 21
+                                                    study_dir(args.runs_dir, args.name))
         print(json.dumps(info, indent=2)) if args.json else print_status(info)
         return 0
     if args.command == "list":

@@ -1,0 +1,282 @@
+"""What a study will cost before it runs: `python -m study estimate PRESET|SPEC.yaml`, and the same
+estimate printed by `launch` before the first trial, stored beside the study's record and on its
+parent run, compared with the actual times when the study ends and by `study status` meanwhile.
+
+Method: every trial shape (the cost-relevant part of a trial's config: model, data and its size,
+image size, batch, augmentation, mollification, JSD, evaluation and corruption grid; see
+study/calibrate.py) is calibrated on the local device: a few timed training steps and one batch of
+each evaluation. That is extrapolated to the trial's epochs, evaluated epochs and final corruption
+grid, plus a platform overhead per trial; the trials are then placed as Ray would place them on the
+given resources (study/placement.py) to give the wall time. What is measured, what is assumed and
+how noisy the measurement was are part of the estimate; figures are rounded to two digits.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from study.calibrate import Calibration, Settings, calibrate, shape_key
+from study.placement import Demand, Resources, Schedule, simulate
+from study.spec import StudySpec
+from trainables.config import TrialConfig
+
+# --- assumptions (measured on the 2-core CPU machine by benchmarks/study_overhead.py) ----------------
+STARTUP_S = 25.0  # launch -> first trial: the CLI's imports, a local Ray, the first worker (26 s measured)
+WORKER_S = 3.0  # a trial's worker process starting (imports torch, MLflow, the project) before its run
+TRIAL_OVERHEAD_S = 2.0  # a trial's MLflow run opened, its metrics and model logged, closed
+EPOCH_OVERHEAD_S = 0.1  # one batched MLflow request per epoch
+FINISH_S = 5.0  # after the last trial: the parent run updated, Ray shut down
+SKIP_ENV = "MOLLIFY_NO_ESTIMATE"  # set to 1: `launch` skips the estimate
+ESTIMATE_FILE = "estimate.json"  # in <runs dir>/<name>/, beside study.json
+ESTIMATE_ARTIFACT = "study/estimate.json"
+ESTIMATE_TAG = "mollify.estimate"  # on the parent run: the estimate in one line
+
+
+@dataclass(frozen=True)
+class ShapeCost:
+    """One calibrated shape and the trials (launch order) that have it."""
+
+    shape: dict[str, Any]
+    trials: tuple[int, ...]
+    calibration: Calibration
+    cached: bool
+
+
+@dataclass
+class Estimate:
+    study: str
+    preset: str
+    algorithm: str
+    trials: int
+    trial_seconds: list[float]  # per trial, launch order, none stopped early
+    trial_seconds_range: list[list[float]]  # [fastest, slowest] over the calibration repeats
+    first_rung_seconds: list[float] | None  # ASHA: per trial, stopped at its first rung
+    device_hours: float
+    device_hours_range: list[float]
+    wall_seconds: float
+    wall_seconds_range: list[float]
+    setup_seconds: float  # once, before the first trial: making a corrupted set
+    resources: dict[str, Any]
+    device: str
+    shapes: list[dict[str, Any]]
+    measured: list[str]
+    assumed: list[str]
+    calibration_seconds: float
+    made_at: float = field(default_factory=time.time)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --- trials and their shapes ----------------------------------------------------------------------
+
+def launch_configs(spec: StudySpec) -> list[dict[str, Any]]:
+    """Every trial's config in the order the study runs them (an Optuna search: its fixed part,
+    the same for every trial; a searched key that changes the cost is noted in the estimate)."""
+    if spec.algorithm == "grid":
+        return spec.trial_configs()
+    return [{**spec.trial, "seed": spec.seeds[0]} for _ in range(spec.num_samples)]
+
+
+def searched_cost_keys(spec: StudySpec) -> list[str]:
+    base = shape_key({**spec.trial})
+    return [k for k in spec.space if k in base] if spec.algorithm != "grid" else []
+
+
+def group_shapes(configs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], list[int]]]:
+    groups: dict[str, tuple[dict[str, Any], list[int]]] = {}
+    for i, values in enumerate(configs):
+        key = json.dumps(shape_key(values), sort_keys=True, default=str)
+        groups.setdefault(key, (values, []))[1].append(i)
+    return list(groups.values())
+
+
+def evaluated_epochs(epochs: int, eval_every: int, ran: int) -> int:
+    """Epochs evaluated among the first `ran` of `epochs`: every eval_every-th, and the last."""
+    return sum(1 for e in range(1, ran + 1) if e % eval_every == 0 or e == epochs)
+
+
+def trial_seconds(cal: Calibration, epochs: int, eval_every: int, *, ran: int | None = None,
+                  step_s: float | None = None) -> float:
+    """One trial alone on its device, from its worker's start: `ran` epochs of `epochs` (default
+    all; fewer: stopped early, no final corruption grid)."""
+    ran = epochs if ran is None else ran
+    step = cal.step_median if step_s is None else step_s
+    clean = cal.clean_image_s * (cal.n_test + cal.n_valid)
+    valid = cal.valid_image_s * cal.n_valid_corrupt
+    per_epoch = cal.steps_per_epoch * step + 2 * cal.checkpoint_s + EPOCH_OVERHEAD_S  # saved, copied by Ray
+    grid = cal.grid_image_s * cal.n_grid if ran == epochs else 0.0
+    return (WORKER_S + TRIAL_OVERHEAD_S + cal.load_s + cal.warmup_s + cal.checkpoint_s + ran * per_epoch
+            + evaluated_epochs(epochs, eval_every, ran) * (clean + valid) + grid)
+
+
+# --- the estimate ---------------------------------------------------------------------------------
+
+def local_resources() -> Resources:
+    import torch
+
+    return Resources(cpus=float(os.cpu_count() or 1), gpus=torch.cuda.device_count())
+
+
+def estimate(spec: StudySpec, resources: Resources | None = None, *, settings: Settings = Settings(),
+             use_cache: bool = True, progress: Callable[[str], None] = lambda line: None) -> Estimate:
+    resources = resources or local_resources()
+    configs = launch_configs(spec)
+    threads = max(1, int(spec.cpus))
+    began = time.perf_counter()
+    shapes = []
+    for n, (values, trials) in enumerate(group_shapes(configs), 1):
+        progress(f"[estimate] calibrating trial shape {n} ({len(trials)} trial{'s' * (len(trials) != 1)})")
+        cal, cached = calibrate(values, threads=threads, settings=settings, use_cache=use_cache)
+        shapes.append(ShapeCost(shape_key(values), tuple(trials), cal, cached))
+    calibration_seconds = time.perf_counter() - began
+    return assemble(spec, configs, shapes, resources, calibration_seconds)
+
+
+def assemble(spec: StudySpec, configs: list[dict[str, Any]], shapes: list[ShapeCost], resources: Resources,
+             calibration_seconds: float) -> Estimate:
+    """Extrapolate the calibrated shapes to every trial, and place the trials."""
+    cal_of = {i: s.calibration for s in shapes for i in s.trials}
+    full, fast, slow, rung = [], [], [], []
+    asha = spec.scheduler.type == "asha"
+    for i, values in enumerate(configs):
+        cfg, cal = TrialConfig.from_dict(values), cal_of[i]
+        epochs, every = cfg.epochs, cfg.eval_every
+        full.append(trial_seconds(cal, epochs, every))
+        fast.append(trial_seconds(cal, epochs, every, step_s=min(cal.step_s)))
+        slow.append(trial_seconds(cal, epochs, every, step_s=max(cal.step_s)))
+        if asha:
+            rung.append(trial_seconds(cal, epochs, every, ran=min(spec.scheduler.grace_period, epochs),
+                                      step_s=min(cal.step_s)))
+    demand = Demand(spec.cpus, spec.gpus)
+    setup = sum(s.calibration.generate_image_s * s.calibration.n_test_full for s in shapes
+                if s.calibration.generate_image_s)  # one set per shape at most; shapes may share one
+
+    def wall(work: list[float], sharing: str) -> float:
+        return STARTUP_S + setup + simulate(work, demand, resources, max_concurrent=spec.max_concurrent,
+                                            sharing=sharing).wall + FINISH_S
+
+    low_work = rung if asha else fast
+    central = wall(full, "sliced")
+    low, high = wall(low_work, "free"), wall(slow, "sliced")
+    to_hours = lambda work: sum(work) / 3600 * max(spec.gpus, 1.0) if spec.gpus else sum(work) / 3600
+    device = shapes[0].calibration.device if shapes else "none"
+    return Estimate(
+        study=spec.name, preset=spec.preset, algorithm=spec.algorithm, trials=len(configs),
+        trial_seconds=[sig(t) for t in full], trial_seconds_range=[[sig(a), sig(b)] for a, b in zip(fast, slow)],
+        first_rung_seconds=[sig(t) for t in rung] if asha else None,
+        device_hours=sig(to_hours(full)), device_hours_range=[sig(to_hours(low_work)), sig(to_hours(slow))],
+        wall_seconds=sig(central), wall_seconds_range=[sig(min(low, central)), sig(max(high, central))],
+        setup_seconds=sig(setup),
+        resources={"cpus": resources.cpus, "gpus": resources.gpus, "cpus_per_trial": spec.cpus,
+                   "gpus_per_trial": spec.gpus, "max_concurrent": spec.max_concurrent},
+        device=device, shapes=[describe_shape(s) for s in shapes],
+        measured=measured_lines(shapes, calibration_seconds),
+        assumed=assumed_lines(spec, shapes, resources), calibration_seconds=round(calibration_seconds, 1))
+
+
+def sig(x: float, digits: int = 2) -> float:
+    """`x` to `digits` significant digits: the estimate's precision, no more."""
+    if x == 0 or not math.isfinite(x):
+        return x
+    return round(x, digits - 1 - int(math.floor(math.log10(abs(x)))))
+
+
+def noise(cal: Calibration) -> float:
+    """The spread of the timed repeats, as a fraction of their median."""
+    return (max(cal.step_s) - min(cal.step_s)) / cal.step_median if cal.step_median else 0.0
+
+
+def describe_shape(s: ShapeCost) -> dict[str, Any]:
+    c, v = s.calibration, s.shape
+    return {
+        "trials": len(s.trials), "cached": s.cached,
+        "what": (f"{v['model']}, {v['dataset']} {c.n_train} training images"
+                 f"{' at ' + str(v['image_size']) + ' px' if v['image_size'] else ''}, batch {v['batch_size']}, "
+                 f"{v['augment']}{', mollified' if v['mollify'] else ''}{', JSD' if v['jsd'] else ''}"
+                 f"{', compiled' if v['compile'] else ''}"),
+        "step_seconds": sig(c.step_median, 3), "step_seconds_repeats": [sig(t, 3) for t in c.step_s],
+        "steps_per_epoch": c.steps_per_epoch, "load_seconds": sig(c.load_s), "warmup_seconds": sig(c.warmup_s),
+        "eval_images": c.n_test + c.n_valid, "grid": f"{c.cells} cells x {c.n_grid} images ({c.grid_source})",
+        "grid_seconds": sig(c.grid_image_s * c.n_grid), "checkpoint_seconds": sig(c.checkpoint_s),
+        "calibration_seconds": round(c.measured_s, 1),
+    }
+
+
+def measured_lines(shapes: list[ShapeCost], seconds: float) -> list[str]:
+    cached = sum(s.cached for s in shapes)
+    spread = max((noise(s.calibration) for s in shapes), default=0.0)
+    c = shapes[0].calibration if shapes else None
+    where = f"{c.device}, {c.threads} thread{'s' * (c.threads != 1)}" if c else "nothing"
+    return [f"{len(shapes)} trial shape{'s' * (len(shapes) != 1)} calibrated on {where} "
+            f"({cached} from the cache; {seconds:.0f} s now): timed training steps, one batch of each evaluation, "
+            "one checkpoint written, the data loaded",
+            f"training steps varied by up to {100 * spread:.0f}% between timed repeats (the range below)"]
+
+
+def assumed_lines(spec: StudySpec, shapes: list[ShapeCost], resources: Resources) -> list[str]:
+    lines = [f"platform overheads measured once on a 2-core CPU machine: {STARTUP_S:.0f} s from launch to the "
+             f"first trial, {WORKER_S + TRIAL_OVERHEAD_S:.0f} s per trial (worker start, MLflow run), "
+             f"{FINISH_S:.0f} s after the last; each epoch writes one checkpoint and Ray copies it",
+             f"Ray's placement on one node of {resources.cpus:g} CPUs and {resources.gpus} GPUs, launch order, "
+             f"{spec.cpus:g} CPUs and {spec.gpus:g} GPUs per trial, "
+             f"{spec.max_concurrent or 'no limit on'} trials at once; no failures, no retries",
+             "the trials run as fast as the calibration ran alone: other load on the machine, or trials "
+             "contending for memory bandwidth, make them slower"]
+    if 0 < spec.gpus < 1:
+        lines.append(f"trials sharing a GPU ({spec.gpus:g} each): the estimate takes them as splitting it evenly; "
+                     "the range's low end as each running as fast as alone")
+    if spec.gpus and shapes and not shapes[0].calibration.device.startswith("cuda"):
+        lines.append("the trials ask for GPUs but this machine calibrated on its CPU: the figures are the CPU's")
+    if spec.scheduler.type == "asha":
+        lines.append(f"ASHA: between every trial stopped at its first rung ({spec.scheduler.grace_period} "
+                     "epochs; the range's low end) and none stopped (the estimate)")
+    cost_keys = searched_cost_keys(spec)
+    if cost_keys:
+        lines.append(f"the search draws {', '.join(cost_keys)}, which change the cost: estimated at the "
+                     "spec's fixed values and defaults")
+    return lines
+
+
+# --- words ----------------------------------------------------------------------------------------
+
+def duration(seconds: float) -> str:
+    """2 significant digits, in the unit people read: 45 s, 12 min, 3.4 h, 2.1 days."""
+    for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= 2 * size if unit != "min" else seconds >= 100:
+            return f"{sig(seconds / size):g} {unit}"
+    return f"{sig(seconds):g} s"
+
+
+def render(est: Estimate) -> list[str]:
+    per = sorted(set(est.trial_seconds))
+    trial = duration(per[0]) if len(per) == 1 else f"{duration(per[0])} to {duration(per[-1])}"
+    hours = "GPU-hours" if est.device.startswith("cuda") else "trial-hours on the CPU"
+    r = est.resources
+    lines = [f"[estimate] {est.study}: {est.trials} trials of about {trial} each on {est.device}; "
+             f"{est.device_hours:g} {hours} ({est.device_hours_range[0]:g} to {est.device_hours_range[1]:g})",
+             f"[estimate] wall time on {r['cpus']:g} CPUs and {r['gpus']} GPUs: about {duration(est.wall_seconds)} "
+             f"(range {duration(est.wall_seconds_range[0])} to {duration(est.wall_seconds_range[1])})"]
+    if est.first_rung_seconds:
+        lines.append(f"[estimate] ASHA: {duration(est.wall_seconds_range[0])} if every trial stops at its first "
+                     f"rung, {duration(est.wall_seconds)} if none does")
+    if est.setup_seconds:
+        lines.append(f"[estimate] first the study makes its corrupted set: about {duration(est.setup_seconds)}")
+    for n, s in enumerate(est.shapes, 1):
+        lines.append(f"[estimate]   shape {n} ({s['trials']} trials): {s['what']}; {s['steps_per_epoch']} steps "
+                     f"per epoch at {s['step_seconds']:g} s; corruption grid {s['grid']}: {duration(s['grid_seconds'])}")
+    lines += [f"[estimate] measured: {line}" for line in est.measured]
+    lines += [f"[estimate] assumed: {line}" for line in est.assumed]
+    return lines
+
+
+def summary(est: Estimate) -> str:
+    return (f"{est.trials} trials, {est.device_hours:g} device-hours, wall {duration(est.wall_seconds)} "
+            f"({duration(est.wall_seconds_range[0])}-{duration(est.wall_seconds_range[1])}) on {est.device}")
