@@ -218,7 +218,8 @@ def measured_lines(shapes: list[ShapeCost], seconds: float) -> list[str]:
     return [f"{len(shapes)} trial shape{'s' * (len(shapes) != 1)} calibrated on {where} "
             f"({cached} from the cache; {seconds:.0f} s now): timed training steps, one batch of each evaluation, "
             "one checkpoint written, the data loaded",
-            f"training steps varied by up to {100 * spread:.0f}% between timed repeats (the range below)"]
+            f"training steps varied by up to {100 * spread:.0f}% between timed repeats (part of the ranges); "
+            "the corruption grid and the evaluations were timed once"]
 
 
 def assumed_lines(spec: StudySpec, shapes: list[ShapeCost], resources: Resources) -> list[str]:
@@ -226,7 +227,7 @@ def assumed_lines(spec: StudySpec, shapes: list[ShapeCost], resources: Resources
              f"first trial, {WORKER_S + TRIAL_OVERHEAD_S:.0f} s per trial (worker start, MLflow run), "
              f"{FINISH_S:.0f} s after the last; each epoch writes one checkpoint and Ray copies it",
              f"Ray's placement on one node of {resources.cpus:g} CPUs and {resources.gpus} GPUs, launch order, "
-             f"{spec.cpus:g} CPUs and {spec.gpus:g} GPUs per trial, "
+             f"{plural(spec.cpus, 'CPU')} and {plural(spec.gpus, 'GPU')} per trial, "
              f"{spec.max_concurrent or 'no limit on'} trials at once; no failures, no retries",
              "the trials run as fast as the calibration ran alone: other load on the machine, or trials "
              "contending for memory bandwidth, make them slower"]
@@ -255,6 +256,10 @@ def duration(seconds: float) -> str:
     return f"{sig(seconds):g} s"
 
 
+def plural(n: float, word: str) -> str:
+    return f"{n:g} {word}{'' if n == 1 else 's'}"
+
+
 def render(est: Estimate) -> list[str]:
     per = sorted(set(est.trial_seconds))
     trial = duration(per[0]) if len(per) == 1 else f"{duration(per[0])} to {duration(per[-1])}"
@@ -270,7 +275,7 @@ def render(est: Estimate) -> list[str]:
     if est.setup_seconds:
         lines.append(f"[estimate] first the study makes its corrupted set: about {duration(est.setup_seconds)}")
     for n, s in enumerate(est.shapes, 1):
-        lines.append(f"[estimate]   shape {n} ({s['trials']} trials): {s['what']}; {s['steps_per_epoch']} steps "
+        lines.append(f"[estimate]   shape {n} ({plural(s['trials'], 'trial')}): {s['what']}; {s['steps_per_epoch']} steps "
                      f"per epoch at {s['step_seconds']:g} s; corruption grid {s['grid']}: {duration(s['grid_seconds'])}")
     lines += [f"[estimate] measured: {line}" for line in est.measured]
     lines += [f"[estimate] assumed: {line}" for line in est.assumed]
