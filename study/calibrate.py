@@ -25,12 +25,13 @@ from typing import Any, Iterator
 import torch
 
 from trainables.config import TrialConfig
+from trainables.data import load_dataset, split_validation
 from trainables.corruptions.provision import resolve_corruption_set
 from trainables.pipeline import resolve_device
 from trainables.train import (TrainState, TrialDivergedError, build_state, evaluate_clean, evaluate_corrupted,
                               evaluate_validation, first, load_splits, steps_per_epoch, train_epoch)
 
-CACHE_SCHEMA = 1
+CACHE_SCHEMA = 2
 # Config keys that change what a trial computes but not what it costs: trials differing only in
 # these are one shape. Mollification draws noise and blur for the whole batch and selects per image
 # (trainables.mollify), so its roles and amounts cost the same; epochs and eval_every are
@@ -39,6 +40,10 @@ COST_FREE = ("seed", "lr", "momentum", "weight_decay", "alpha", "beta", "npow", 
              "label_mode", "roles", "sigma_min", "sigma_max", "jsd_weight", "valid_seed", "epochs", "eval_every",
              "loss")
 CALIBRATION_IMAGES = 64  # test images through the corruption grid, validation images through theirs
+# The official sizes, for a dataset not on this machine yet: (training images per class, test images
+# per class, classes, native image size). Calibrated then on synthetic images of that size.
+OFFICIAL_SIZES = {"cifar10": (5000, 1000, 10, 32), "cifar100": (500, 100, 100, 32), "tinyimagenet": (500, 50, 200, 64)}
+STAND_IN_TRAIN = 2048  # synthetic training images to time steps on (what is timed does not depend on the count)
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,7 @@ class Settings:
     steps: int = 5
     repeats: int = 3
     warmup: int = 2
+    budget_s: float = 30.0  # fewer timed steps per repeat when they would take longer (a large model on a CPU)
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,7 @@ class Calibration:
     cells: int
     steps_per_epoch: int
     measured_s: float  # how long this calibration took
+    stand_in: str = ""  # non-empty: the data was not here; what was timed instead
 
     @property
     def step_median(self) -> float:
@@ -172,32 +179,63 @@ def measure(cfg: TrialConfig, settings: Settings, threads: int) -> Calibration:
     began = time.perf_counter()
     cfg, generates = resolve_grid(cfg)
     device = resolve_device(cfg.device)
-    load_s, (train, valid, test_full) = timed(load_splits, cfg.replace(limit_eval_images=None), device)
-    test = first(test_full, cfg.limit_eval_images)
-    steps = steps_per_epoch(cfg, len(train))
     start = time.perf_counter()
+    train, valid, test_full, counts, stand_in = load_or_stand_in(cfg, device)
+    test = first(test_full, cfg.limit_eval_images)
+    steps = steps_per_epoch(cfg, counts["train"])
     state = build_state(cfg, train.num_classes, steps * cfg.epochs, device)
     net = torch.compile(state.model) if cfg.compile else state.model
-    load_s += time.perf_counter() - start
+    load_s = time.perf_counter() - start
     warm_s = run_steps(cfg, state, net, train, settings.warmup)
-    step_s = tuple(run_steps(cfg, state, net, train, settings.steps) / settings.steps for _ in range(settings.repeats))
+    per_step = warm_s / max(settings.warmup, 1)
+    timed_steps = max(1, min(settings.steps, int(settings.budget_s / settings.repeats / max(per_step, 1e-9))))
+    step_s = tuple(run_steps(cfg, state, net, train, timed_steps) / timed_steps for _ in range(settings.repeats))
     checkpoint_s = time_checkpoint(state)
     clean_s = per_image(lambda s: evaluate_clean(cfg, state.model, s), test, cfg.eval_batch_size)
     valid_image_s, n_valid_corrupt = 0.0, 0
     if valid is not None:
-        n_valid_corrupt = min(cfg.valid_corrupt_images or len(valid), len(valid))
-        part = first(valid, min(CALIBRATION_IMAGES, n_valid_corrupt))
+        n_valid_corrupt = min(cfg.valid_corrupt_images or counts["valid"], counts["valid"])
+        part = first(valid, min(CALIBRATION_IMAGES, n_valid_corrupt, len(valid)))
         t, _ = timed(evaluate_validation, cfg.replace(valid_corrupt_images=len(part)), state.model, part)
         valid_image_s = max(t / len(part) - clean_s, 0.0)  # the clean pass is counted per image apart
+    n_test = min(cfg.limit_eval_images or counts["test"], counts["test"])
     grid_image_s, generate_image_s, n_grid, cells = grid_costs(cfg, state, test, clean_s, generates)
+    if stand_in:
+        n_grid = min(cfg.limit_corrupt_images or n_test, n_test) if cells else 0
     return Calibration(
         device=device_name(device), threads=threads, load_s=load_s,
         warmup_s=max(warm_s - settings.warmup * statistics.median(step_s), 0.0), step_s=step_s,
         checkpoint_s=checkpoint_s, clean_image_s=clean_s, valid_image_s=valid_image_s, grid_image_s=grid_image_s,
-        generate_image_s=generate_image_s, grid_source=cfg.corruption_source, n_train=len(train),
-        n_valid=len(valid) if valid is not None else 0, n_valid_corrupt=n_valid_corrupt, n_test=len(test),
-        n_test_full=len(test_full), n_grid=n_grid, cells=cells, steps_per_epoch=steps,
-        measured_s=time.perf_counter() - began)
+        generate_image_s=generate_image_s, grid_source=cfg.corruption_source, n_train=counts["train"],
+        n_valid=counts["valid"], n_valid_corrupt=n_valid_corrupt, n_test=n_test, n_test_full=counts["test"],
+        n_grid=n_grid, cells=cells, steps_per_epoch=steps, measured_s=time.perf_counter() - began, stand_in=stand_in)
+
+
+def load_or_stand_in(cfg: TrialConfig, device: torch.device):
+    """(train, validation or None, the whole test split, their real sizes, a note): the trial's own
+    data when it is here; else synthetic images of the dataset's official size and classes, the
+    sizes then the official ones, and the note says so."""
+    try:
+        train, valid, test = load_splits(cfg.replace(limit_eval_images=None), device)
+        counts = {"train": len(train), "valid": len(valid) if valid is not None else 0, "test": len(test)}
+        return train, valid, test, counts, ""
+    except FileNotFoundError:
+        if cfg.dataset not in OFFICIAL_SIZES:
+            raise
+    per_train, per_test, all_classes, native = OFFICIAL_SIZES[cfg.dataset]
+    classes, size = cfg.num_classes or all_classes, cfg.image_size or native
+    made = lambda split, n: load_dataset("synthetic", "", split, num_classes=classes, image_size=size, device=device,
+                                         synthetic_size=n)
+    train = made("train", max(STAND_IN_TRAIN, cfg.batch_size, 2 * classes * (cfg.valid_per_class + 1)))
+    valid = None
+    if cfg.valid_per_class:
+        train, valid = split_validation(train, min(cfg.valid_per_class, len(train) // (2 * classes)), cfg.valid_seed)
+    test = made("test", min(per_test * classes, 2 * cfg.eval_batch_size))
+    n_valid = cfg.valid_per_class * classes
+    counts = {"train": per_train * classes - n_valid, "valid": n_valid, "test": per_test * classes}
+    note = (f"{cfg.dataset} is not under {cfg.data_root}: timed on synthetic {size} px images, sizes taken as the "
+            f"official {counts['train'] + n_valid:,} training and {counts['test']:,} test images of {classes} classes")
+    return train, valid, test, counts, note
 
 
 def run_steps(cfg: TrialConfig, state: TrainState, net: torch.nn.Module, train: Any, steps: int) -> float:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from study.calibrate import Calibration, Settings, calibrate, shape_key
-from study.placement import Demand, Resources, Schedule, simulate
+from study.placement import Demand, Resources, check_fits, simulate
 from study.spec import StudySpec
 from trainables.config import TrialConfig
 
@@ -128,6 +128,7 @@ def local_resources() -> Resources:
 def estimate(spec: StudySpec, resources: Resources | None = None, *, settings: Settings = Settings(),
              use_cache: bool = True, progress: Callable[[str], None] = lambda line: None) -> Estimate:
     resources = resources or local_resources()
+    check_fits(Demand(spec.cpus, spec.gpus), resources)  # before any calibration
     configs = launch_configs(spec)
     threads = max(1, int(spec.cpus))
     began = time.perf_counter()
@@ -226,7 +227,8 @@ def assumed_lines(spec: StudySpec, shapes: list[ShapeCost], resources: Resources
     lines = [f"platform overheads measured once on a 2-core CPU machine: {STARTUP_S:.0f} s from launch to the "
              f"first trial, {WORKER_S + TRIAL_OVERHEAD_S:.0f} s per trial (worker start, MLflow run), "
              f"{FINISH_S:.0f} s after the last; each epoch writes one checkpoint and Ray copies it",
-             f"Ray's placement on one node of {resources.cpus:g} CPUs and {resources.gpus} GPUs, launch order, "
+             f"Ray's placement on one node of {plural(resources.cpus, 'CPU')} and {plural(resources.gpus, 'GPU')}, "
+             "launch order, "
              f"{plural(spec.cpus, 'CPU')} and {plural(spec.gpus, 'GPU')} per trial, "
              f"{spec.max_concurrent or 'no limit on'} trials at once; no failures, no retries",
              "the trials run as fast as the calibration ran alone: other load on the machine, or trials "
@@ -239,6 +241,7 @@ def assumed_lines(spec: StudySpec, shapes: list[ShapeCost], resources: Resources
     if spec.scheduler.type == "asha":
         lines.append(f"ASHA: between every trial stopped at its first rung ({spec.scheduler.grace_period} "
                      "epochs; the range's low end) and none stopped (the estimate)")
+    lines += [f"shape {n}: {s.calibration.stand_in}" for n, s in enumerate(shapes, 1) if s.calibration.stand_in]
     cost_keys = searched_cost_keys(spec)
     if cost_keys:
         lines.append(f"the search draws {', '.join(cost_keys)}, which change the cost: estimated at the "
@@ -267,7 +270,7 @@ def render(est: Estimate) -> list[str]:
     r = est.resources
     lines = [f"[estimate] {est.study}: {est.trials} trials of about {trial} each on {est.device}; "
              f"{est.device_hours:g} {hours} ({est.device_hours_range[0]:g} to {est.device_hours_range[1]:g})",
-             f"[estimate] wall time on {r['cpus']:g} CPUs and {r['gpus']} GPUs: about {duration(est.wall_seconds)} "
+             f"[estimate] wall time on {plural(r['cpus'], 'CPU')} and {plural(r['gpus'], 'GPU')}: about {duration(est.wall_seconds)} "
              f"(range {duration(est.wall_seconds_range[0])} to {duration(est.wall_seconds_range[1])})"]
     if est.first_rung_seconds:
         lines.append(f"[estimate] ASHA: {duration(est.wall_seconds_range[0])} if every trial stops at its first "

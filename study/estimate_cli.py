@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from study.calibrate import Settings
 from study.estimate import estimate, local_resources, render
-from study.placement import Resources
+from study.placement import PlacementError, Resources
 from study.spec import StudySpec, preset_names
 
 
@@ -42,7 +42,11 @@ def run(args: argparse.Namespace, spec_from_args: Callable[[argparse.Namespace],
                           gpus=args.gpus if args.gpus is not None else here.gpus)
     settings = Settings(steps=max(args.steps, 1), repeats=max(args.repeats, 1))
     progress = (lambda line: print(line, file=sys.stderr, flush=True)) if args.json else print
-    est = estimate(spec, resources, settings=settings, use_cache=not args.recalibrate, progress=progress)
+    try:
+        est = estimate(spec, resources, settings=settings, use_cache=not args.recalibrate, progress=progress)
+    except PlacementError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(est.to_json(), indent=2))
     else:

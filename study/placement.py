@@ -56,11 +56,13 @@ class Schedule:
 
 def check_fits(demand: Demand, resources: Resources) -> None:
     if demand.cpus > resources.cpus + EPS:
-        raise PlacementError(f"a trial asks for {demand.cpus:g} CPUs; the resources hold {resources.cpus:g}")
+        raise PlacementError(f"a trial asks for {demand.cpus:g} CPUs; the resources hold {resources.cpus:g} "
+                             "(estimate: give the cluster's with --cpus and --gpus)")
     if demand.gpus > EPS and (demand.gpus > 1 and not float(demand.gpus).is_integer()):
         raise PlacementError(f"a trial asks for {demand.gpus:g} GPUs: more than one GPU must be a whole number")
     if math.ceil(demand.gpus - EPS) > resources.gpus:
-        raise PlacementError(f"a trial asks for {demand.gpus:g} GPUs; the resources hold {resources.gpus}")
+        raise PlacementError(f"a trial asks for {demand.gpus:g} GPUs; the resources hold {resources.gpus} "
+                             "(estimate: give the cluster's with --cpus and --gpus)")
 
 
 def _place(demand: Demand, free_cpus: float, free_gpus: list[float]) -> list[int] | None:

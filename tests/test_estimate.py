@@ -192,3 +192,20 @@ def test_the_estimate_is_stored_at_launch_and_compared_at_the_end(cache, tmp_pat
     metrics = client.get_run(parent).data.metrics
     assert {"estimate/wall_s", "actual/wall_s"} <= set(metrics)
     assert "took" in estimate_record.status_line({"estimate": estimate_record.progress(rec, folder)})
+
+
+def test_a_dataset_not_here_is_timed_on_synthetic_images_of_its_official_size(cache, tmp_path):
+    values = {**TINY, "dataset": "cifar100", "data_root": str(tmp_path / "nothing"), "train_size": None}
+    cal, _ = calibrate(values, threads=1, settings=Settings(steps=1, repeats=1, warmup=1))
+    assert cal.n_train == 50_000 and cal.steps_per_epoch == 50_000 // 32 and cal.n_test_full == 10_000
+    assert cal.n_test == 64 and "cifar100 is not under" in cal.stand_in and "100 classes" in cal.stand_in
+
+
+def test_resources_too_small_for_one_trial_fail_before_any_calibration(monkeypatch):
+    import study.estimate as est
+
+    monkeypatch.setattr(est, "calibrate", lambda *a, **k: pytest.fail("calibrated"))
+    spec = parse_spec({"trial": TINY, "resources": {"cpus": 4}, "search": {"algorithm": "grid",
+                                                                            "grid": [{"mollify": [True]}]}})
+    with pytest.raises(PlacementError, match="4 CPUs"):
+        est.estimate(spec, Resources(cpus=2))
