@@ -7,6 +7,9 @@ cut short still leaves what it measured.
 Sections (each can fail or be skipped, with its reason, without stopping the others):
   environment   torch, torchvision, the device; the optional modules present or missing
   gpu_tests     every test marked for the GPU (marker `gpu`, or a skipif naming CUDA/a GPU), with outcomes
+  presets       a short trial of each paper preset's configuration (synthetic data of the preset
+                dataset's size and classes): finite loss, bf16 on, host syncs in the hot path
+                (CUDA sync debug mode: must be none), peak memory, images/s
   throughput    training images/s, the on-device batch pipeline against the conventional per-image
                 DataLoader (benchmarks/throughput.py): smallcnn and resnet18 at 32 px, PreActResNet-50
                 in bf16 channels-last without and with torch.compile; mollification's share of a step
@@ -16,9 +19,7 @@ Sections (each can fail or be skipped, with its reason, without stopping the oth
   ipmix         batched IPMix against the reference's per-image pipeline; training with and without
                 the JSD loss (benchmarks/ipmix.py)
   imagenet      the streaming ImageNet loader's images/s, where the repository has one
-  presets       a short trial of each paper preset's configuration (synthetic data of the preset
-                dataset's size and classes): finite loss, bf16 on, host syncs in the hot path
-                (CUDA sync debug mode: must be none), peak memory, images/s
+No section starts after --budget seconds (default 450), so the report is out in about 8 minutes.
 
     make gpu-check                                                   # on the GPU machine
     python benchmarks/gpu_check.py --device cpu --quick --out /tmp/gc   # the dry run (make test runs it)
@@ -78,7 +79,8 @@ class Sizes:
     stand_in: str | None = None  # a model run in place of every other one (the quick dry run: smallcnn)
     max_image_size: int = 512  # the quick dry run: 32 px everywhere (one IPMix mixing set, made once)
     compile_backend: str = "inductor"
-    test_timeout: int = 240
+    test_timeout: int = 180
+    budget_s: float = 450.0  # a section that would start later than this is skipped: the report is out by 8 min
 
     def model(self, name: str) -> str:
         return self.stand_in or name
@@ -86,7 +88,7 @@ class Sizes:
 
 QUICK = Sizes(batch=16, images=256, steps=2, warmup=1, repeats=1, workers=0, grid_images=16, grid_model_images=16,
               ref_images=2, ipmix_batches=2, preset_steps=3, preset_train=64, stand_in="smallcnn", max_image_size=32,
-              compile_backend="eager", test_timeout=300)
+              compile_backend="eager", test_timeout=300, budget_s=900.0)
 
 
 # --- the report ------------------------------------------------------------------------------------
@@ -98,7 +100,11 @@ class Report:
         self.out, self.meta, self.sections = out, meta, {}
         out.mkdir(parents=True, exist_ok=True)
 
-    def run(self, name: str, fn: Callable[[], Any]) -> None:
+    def run(self, name: str, fn: Callable[[], Any], late: bool = False) -> None:
+        if late:
+            self.sections[name] = {"status": "skipped", "reason": "over the time budget (--budget)", "seconds": 0.0}
+            self.write()
+            return
         print(f"[gpu-check] {name} ...", flush=True)
         start = time.perf_counter()
         try:
@@ -214,16 +220,15 @@ def throughput_rows(device: Any, sizes: Sizes) -> list[dict[str, Any]]:
         cfg = TrialConfig(model=model, augment="fcr", batch_size=sizes.batch, precision=precision,
                           device=str(device))
         runs: dict[str, list[float]] = {"ours": [], "conventional": []}
+        # One network per variant, kept across the runs: a compiled one compiles once (a fresh
+        # network would recompile: a minute each for PreActResNet-50).
+        net, optimizer = tp.fresh(model, data.num_classes, device)
+        if backend:
+            net = torch.compile(net, backend=backend)
         for _ in range(sizes.repeats):  # alternated: drift in load hits both alike
-            for label in runs:
-                net, optimizer = tp.fresh(model, data.num_classes, device)
-                if backend:
-                    net = torch.compile(net, backend=backend)
-                if label == "ours":
-                    runs[label].append(tp.time_ours(cfg, data, net, optimizer, sizes.steps, sizes.warmup))
-                else:
-                    runs[label].append(tp.time_conventional(cfg, data, net, optimizer, sizes.steps, sizes.warmup,
-                                                            sizes.workers))
+            runs["ours"].append(tp.time_ours(cfg, data, net, optimizer, sizes.steps, sizes.warmup))
+            runs["conventional"].append(tp.time_conventional(cfg, data, net, optimizer, sizes.steps, sizes.warmup,
+                                                             sizes.workers))
         ours, conv = statistics.median(runs["ours"]), statistics.median(runs["conventional"])
         rows.append({"model": model, "precision": precision, "channels_last": device.type == "cuda",
                      "compile": backend or "no", "ours_img_s": round(ours), "conventional_img_s": round(conv),
@@ -530,10 +535,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cuda", help="cuda (default) or cpu (a dry run)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the check, measures nothing")
     parser.add_argument("--skip", nargs="*", default=[], choices=SECTION_NAMES, help="sections to leave out")
+    parser.add_argument("--budget", type=float, help="seconds after which no further section starts "
+                                                      "(default 450: the whole report within 8 minutes)")
     return parser.parse_args(argv)
 
 
-SECTION_NAMES = ("environment", "gpu_tests", "throughput", "corruptions", "ipmix", "imagenet", "presets")
+SECTION_NAMES = ("environment", "gpu_tests", "presets", "throughput", "corruptions", "ipmix", "imagenet")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -555,14 +562,16 @@ def main(argv: list[str] | None = None) -> int:
                           "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "sizes": asdict(sizes),
                           "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
                           "forbidden_log": forbidden_log})
+    # The checks that prove the path first, the figures after: if time runs short, figures go.
     sections = {"environment": lambda: environment(device), "gpu_tests": lambda: gpu_tests(sizes, out, forbidden_log),
-                "throughput": lambda: throughput_rows(device, sizes), "corruptions": lambda: corruption_grid(device, sizes),
-                "ipmix": lambda: ipmix_section(device, sizes), "imagenet": lambda: imagenet_section(device, sizes),
-                "presets": lambda: presets_section(device, sizes)}
+                "presets": lambda: presets_section(device, sizes), "throughput": lambda: throughput_rows(device, sizes),
+                "corruptions": lambda: corruption_grid(device, sizes), "ipmix": lambda: ipmix_section(device, sizes),
+                "imagenet": lambda: imagenet_section(device, sizes)}
     began = time.perf_counter()
+    budget = args.budget if args.budget is not None else sizes.budget_s
     for name, fn in sections.items():
         if name not in args.skip:
-            report.run(name, fn)
+            report.run(name, fn, late=time.perf_counter() - began > budget)
     report.meta["total_seconds"] = round(time.perf_counter() - began, 1)
     report.write()
     failed = [n for n, e in report.sections.items() if e["status"] == "failed"]

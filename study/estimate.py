@@ -35,6 +35,7 @@ EPOCH_OVERHEAD_S = 0.1  # one batched MLflow request per epoch
 FINISH_S = 5.0  # after the last trial: the parent run updated, Ray shut down
 SKIP_ENV = "MOLLIFY_NO_ESTIMATE"  # set to 1: `launch` skips the estimate
 ESTIMATE_FILE = "estimate.json"  # in <runs dir>/<name>/, beside study.json
+ESTIMATE_SPEC_FILE = "estimate-spec.yaml"  # the effective spec handed to the estimate's child process
 ESTIMATE_ARTIFACT = "study/estimate.json"
 ESTIMATE_TAG = "mollify.estimate"  # on the parent run: the estimate in one line
 

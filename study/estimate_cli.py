@@ -52,3 +52,28 @@ def run(args: argparse.Namespace, spec_from_args: Callable[[argparse.Namespace],
     else:
         print("\n".join(render(est)))
     return 0
+
+
+def child(argv: list[str] | None = None) -> int:
+    """`launch`'s estimate, in a process of its own so that the driver never holds the calibration's
+    device memory or threads: python -m study.estimate_cli SPEC.yaml --name N --preset P --cpus C --gpus G.
+    Prints the estimate as JSON; imports neither Ray nor MLflow (quicker to start)."""
+    from study.spec import load_spec
+
+    p = argparse.ArgumentParser(prog="python -m study.estimate_cli")
+    p.add_argument("spec")
+    p.add_argument("--name", required=True)
+    p.add_argument("--preset", default="custom")
+    p.add_argument("--cpus", type=float, required=True)
+    p.add_argument("--gpus", type=int, required=True)
+    args = p.parse_args(argv)
+    spec = load_spec(args.spec, name=args.name)
+    progress = lambda line: print(line, file=sys.stderr, flush=True)
+    est = estimate(spec, Resources(cpus=args.cpus, gpus=args.gpus), progress=progress)
+    est.preset = args.preset
+    print(json.dumps(est.to_json()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(child())

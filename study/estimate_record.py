@@ -3,7 +3,7 @@ while the study runs (`study status`) and when it ends.
 
 Stored: `<runs dir>/<name>/estimate.json` ({"estimate": ..., "actual": ...}, the actual part written
 when the driver ends) and the same file on the parent run as `study/estimate.json`, with the tag
-`mollify.estimate` (one line) and, at the end, the metrics `estimate/wall_s`, `actual/wall_s`,
+`mollify.estimate` (one line); `estimate-spec.yaml` beside it is the spec the child process estimated and, at the end, the metrics `estimate/wall_s`, `actual/wall_s`,
 `estimate/trial_s_mean`, `actual/trial_s_mean`. Nothing here may stop a study: a failure to
 estimate is one console line.
 """
@@ -13,16 +13,19 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import yaml
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from study.console import say
-from study.estimate import (ESTIMATE_ARTIFACT, ESTIMATE_FILE, ESTIMATE_TAG, FINISH_S, SKIP_ENV, WORKER_S, duration,
-                            estimate, render, sig, summary)
+from study.estimate import (ESTIMATE_ARTIFACT, ESTIMATE_FILE, ESTIMATE_SPEC_FILE, ESTIMATE_TAG, FINISH_S, SKIP_ENV, WORKER_S, Estimate,
+                            duration, render, sig, summary)
 from study.placement import Demand, Resources, simulate
 from study.record import TRIAL_NUMBER_TAG, StudyRecord, trial_runs
 from study.spec import StudySpec
@@ -40,12 +43,13 @@ def process_age() -> float:
 
 
 def at_launch(spec: StudySpec, record: StudyRecord, folder: Path, cluster: dict[str, float]) -> None:
-    """Estimate on Ray's resources, print it, store it beside the record and on the parent run."""
+    """Estimate on Ray's resources, print it, store it beside the record and on the parent run. The
+    calibration runs in a child process (study/estimate_cli.py), so that the driver never holds its
+    device memory; its progress lines go to the study's log."""
     if os.environ.get(SKIP_ENV) == "1":
         return
     try:
-        resources = Resources(cpus=float(cluster.get("CPU", 1)), gpus=int(cluster.get("GPU", 0)))
-        est = estimate(spec, resources, progress=say)
+        est = estimate_in_child(spec, folder, cpus=float(cluster.get("CPU", 1)), gpus=int(cluster.get("GPU", 0)))
         for line in render(est):
             say(line)
         data = {"estimate": est.to_json(), "written_at": time.time(), "launched_ago_s": process_age(), "actual": None}
@@ -55,6 +59,20 @@ def at_launch(spec: StudySpec, record: StudyRecord, folder: Path, cluster: dict[
         client.set_tag(record.parent_run_id, ESTIMATE_TAG, summary(est))
     except Exception as err:  # the estimate informs; it never stops a launch
         say(f"[estimate] no estimate: {type(err).__name__}: {err}")
+
+
+def estimate_in_child(spec: StudySpec, folder: Path, *, cpus: float, gpus: int) -> Estimate:
+    spec_file = folder / ESTIMATE_SPEC_FILE
+    spec_file.write_text(yaml.safe_dump(spec.effective(), sort_keys=False))
+    say(f"[estimate] calibrating {spec.name}'s trial shapes on this machine (cached per shape; "
+        f"{SKIP_ENV}=1 skips it)")
+    cmd = [sys.executable, "-m", "study.estimate_cli", str(spec_file), "--name", spec.name, "--preset", spec.preset,
+           "--cpus", str(cpus), "--gpus", str(gpus)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+        raise RuntimeError(lines[-1] if lines else f"exit code {done.returncode}")
+    return Estimate(**json.loads(done.stdout))
 
 
 def read(folder: Path) -> dict[str, Any] | None:

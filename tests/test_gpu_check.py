@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SECTIONS = ("environment", "gpu_tests", "throughput", "corruptions", "ipmix", "imagenet", "presets")
+SECTIONS = ("environment", "gpu_tests", "presets", "throughput", "corruptions", "ipmix", "imagenet")
 
 # Runs the script with the three modules blocked by a hook of the test's own (not the script's),
 # logging every attempt, so that an import swallowed by a try/except still shows.
