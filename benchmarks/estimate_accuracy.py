@@ -44,7 +44,8 @@ def study(*args: str, runs: Path) -> list[str]:
 def run_case(name: str, runs: Path) -> dict:
     target, extra = CASES[name]
     start = time.perf_counter()
-    est = subprocess.run(study("estimate", target, *extra, "--json", runs=runs), cwd=REPO, capture_output=True,
+    # --recalibrate: a calibration cached under other load would not describe this machine now
+    est = subprocess.run(study("estimate", target, *extra, "--json", "--recalibrate", runs=runs), cwd=REPO, capture_output=True,
                          text=True, check=True)
     estimate_s = time.perf_counter() - start
     estimate = json.loads(est.stdout)

@@ -16,19 +16,18 @@ from __future__ import annotations
 import json
 import math
 import os
-import statistics
 import time
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
-from study.calibrate import Calibration, Settings, calibrate, shape_key
+from study.calibrate import COST_FREE, Calibration, Settings, calibrate, shape_key
 from study.placement import Demand, Resources, check_fits, simulate
 from study.spec import StudySpec
 from trainables.config import TrialConfig
 
 # --- assumptions (measured on the 2-core CPU machine by benchmarks/study_overhead.py) ----------------
 STARTUP_S = 25.0  # launch -> first trial: the CLI's imports, a local Ray, the first worker (26 s measured)
+LAUNCH_ESTIMATE_S = 6.0  # launch's own estimate: a child process, its calibrations read from the cache
 WORKER_S = 3.0  # a trial's worker process starting (imports torch, MLflow, the project) before its run
 TRIAL_OVERHEAD_S = 2.0  # a trial's MLflow run opened, its metrics and model logged, closed
 EPOCH_OVERHEAD_S = 0.1  # one batched MLflow request per epoch
@@ -38,6 +37,7 @@ ESTIMATE_FILE = "estimate.json"  # in <runs dir>/<name>/, beside study.json
 ESTIMATE_SPEC_FILE = "estimate-spec.yaml"  # the effective spec handed to the estimate's child process
 ESTIMATE_ARTIFACT = "study/estimate.json"
 ESTIMATE_TAG = "mollify.estimate"  # on the parent run: the estimate in one line
+EXTRAPOLATED = ("epochs", "eval_every")  # cost-free for a shape, but the trial's time scales with them
 
 
 @dataclass(frozen=True)
@@ -87,8 +87,8 @@ def launch_configs(spec: StudySpec) -> list[dict[str, Any]]:
 
 
 def searched_cost_keys(spec: StudySpec) -> list[str]:
-    base = shape_key({**spec.trial})
-    return [k for k in spec.space if k in base] if spec.algorithm != "grid" else []
+    """Keys an Optuna search draws that change a trial's cost (the estimate takes the fixed values)."""
+    return [k for k in spec.space if k not in COST_FREE or k in EXTRAPOLATED] if spec.algorithm != "grid" else []
 
 
 def group_shapes(configs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], list[int]]]:
@@ -114,7 +114,8 @@ def trial_seconds(cal: Calibration, epochs: int, eval_every: int, *, ran: int | 
     valid = cal.valid_image_s * cal.n_valid_corrupt
     per_epoch = cal.steps_per_epoch * step + 2 * cal.checkpoint_s + EPOCH_OVERHEAD_S  # saved, copied by Ray
     grid = cal.grid_image_s * cal.n_grid if ran == epochs else 0.0
-    return (WORKER_S + TRIAL_OVERHEAD_S + cal.load_s + cal.warmup_s + cal.checkpoint_s + ran * per_epoch
+    model_logged = cal.checkpoint_s  # the final network goes to MLflow: about a checkpoint's cost
+    return (WORKER_S + TRIAL_OVERHEAD_S + cal.load_s + cal.warmup_s + model_logged + ran * per_epoch
             + evaluated_epochs(epochs, eval_every, ran) * (clean + valid) + grid)
 
 
@@ -162,7 +163,7 @@ def assemble(spec: StudySpec, configs: list[dict[str, Any]], shapes: list[ShapeC
                 if s.calibration.generate_image_s)  # one set per shape at most; shapes may share one
 
     def wall(work: list[float], sharing: str) -> float:
-        return STARTUP_S + setup + simulate(work, demand, resources, max_concurrent=spec.max_concurrent,
+        return STARTUP_S + LAUNCH_ESTIMATE_S + setup + simulate(work, demand, resources, max_concurrent=spec.max_concurrent,
                                             sharing=sharing).wall + FINISH_S
 
     low_work = rung if asha else fast
@@ -225,8 +226,8 @@ def measured_lines(shapes: list[ShapeCost], seconds: float) -> list[str]:
 
 
 def assumed_lines(spec: StudySpec, shapes: list[ShapeCost], resources: Resources) -> list[str]:
-    lines = [f"platform overheads measured once on a 2-core CPU machine: {STARTUP_S:.0f} s from launch to the "
-             f"first trial, {WORKER_S + TRIAL_OVERHEAD_S:.0f} s per trial (worker start, MLflow run), "
+    lines = [f"platform overheads measured once on a 2-core CPU machine: {STARTUP_S + LAUNCH_ESTIMATE_S:.0f} s from "
+             f"launch to the first trial (launch's own estimate, cached, included), {WORKER_S + TRIAL_OVERHEAD_S:.0f} s per trial (worker start, MLflow run), "
              f"{FINISH_S:.0f} s after the last; each epoch writes one checkpoint and Ray copies it",
              f"Ray's placement on one node of {plural(resources.cpus, 'CPU')} and {plural(resources.gpus, 'GPU')}, "
              "launch order, "

@@ -4,7 +4,6 @@ the CLI's JSON, and the estimate stored at launch and compared with the actual t
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 
@@ -13,7 +12,7 @@ import pytest
 from study import estimate_record
 from study.__main__ import main
 from study.calibrate import COST_FREE, Calibration, Settings, calibrate, shape_key
-from study.estimate import (STARTUP_S, FINISH_S, ShapeCost, assemble, duration, evaluated_epochs, launch_configs,
+from study.estimate import (LAUNCH_ESTIMATE_S, STARTUP_S, FINISH_S, ShapeCost, assemble, duration, evaluated_epochs, launch_configs,
                             sig, trial_seconds)
 from study.placement import Demand, PlacementError, Resources, simulate
 from study.spec import load_spec, parse_spec
@@ -103,7 +102,7 @@ def test_asha_gives_a_range_from_first_rung_to_none_stopped():
     assert est.trials == 4 and len(est.trial_seconds) == 4 and est.first_rung_seconds is not None
     full = trial_seconds(shape.calibration, 9, 1)
     assert est.trial_seconds == [sig(full)] * 4
-    assert est.wall_seconds == sig(STARTUP_S + 2 * full + FINISH_S)  # 2 rounds of 2
+    assert est.wall_seconds == sig(STARTUP_S + LAUNCH_ESTIMATE_S + 2 * full + FINISH_S)  # 2 rounds of 2
     assert est.wall_seconds_range[0] < est.wall_seconds and est.device_hours == sig(4 * full / 3600)
     assert any("ASHA" in line for line in est.assumed)
 
