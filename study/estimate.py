@@ -146,43 +146,57 @@ def estimate(spec: StudySpec, resources: Resources | None = None, *, settings: S
 def assemble(spec: StudySpec, configs: list[dict[str, Any]], shapes: list[ShapeCost], resources: Resources,
              calibration_seconds: float) -> Estimate:
     """Extrapolate the calibrated shapes to every trial, and place the trials."""
-    cal_of = {i: s.calibration for s in shapes for i in s.trials}
-    full, fast, slow, rung = [], [], [], []
-    asha = spec.scheduler.type == "asha"
-    for i, values in enumerate(configs):
-        cfg, cal = TrialConfig.from_dict(values), cal_of[i]
-        epochs, every = cfg.epochs, cfg.eval_every
-        full.append(trial_seconds(cal, epochs, every))
-        fast.append(trial_seconds(cal, epochs, every, step_s=min(cal.step_s)))
-        slow.append(trial_seconds(cal, epochs, every, step_s=max(cal.step_s)))
-        if asha:
-            rung.append(trial_seconds(cal, epochs, every, ran=min(spec.scheduler.grace_period, epochs),
-                                      step_s=min(cal.step_s)))
-    demand = Demand(spec.cpus, spec.gpus)
-    setup = sum(s.calibration.generate_image_s * s.calibration.n_test_full for s in shapes
-                if s.calibration.generate_image_s)  # one set per shape at most; shapes may share one
-
-    def wall(work: list[float], sharing: str) -> float:
-        return STARTUP_S + LAUNCH_ESTIMATE_S + setup + simulate(work, demand, resources, max_concurrent=spec.max_concurrent,
-                                            sharing=sharing).wall + FINISH_S
-
-    low_work = rung if asha else fast
-    central = wall(full, "sliced")
-    low, high = wall(low_work, "free"), wall(slow, "sliced")
-    to_hours = lambda work: sum(work) / 3600 * max(spec.gpus, 1.0) if spec.gpus else sum(work) / 3600
-    device = shapes[0].calibration.device if shapes else "none"
+    full, fast, slow, rung = trial_times(spec, configs, {i: s.calibration for s in shapes for i in s.trials})
+    setup = setup_seconds(shapes)
+    place = lambda work, sharing: (STARTUP_S + LAUNCH_ESTIMATE_S + setup + FINISH_S + simulate(
+        work, Demand(spec.cpus, spec.gpus), resources, max_concurrent=spec.max_concurrent, sharing=sharing).wall)
+    low_work = rung or fast  # ASHA: every trial stopped at its first rung
+    central, low, high = place(full, "sliced"), place(low_work, "free"), place(slow, "sliced")
+    # Device hours: a trial's time alone on its device, times the whole GPUs it holds (a fraction
+    # of a GPU: the trial is taken to keep the GPU busy), or trial-hours on the CPU.
+    hours = lambda work: sum(work) / 3600 * (max(spec.gpus, 1.0) if spec.gpus else 1.0)
     return Estimate(
         study=spec.name, preset=spec.preset, algorithm=spec.algorithm, trials=len(configs),
         trial_seconds=[sig(t) for t in full], trial_seconds_range=[[sig(a), sig(b)] for a, b in zip(fast, slow)],
-        first_rung_seconds=[sig(t) for t in rung] if asha else None,
-        device_hours=sig(to_hours(full)), device_hours_range=[sig(to_hours(low_work)), sig(to_hours(slow))],
+        first_rung_seconds=[sig(t) for t in rung] if rung else None,
+        device_hours=sig(hours(full)), device_hours_range=[sig(hours(low_work)), sig(hours(slow))],
         wall_seconds=sig(central), wall_seconds_range=[sig(min(low, central)), sig(max(high, central))],
         setup_seconds=sig(setup),
         resources={"cpus": resources.cpus, "gpus": resources.gpus, "cpus_per_trial": spec.cpus,
                    "gpus_per_trial": spec.gpus, "max_concurrent": spec.max_concurrent},
-        device=device, shapes=[describe_shape(s) for s in shapes],
+        device=shapes[0].calibration.device if shapes else "none", shapes=[describe_shape(s) for s in shapes],
         measured=measured_lines(shapes, calibration_seconds),
         assumed=assumed_lines(spec, shapes, resources), calibration_seconds=round(calibration_seconds, 1))
+
+
+def trial_times(spec: StudySpec, configs: list[dict[str, Any]],
+                cal_of: dict[int, Calibration]) -> tuple[list[float], list[float], list[float], list[float]]:
+    """Per trial (launch order): at the median step, the fastest and the slowest timed repeat, and
+    (ASHA only, else empty) stopped at its first rung at the fastest."""
+    full, fast, slow, rung = [], [], [], []
+    for i, values in enumerate(configs):
+        cfg, cal = TrialConfig.from_dict(values), cal_of[i]
+        full.append(trial_seconds(cal, cfg.epochs, cfg.eval_every))
+        fast.append(trial_seconds(cal, cfg.epochs, cfg.eval_every, step_s=min(cal.step_s)))
+        slow.append(trial_seconds(cal, cfg.epochs, cfg.eval_every, step_s=max(cal.step_s)))
+        if spec.scheduler.type == "asha":
+            rung.append(trial_seconds(cal, cfg.epochs, cfg.eval_every, step_s=min(cal.step_s),
+                                      ran=min(spec.scheduler.grace_period, cfg.epochs)))
+    return full, fast, slow, rung
+
+
+SET_KEYS = ("dataset", "data_root", "num_classes", "image_size", "corruption_path", "corruption_protocol",
+            "corruption_table", "corruptions", "severities")
+
+
+def setup_seconds(shapes: list[ShapeCost]) -> float:
+    """Making the `auto` corrupted sets that do not exist yet: once per set, before the first trial."""
+    sets: dict[str, float] = {}
+    for s in shapes:
+        c = s.calibration
+        key = json.dumps([s.shape.get(k) for k in SET_KEYS], default=str)
+        sets[key] = max(sets.get(key, 0.0), c.generate_image_s * c.n_test_full)
+    return sum(sets.values())
 
 
 def sig(x: float, digits: int = 2) -> float:

@@ -208,3 +208,13 @@ def test_resources_too_small_for_one_trial_fail_before_any_calibration(monkeypat
                                                                             "grid": [{"mollify": [True]}]}})
     with pytest.raises(PlacementError, match="4 CPUs"):
         est.estimate(spec, Resources(cpus=2))
+
+
+def test_a_corrupted_set_shared_by_shapes_is_made_once():
+    from study.estimate import setup_seconds
+
+    spec = load_spec("quickstart")
+    shapes = [ShapeCost(shape_key(c), (i,), fake_calibration(generate_image_s=0.01, n_test_full=1000), False)
+              for i, c in enumerate(spec.trial_configs()[:2])]  # mollify off, on: one dataset, one set
+    assert shape_key(spec.trial_configs()[0]) != shape_key(spec.trial_configs()[1])
+    assert setup_seconds(shapes) == pytest.approx(10.0)
