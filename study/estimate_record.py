@@ -90,8 +90,10 @@ def actual_trials(record: StudyRecord) -> list[dict[str, Any]]:
     return sorted(out, key=lambda t: t["number"])
 
 
-def at_end(spec: StudySpec, record: StudyRecord, folder: Path) -> None:
-    """The actual times beside the estimate: the driver's wall time, each trial run's time."""
+def at_end(spec: StudySpec, record: StudyRecord, folder: Path, state: str = "finished") -> None:
+    """The actual times beside the estimate: the wall time from launch (a resumed study's includes its
+    pause), each trial run's time; `state` as the driver ended (interrupted: `resume` continues,
+    and rewrites this when it ends)."""
     data = read(folder)
     if data is None:
         return
@@ -99,7 +101,7 @@ def at_end(spec: StudySpec, record: StudyRecord, folder: Path) -> None:
         est = data["estimate"]
         wall = time.time() - data["written_at"] + data["launched_ago_s"]  # this driver's whole run
         trials = actual_trials(record)
-        data["actual"] = {"wall_seconds": round(wall, 1), "trials": trials}
+        data["actual"] = {"state": state, "wall_seconds": round(wall, 1), "trials": trials}
         (folder / ESTIMATE_FILE).write_text(json.dumps(data, indent=2))
         client = MlflowClient(record.tracking_uri)
         client.log_dict(record.parent_run_id, data, ESTIMATE_ARTIFACT)
@@ -122,7 +124,7 @@ def progress(record: StudyRecord, folder: Path) -> dict[str, Any] | None:
     if data is None:
         return None
     est = data["estimate"]
-    if data.get("actual"):
+    if data.get("actual") and data["actual"].get("state") != "interrupted":
         return {"estimated_wall_s": est["wall_seconds"], "actual_wall_s": data["actual"]["wall_seconds"],
                 "estimated_trial_s": est["trial_seconds"], "left_s": 0.0, "ended": None}
     trials = actual_trials(record)

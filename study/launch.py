@@ -431,7 +431,7 @@ def run(spec: StudySpec, record: StudyRecord, runs_dir: Path, *, tune_restore: b
         results = tuner.fit()  # Ctrl-C: Tune saves its state and returns, trials unfinished
     outcome = judge(results.num_errors, update_parent(spec, record.tracking_uri, record.parent_run_id), spec)
     set_parent_state(record.tracking_uri, record.parent_run_id, outcome.state)
-    estimate_record.at_end(spec, record, study_dir(runs_dir, spec.name))  # issue 21
+    estimate_record.at_end(spec, record, study_dir(runs_dir, spec.name), outcome.state)  # issue 21
     if outcome.state == "interrupted":
         say(f"[study] interrupted: {outcome.ended}/{outcome.total} trials done, {outcome.failed} failed; "
             f"`python -m study resume {spec.name}` continues it")
