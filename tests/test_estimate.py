@@ -218,3 +218,20 @@ def test_a_corrupted_set_shared_by_shapes_is_made_once():
               for i, c in enumerate(spec.trial_configs()[:2])]  # mollify off, on: one dataset, one set
     assert shape_key(spec.trial_configs()[0]) != shape_key(spec.trial_configs()[1])
     assert setup_seconds(shapes) == pytest.approx(10.0)
+
+
+def test_the_cli_says_when_the_resources_cannot_hold_a_trial(capsys):
+    assert main(["estimate", "paper-type", "--cpus", "8", "--gpus", "0"]) == 2
+    assert "asks for 1 GPU" in capsys.readouterr().err
+
+
+def test_status_prints_the_estimate_beside_the_time_so_far(capsys):
+    from study.__main__ import print_status
+
+    info = {"name": "s", "preset": "smoke", "algorithm": "tpe", "state": "running", "total": 4, "finished": 1,
+            "stopped_early": 0, "failed": 0, "running": 2, "interrupted": 0, "never_started": 1, "best": None,
+            "tracking_uri": "sqlite:///x.db", "runs_link": "http://127.0.0.1:5000",
+            "estimate": {"estimated_wall_s": 600.0, "elapsed_s": 200.0, "ended": 1, "ratio": 1.2, "left_s": 480.0}}
+    print_status(info)
+    assert "estimate: 10 min in all, 3.3 min so far; ended trials took x1.2 their estimate; about 8 min left" \
+        in capsys.readouterr().out
