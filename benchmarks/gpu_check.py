@@ -74,7 +74,7 @@ class Sizes:
     grid_model_images: int = 10_000
     ref_images: int = 100
     ipmix_batches: int = 20
-    preset_steps: int = 300
+    preset_steps: int = 200
     preset_train: int = 10_000
     stand_in: str | None = None  # a model run in place of every other one (the quick dry run: smallcnn)
     max_image_size: int = 512  # the quick dry run: 32 px everywhere (one IPMix mixing set, made once)
@@ -334,20 +334,25 @@ def imagenet_section(device: Any, sizes: Sizes) -> Any:
 # --- the paper presets' configurations -------------------------------------------------------------
 
 def preset_configs(sizes: Sizes) -> list[dict[str, Any]]:
-    """One configuration per distinct (model, dataset, augmentation, JSD, mollification) of the paper
-    presets, taken from each sub-grid's last point (its most demanding: the largest dataset, the
-    heaviest augmentation, mollification on), with the presets that use it."""
+    """The paper presets' configurations, one per distinct (model, dataset, augmentation, JSD,
+    mollification): of each sub-grid, the last point of every (model, augmentation, JSD) (the grids
+    list datasets first and mollification last: the largest dataset, mollification on where the
+    grid has it), with the presets that use it. Every augmentation path of the presets runs."""
     from study.spec import expand_grid, load_spec  # study.spec imports neither Ray, MLflow nor Optuna
 
     found: dict[tuple, dict[str, Any]] = {}
     for preset in PAPER_PRESETS:
         spec = load_spec(preset)
         for sub in spec.grid:
-            point = {**spec.trial, **expand_grid((sub,))[-1]}
-            key = tuple(str(point.get(k)) for k in ("model", "dataset", "augment", "jsd", "mollify"))
-            entry = found.setdefault(key, {"config": point, "presets": []})
-            if preset not in entry["presets"]:
-                entry["presets"].append(preset)
+            last = {}
+            for point in expand_grid((sub,)):
+                values = {**spec.trial, **point}
+                last[tuple(str(values.get(k)) for k in ("model", "augment", "jsd"))] = values
+            for values in last.values():
+                key = tuple(str(values.get(k)) for k in ("model", "dataset", "augment", "jsd", "mollify"))
+                entry = found.setdefault(key, {"config": values, "presets": []})
+                if preset not in entry["presets"]:
+                    entry["presets"].append(preset)
     return list(found.values())
 
 
@@ -398,7 +403,7 @@ def short_trial(point: dict[str, Any], device: Any, sizes: Sizes) -> dict[str, A
         state.scheduler.step()
         loss_sum = loss_sum + loss.detach()
 
-    warm = min(3, sizes.preset_steps)
+    warm = min(3, sizes.preset_steps - 1)
     for i in range(warm):
         step(i)
     sync(device)
@@ -479,7 +484,8 @@ def table(rows: list[dict[str, Any]], keys: list[str]) -> list[str]:
     if not rows:
         return ["(none)"]
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    return lines + ["| " + " | ".join(str(r.get(k, "")) for k in keys) + " |" for r in rows]
+    cell = lambda v: ", ".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+    return lines + ["| " + " | ".join(cell(r.get(k, "")) for k in keys) + " |" for r in rows]
 
 
 def markdown(data: dict[str, Any]) -> str:
