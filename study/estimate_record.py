@@ -69,6 +69,7 @@ def estimate_in_child(spec: StudySpec, folder: Path, *, cpus: float, gpus: int) 
     cmd = [sys.executable, "-m", "study.estimate_cli", str(spec_file), "--name", spec.name, "--preset", spec.preset,
            "--cpus", str(cpus), "--gpus", str(gpus)]
     done = subprocess.run(cmd, capture_output=True, text=True)
+    print(done.stderr, file=sys.stderr, flush=True)  # inside the quiet console: the study's log
     if done.returncode != 0:
         lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
         raise RuntimeError(lines[-1] if lines else f"exit code {done.returncode}")
