@@ -37,7 +37,8 @@ ESTIMATE_FILE = "estimate.json"  # in <runs dir>/<name>/, beside study.json
 ESTIMATE_SPEC_FILE = "estimate-spec.yaml"  # the effective spec handed to the estimate's child process
 ESTIMATE_ARTIFACT = "study/estimate.json"
 ESTIMATE_TAG = "mollify.estimate"  # on the parent run: the estimate in one line
-EXTRAPOLATED = ("epochs", "eval_every")  # cost-free for a shape, but the trial's time scales with them
+EXTRAPOLATED = ("epochs", "eval_every")
+OVERHEAD_RANGE = (0.5, 1.5)  # the overheads above were measured once, elsewhere: the range takes them as +-50%  # cost-free for a shape, but the trial's time scales with them
 
 
 @dataclass(frozen=True)
@@ -105,17 +106,18 @@ def evaluated_epochs(epochs: int, eval_every: int, ran: int) -> int:
 
 
 def trial_seconds(cal: Calibration, epochs: int, eval_every: int, *, ran: int | None = None,
-                  step_s: float | None = None) -> float:
+                  step_s: float | None = None, overhead: float = 1.0) -> float:
     """One trial alone on its device, from its worker's start: `ran` epochs of `epochs` (default
-    all; fewer: stopped early, no final corruption grid)."""
+    all; fewer: stopped early, no final corruption grid); `overhead` scales the assumed platform
+    overheads (the range's ends: OVERHEAD_RANGE)."""
     ran = epochs if ran is None else ran
     step = cal.step_median if step_s is None else step_s
     clean = cal.clean_image_s * (cal.n_test + cal.n_valid)
     valid = cal.valid_image_s * cal.n_valid_corrupt
-    per_epoch = cal.steps_per_epoch * step + 2 * cal.checkpoint_s + EPOCH_OVERHEAD_S  # saved, copied by Ray
+    per_epoch = cal.steps_per_epoch * step + 2 * cal.checkpoint_s + EPOCH_OVERHEAD_S * overhead  # saved, copied by Ray
     grid = cal.grid_image_s * cal.n_grid if ran == epochs else 0.0
     model_logged = cal.checkpoint_s  # the final network goes to MLflow: about a checkpoint's cost
-    return (WORKER_S + TRIAL_OVERHEAD_S + cal.load_s + cal.warmup_s + model_logged + ran * per_epoch
+    return ((WORKER_S + TRIAL_OVERHEAD_S) * overhead + cal.load_s + cal.warmup_s + model_logged + ran * per_epoch
             + evaluated_epochs(epochs, eval_every, ran) * (clean + valid) + grid)
 
 
@@ -148,10 +150,11 @@ def assemble(spec: StudySpec, configs: list[dict[str, Any]], shapes: list[ShapeC
     """Extrapolate the calibrated shapes to every trial, and place the trials."""
     full, fast, slow, rung = trial_times(spec, configs, {i: s.calibration for s in shapes for i in s.trials})
     setup = setup_seconds(shapes)
-    place = lambda work, sharing: (STARTUP_S + LAUNCH_ESTIMATE_S + setup + FINISH_S + simulate(
+    place = lambda work, sharing, k=1.0: (setup + (STARTUP_S + LAUNCH_ESTIMATE_S + FINISH_S) * k + simulate(
         work, Demand(spec.cpus, spec.gpus), resources, max_concurrent=spec.max_concurrent, sharing=sharing).wall)
     low_work = rung or fast  # ASHA: every trial stopped at its first rung
-    central, low, high = place(full, "sliced"), place(low_work, "free"), place(slow, "sliced")
+    low_k, high_k = OVERHEAD_RANGE
+    central, low, high = place(full, "sliced"), place(low_work, "free", low_k), place(slow, "sliced", high_k)
     # Device hours: a trial's time alone on its device, times the whole GPUs it holds (a fraction
     # of a GPU: the trial is taken to keep the GPU busy), or trial-hours on the CPU.
     hours = lambda work: sum(work) / 3600 * (max(spec.gpus, 1.0) if spec.gpus else 1.0)
@@ -171,16 +174,18 @@ def assemble(spec: StudySpec, configs: list[dict[str, Any]], shapes: list[ShapeC
 
 def trial_times(spec: StudySpec, configs: list[dict[str, Any]],
                 cal_of: dict[int, Calibration]) -> tuple[list[float], list[float], list[float], list[float]]:
-    """Per trial (launch order): at the median step, the fastest and the slowest timed repeat, and
-    (ASHA only, else empty) stopped at its first rung at the fastest."""
+    """Per trial (launch order): the estimate; the range's low end (the fastest timed repeat, the
+    overheads at their low end) and high end (the slowest, the overheads high); and (ASHA only, else
+    empty) the low end stopped at its first rung."""
     full, fast, slow, rung = [], [], [], []
+    (low_k, high_k), asha = OVERHEAD_RANGE, spec.scheduler.type == "asha"
     for i, values in enumerate(configs):
         cfg, cal = TrialConfig.from_dict(values), cal_of[i]
         full.append(trial_seconds(cal, cfg.epochs, cfg.eval_every))
-        fast.append(trial_seconds(cal, cfg.epochs, cfg.eval_every, step_s=min(cal.step_s)))
-        slow.append(trial_seconds(cal, cfg.epochs, cfg.eval_every, step_s=max(cal.step_s)))
-        if spec.scheduler.type == "asha":
-            rung.append(trial_seconds(cal, cfg.epochs, cfg.eval_every, step_s=min(cal.step_s),
+        fast.append(trial_seconds(cal, cfg.epochs, cfg.eval_every, step_s=min(cal.step_s), overhead=low_k))
+        slow.append(trial_seconds(cal, cfg.epochs, cfg.eval_every, step_s=max(cal.step_s), overhead=high_k))
+        if asha:
+            rung.append(trial_seconds(cal, cfg.epochs, cfg.eval_every, step_s=min(cal.step_s), overhead=low_k,
                                       ran=min(spec.scheduler.grace_period, cfg.epochs)))
     return full, fast, slow, rung
 
@@ -242,13 +247,15 @@ def measured_lines(shapes: list[ShapeCost], seconds: float) -> list[str]:
 def assumed_lines(spec: StudySpec, shapes: list[ShapeCost], resources: Resources) -> list[str]:
     lines = [f"platform overheads measured once on a 2-core CPU machine: {STARTUP_S + LAUNCH_ESTIMATE_S:.0f} s from "
              f"launch to the first trial (launch's own estimate, cached, included), {WORKER_S + TRIAL_OVERHEAD_S:.0f} s per trial (worker start, MLflow run), "
-             f"{FINISH_S:.0f} s after the last; each epoch writes one checkpoint and Ray copies it",
+             f"{FINISH_S:.0f} s after the last; each epoch writes one checkpoint and Ray copies it; the range takes "
+             f"these as {OVERHEAD_RANGE[0]:g}x to {OVERHEAD_RANGE[1]:g}x",
              f"Ray's placement on one node of {plural(resources.cpus, 'CPU')} and {plural(resources.gpus, 'GPU')}, "
              "launch order, "
              f"{plural(spec.cpus, 'CPU')} and {plural(spec.gpus, 'GPU')} per trial, "
              f"{spec.max_concurrent or 'no limit on'} trials at once; no failures, no retries",
-             "the trials run as fast as the calibration ran alone: other load on the machine, or trials "
-             "contending for memory bandwidth, make them slower"]
+             "the trials run as fast as the calibration ran alone: other load on the machine makes them slower "
+             "(Ray runs trials at a lower priority, nice 15, so other work on the machine slows them more than "
+             "it slowed the calibration), as do trials contending for memory bandwidth"]
     if 0 < spec.gpus < 1:
         lines.append(f"trials sharing a GPU ({spec.gpus:g} each): the estimate takes them as splitting it evenly; "
                      "the range's low end as each running as fast as alone")
