@@ -54,9 +54,9 @@ def run_case(name: str, runs: Path) -> dict:
     cmd = study("launch", target, *extra, "--name", study_name, "--no-figures",
                 "--tracking-uri", f"sqlite:///{runs / 'mlflow.db'}", "--storage", f"sqlite:///{runs / 'optuna.db'}",
                 runs=runs)
-    start = time.perf_counter()
+    start, load_before = time.perf_counter(), os.getloadavg()[0]
     launched = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-    wall = time.perf_counter() - start
+    wall, load_after = time.perf_counter() - start, os.getloadavg()[0]
     if launched.returncode != 0:
         raise RuntimeError(f"{name}: launch exited {launched.returncode}: {launched.stdout[-2000:]}{launched.stderr[-2000:]}")
     stored = json.loads((store / "estimate.json").read_text())
@@ -70,19 +70,21 @@ def run_case(name: str, runs: Path) -> dict:
             "estimated_trial_s": round(statistics.mean(planned), 1), "actual_trial_s": round(statistics.mean(actual), 1),
             "trial_ratio_mean": round(statistics.mean(per_trial), 2),
             "trial_ratio_range": [round(min(per_trial), 2), round(max(per_trial), 2)],
+            # the 1-minute load average before and after: the study's own 2 trials make about 2
+            "load": [round(load_before, 1), round(load_after, 1)],
             "launch_printed": [line for line in launched.stdout.splitlines() if line.startswith("[estimate]")][:3]}
 
 
 def markdown(rows: list[dict], machine: str) -> str:
     lines = [f"Machine: {machine}. Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.", "",
              "| case | trials | estimated wall | actual wall | actual / estimated | estimated trial (run) | "
-             "actual trial (run, mean) | actual / estimated per trial (mean, min-max) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "actual trial (run, mean) | actual / estimated per trial (mean, min-max) | load average before, after |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['case']} | {r['trials']} | {r['estimated_wall_s']:g} s ({r['wall_range_s'][0]:g}-"
                      f"{r['wall_range_s'][1]:g}) | {r['actual_wall_s']:g} s | {r['wall_ratio']:.2f} | "
                      f"{r['estimated_trial_s']:g} s | {r['actual_trial_s']:g} s | {r['trial_ratio_mean']:.2f} "
-                     f"({r['trial_ratio_range'][0]:.2f}-{r['trial_ratio_range'][1]:.2f}) |")
+                     f"({r['trial_ratio_range'][0]:.2f}-{r['trial_ratio_range'][1]:.2f}) | {r['load'][0]:g}, {r['load'][1]:g} |")
     return "\n".join(lines)
 
 
