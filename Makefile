@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 SHARED_TINY := ../shared/data/tiny-imagenet-200
 TINY := data/tiny-imagenet-200
 
-.PHONY: install quickstart quickstart-offline evidence-cpu evidence-cpu-32 evidence-gpu evidence-gpu-reduced trial test test-quick test-cluster benchmark tiny-imagenet clean
+.PHONY: install quickstart quickstart-offline evidence-cpu evidence-cpu-32 evidence-gpu evidence-gpu-reduced trial test test-quick test-cluster benchmark gpu-check tiny-imagenet clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,12 @@ test-cluster: $(STAMP)
 benchmark: $(STAMP)
 	$(PY) benchmarks/throughput.py
 	$(PY) benchmarks/study_overhead.py
+
+## Issue 21: the GPU check, on a machine with torch and torchvision but no Ray, MLflow or Optuna (so no
+## virtualenv from this Makefile): the report goes to $(GPU_CHECK_OUT); see benchmarks/README.md
+GPU_CHECK_OUT ?= gpu-check
+gpu-check:
+	$(PYTHON) benchmarks/gpu_check.py --out $(GPU_CHECK_OUT)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

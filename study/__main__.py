@@ -6,6 +6,7 @@
     python -m study resume try2
     python -m study status try2
     python -m study list
+    python -m study estimate paper-baselines --gpus 8 --json
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import sys
 from pathlib import Path
 
 from contract import one_line
-from study.launch import LOG_FILE, Status, StudyError, launch, list_studies, resume, status, study_dir
+from study import estimate_cli, estimate_record  # issue 21: `estimate`, the estimate in status
+from study.launch import LOG_FILE, Status, StudyError, launch, list_studies, read_record, resume, status, study_dir
 from study.spec import SpecError, StudySpec, parse_spec, preset_names, read_source
 from trainables.config import ConfigError, parse_overrides
 
@@ -54,6 +56,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     show.add_argument("name")
     show.add_argument("--json", action="store_true")
     commands.add_parser("list", help="the studies under --runs-dir")
+    estimate_cli.add_parser(commands)  # issue 21
     return parser.parse_args(argv)
 
 
@@ -92,7 +95,7 @@ def make_figures(name: str, tracking_uri: str, runs_dir: Path, verbose: bool) ->
         print(f"[study] the figures failed: see {folder / LOG_FILE}; rerun `python {' '.join(cmd[1:])}`", flush=True)
 
 
-def print_status(info: Status) -> None:
+def print_status(info: Status, estimate: dict | None = None) -> None:
     counts = [f"{info.finished}/{info.total} finished"] + [
         f"{getattr(info, k)} {k.replace('_', ' ')}"
         for k in ("stopped_early", "failed", "running", "interrupted", "never_started") if getattr(info, k)]
@@ -101,6 +104,9 @@ def print_status(info: Status) -> None:
         b = info.best
         print(f"  best {b.metric} {b.value:.4f}: trial run '{b.run_name}' ({b.run_id})")
     print(f"  MLflow: {info.tracking_uri}; runs: {info.runs_link}")
+    line = estimate_record.status_line({"estimate": estimate})  # issue 21
+    if line:
+        print(line)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,9 +128,13 @@ def main(argv: list[str] | None = None) -> int:
 def command(args: argparse.Namespace) -> int:
     """Run the command; the exit code says how a launch or resume ended (0 finished, 1 some trials
     failed, 130 interrupted: `resume` continues it)."""
+    if args.command == "estimate":  # issue 21
+        return estimate_cli.run(args, spec_from_args)
     if args.command == "status":
         info = status(args.name, runs_dir=args.runs_dir)
-        print(json.dumps(info.to_dict(), indent=2)) if args.json else print_status(info)
+        estimate = estimate_record.progress(read_record(args.runs_dir, args.name),  # issue 21
+                                            study_dir(args.runs_dir, args.name))
+        print(json.dumps({**info.to_dict(), "estimate": estimate}, indent=2)) if args.json else print_status(info, estimate)
         return 0
     if args.command == "list":
         for name in list_studies(args.runs_dir):

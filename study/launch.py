@@ -24,6 +24,7 @@ import ray
 from mlflow.tracking import MlflowClient
 from ray import tune
 
+from study import estimate_record  # issue 21: the estimate at launch and the actual times at the end
 from study.console import quiet_console, say
 from study.guards import (DRIVER_LOCK, StudyError, check_experiment_free, check_name, check_resources, claim,
                           driver_running, file_lock, prepare_data, probe_storage, probe_tracking, store_lock)
@@ -157,6 +158,7 @@ def launch(spec: StudySpec, *, runs_dir: Path, tracking_uri: str | None = None, 
                              address=address, created=time.time())
         record.write(folder)
         announce(spec, record, runs_dir)
+        estimate_record.at_launch(spec, record, folder, ray.cluster_resources())  # issue 21
         return record, run(spec, record, runs_dir, tune_restore=False)
 
 
@@ -207,6 +209,7 @@ def run(spec: StudySpec, record: StudyRecord, runs_dir: Path, *, tune_restore: b
         results = tuner.fit()  # Ctrl-C: Tune saves its state and returns, trials unfinished
     outcome = judge(results.num_errors, update_parent(spec, record.tracking_uri, record.parent_run_id), spec)
     set_parent_state(record.tracking_uri, record.parent_run_id, outcome.state)
+    estimate_record.at_end(spec, record, study_dir(runs_dir, spec.name), outcome.state)  # issue 21
     if outcome.state == "interrupted":
         say(f"[study] interrupted: {outcome.ended}/{outcome.total} trials done, {outcome.failed} failed; "
             f"`python -m study resume {spec.name}` continues it")
