@@ -20,6 +20,8 @@ Sections (each can fail or be skipped, with its reason, without stopping the oth
                 the JSD loss (benchmarks/ipmix.py)
   imagenet      the streaming ImageNet loader's images/s, where the repository has one
 No section starts after --budget seconds (default 450), so the report is out in about 8 minutes.
+One file of about 600 lines on purpose: it is carried to a bare GPU machine and run whole, with
+nothing of the project's tooling around it.
 
     make gpu-check                                                   # on the GPU machine
     python benchmarks/gpu_check.py --device cpu --quick --out /tmp/gc   # the dry run (make test runs it)
@@ -240,7 +242,6 @@ def throughput_rows(device: Any, sizes: Sizes) -> list[dict[str, Any]]:
 def corruption_grid(device: Any, sizes: Sizes) -> dict[str, Any]:
     """The 75 benchmark cells on the device: corrupting all `grid_images`, and resnet18's forward
     passes over them (measured on `grid_model_images` per cell, scaled)."""
-    import torch
 
     from trainables.corruptions import BENCHMARK, CORRUPTIONS, SEVERITIES, cell_generator, corrupt
     from trainables.data import load_dataset
