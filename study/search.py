@@ -19,17 +19,17 @@ from __future__ import annotations
 import itertools
 import json
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Protocol
-
-import optuna
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol
 
 from contract import ACTIVE_WHEN, is_active, rule_data
 from trainables.config import TrialConfig
 
+if TYPE_CHECKING:
+    import optuna
+
 TRIAL_NUMBER_KEY = "__trial_number"  # Optuna's trial number, or the grid index: the MLflow tag
 POINT_KEY = "__point"  # a grid trial's values, under one key of Ray's param space
-SAMPLERS = {"tpe": optuna.samplers.TPESampler, "gp": optuna.samplers.GPSampler,
-            "nsga2": optuna.samplers.NSGAIISampler}
+SAMPLERS = {"tpe": "TPESampler", "gp": "GPSampler", "nsga2": "NSGAIISampler"}  # optuna.samplers.<name>
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,7 @@ class Search(Protocol):
     def planned(self) -> list[dict[str, Any]] | None: ...
     def total(self) -> int: ...
     def param_space(self, context: dict[str, Any]) -> dict[str, Any]: ...
-    def sampler(self) -> optuna.samplers.BaseSampler | None: ...
+    def sampler(self) -> "optuna.samplers.BaseSampler | None": ...
     def space_function(self) -> DefineByRun | None: ...
     def describe(self) -> dict[str, Any]: ...
     def label_keys(self) -> list[str]: ...
@@ -213,8 +213,10 @@ class OptunaSearch:
     def param_space(self, context: dict[str, Any]) -> dict[str, Any]:
         return {**context, **self.trial, "seed": self.seed}
 
-    def sampler(self) -> optuna.samplers.BaseSampler:
-        return SAMPLERS[self.algorithm](seed=self.seed)
+    def sampler(self) -> "optuna.samplers.BaseSampler":
+        import optuna  # the Optuna edge: parsing a spec needs no Optuna (the GPU check has none)
+
+        return getattr(optuna.samplers, SAMPLERS[self.algorithm])(seed=self.seed)
 
     def space_function(self) -> DefineByRun:
         return DefineByRun(self.space, self.trial)
