@@ -60,7 +60,11 @@ def _soft_labels(batch: int, classes: int = 10) -> Tensor:
 # ----------------------------------------------------------------------------- registry contract
 
 
-@pytest.mark.parametrize("spec", SPECS)
+# ipmix first builds its 1,024 procedural mixing pictures (several seconds on 2 cores): the slow tier.
+CONTRACT_SPECS = [pytest.param(spec, marks=pytest.mark.slow) if "ipmix" in spec else spec for spec in SPECS]
+
+
+@pytest.mark.parametrize("spec", CONTRACT_SPECS)
 def test_contract(spec: str) -> None:
     augment = create_augmentation(spec)
     _, x = _images(64)

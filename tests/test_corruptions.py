@@ -317,6 +317,7 @@ class _MeanColour(torch.nn.Module):
         return self.head(x.mean(dim=(2, 3)) * 4)
 
 
+@pytest.mark.slow  # writes and reads back a whole generated set (about 9 s)
 def test_generate_cli_round_trip_and_evaluation(tmp_path: Path) -> None:
     out = tmp_path / "synthetic-c"
     names = ["contrast", "pixelate", "gaussian_noise", "saturate"]

@@ -291,6 +291,7 @@ def test_identity_chains_give_the_image() -> None:
 # ----------------------------------------------------------------------------- mixing sets
 
 
+@pytest.mark.slow  # builds the 1,024-picture set twice
 def test_procedural_set_is_deterministic_and_non_trivial() -> None:
     a, b = procedural_pictures(24, 36, seed=0, device=CPU), procedural_pictures(24, 36, seed=0, device=CPU)
     assert a.shape == (24, 3, 36, 36) and a.dtype == torch.uint8 and torch.equal(a, b)
