@@ -20,7 +20,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
@@ -249,17 +249,26 @@ def _no_progress_bars() -> Iterator[None]:
             os.environ[PROGRESS_BAR_VARIABLE] = before
 
 
-def load_reliability(run_ids: Iterable[str], tracking_uri: str | None = None) -> dict[str, Reliability]:
-    """run_id -> {set name -> {"count", "confidence", "accuracy"}: arrays over the 15 bins}, from
-    each run's `reliability/*.json` artifacts; a run without them maps to {}."""
+def _per_run(run_ids: Iterable[str], tracking_uri: str | None, read: Callable[[MlflowClient, str, Path], Any],
+             prefix: str) -> dict[str, Any]:
+    """run_id -> read(client, run_id, scratch folder) for each run, downloads quiet and in one
+    temporary folder; runs whose `read` gives None are left out."""
     client = _client(tracking_uri)
-    with _no_progress_bars(), tempfile.TemporaryDirectory(prefix="mollify-reliability-") as tmp:
+    with _no_progress_bars(), tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         out = {}
         for run_id in run_ids:
             scratch = Path(tmp) / run_id
             scratch.mkdir()
-            out[run_id] = _run_reliability(client, run_id, scratch)
+            value = read(client, run_id, scratch)
+            if value is not None:
+                out[run_id] = value
         return out
+
+
+def load_reliability(run_ids: Iterable[str], tracking_uri: str | None = None) -> dict[str, Reliability]:
+    """run_id -> {set name -> {"count", "confidence", "accuracy"}: arrays over the 15 bins}, from
+    each run's `reliability/*.json` artifacts; a run without them maps to {}."""
+    return _per_run(run_ids, tracking_uri, _run_reliability, "mollify-reliability-")
 
 
 TRIAL_CELLS = f"corrupt/{CELLS_ARTIFACT}"  # a trial's test-set corruption grid
@@ -275,16 +284,7 @@ def _run_cells(client: MlflowClient, run_id: str, scratch: Path) -> pd.DataFrame
 def load_cells(run_ids: Iterable[str], tracking_uri: str | None = None) -> dict[str, pd.DataFrame]:
     """run_id -> the run's corruption grid (`corrupt/cells.json`: columns corruption, severity and
     one per metric, as fractions), for the runs that have one."""
-    client = _client(tracking_uri)
-    with _no_progress_bars(), tempfile.TemporaryDirectory(prefix="mollify-cells-") as tmp:
-        out = {}
-        for run_id in run_ids:
-            scratch = Path(tmp) / run_id
-            scratch.mkdir()
-            cells = _run_cells(client, run_id, scratch)
-            if cells is not None:
-                out[run_id] = cells
-        return out
+    return _per_run(run_ids, tracking_uri, _run_cells, "mollify-cells-")
 
 
 def log_report(parent_run_id: str, out_dir: str | Path, tracking_uri: str | None = None) -> None:
