@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tarfile
 import tempfile
 from pathlib import Path
@@ -53,6 +54,16 @@ def tiny_imagenet_root() -> Path:
     return _extract_once([source / name for name in TINY_ARCHIVES], REPO / ".cache")
 
 
+def extract(archive: Path, into: Path) -> None:
+    """GNU tar where there is one (about 5x faster than tarfile on these 60,000 small files: the
+    quick tier's first run extracts them), else tarfile with its safe 'data' filter."""
+    if shutil.which("tar"):
+        subprocess.run(["tar", "-xzf", str(archive), "-C", str(into), "--no-same-owner"], check=True)
+        return
+    with tarfile.open(archive, "r:gz") as tar:
+        tar.extractall(into, filter="data")
+
+
 def _extract_once(archives: list[Path], cache: Path) -> Path:
     """Extract the archives (each holding tiny-imagenet-200/...) into cache, unless a previous
     extraction of these very archives completed; a marker written last records that."""
@@ -66,8 +77,7 @@ def _extract_once(archives: list[Path], cache: Path) -> Path:
     # half-extracted folder that looks complete.
     with tempfile.TemporaryDirectory(dir=cache, prefix="extract-") as tmp:
         for archive in archives:
-            with tarfile.open(archive, "r:gz") as tar:
-                tar.extractall(tmp, filter="data")
+            extract(archive, Path(tmp))
         marker.unlink(missing_ok=True)
         shutil.rmtree(target, ignore_errors=True)
         os.replace(Path(tmp) / "tiny-imagenet-200", target)

@@ -359,7 +359,7 @@ TPE_FIGURES = ("optuna_history", "optuna_importance", "ablation_amount")
 
 
 @pytest.mark.parametrize("report, stems", [("type_report", TYPE_FIGURES),
-                                           ("tpe_report", TPE_FIGURES)])
+                                           pytest.param("tpe_report", TPE_FIGURES, marks=pytest.mark.slow)])
 def test_every_figure_is_written_and_linked(report, stems, request):
     report = request.getfixturevalue(report)
     for stem in stems:
@@ -399,6 +399,7 @@ def test_log_to_mlflow_attaches_the_report_to_the_parent(store, type_report):
     assert names == written
 
 
+@pytest.mark.slow  # draws a whole report (seconds); make test-quick leaves it out
 def test_optuna_study_figures_without_a_front_for_one_objective(tpe_report):
     index = tpe_report["index"]
     assert "Pareto" not in index and not (tpe_report["out"] / "optuna_pareto.png").exists()
@@ -512,6 +513,7 @@ def test_type_panel_matches_across_role_specific_knobs():
         ["n/a", "xn", "xb", "xnb"], ["n/a", "xn", "xb"]]  # the second: xn with npow 2 vs xb
 
 
+@pytest.mark.slow  # draws a whole report (seconds); make test-quick leaves it out
 def test_multi_objective_study_report(tmp_path):
     # an NSGA-II study with two objectives, straight from a frame: no MLflow involved
     runs = _frame([{"beta": 1.0 + n, "roles": ("xn", "xnb")[n % 2]} for n in range(6)])

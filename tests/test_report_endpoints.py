@@ -158,6 +158,7 @@ def test_the_record_s_endpoints_are_read(store):
     assert read_endpoints(None) is None
 
 
+@pytest.mark.slow  # draws the whole report (seconds); make test-quick leaves it out
 def test_the_report_leads_with_the_primary_endpoint(report):
     index = report["index"]
     headings = [line for line in index.splitlines() if line.startswith("#")]
@@ -177,6 +178,7 @@ def test_the_report_leads_with_the_primary_endpoint(report):
     assert "- corruption protocol (severity table, JPEG round trip): cifar" in index
 
 
+@pytest.mark.slow  # draws the whole report (seconds); make test-quick leaves it out
 def test_the_secondary_family_is_adjusted_together(report):
     index = report["index"]
     raw = [stats.ttest_rel(VALUES[m][arm], VALUES[m]["base"]).pvalue for m, arm in SECONDARY]
@@ -192,6 +194,7 @@ def test_the_secondary_family_is_adjusted_together(report):
         assert (cells[7] in ("lower", "higher")) == r
 
 
+@pytest.mark.slow  # draws the whole report (seconds); make test-quick leaves it out
 def test_the_forest_and_severity_figures_of_the_endpoint(report):
     out = report["out"]
     for stem in ("forest_endpoints", "severity_gaussian_noise"):
@@ -229,6 +232,7 @@ def _colours(fig) -> dict[str, str]:
     return out
 
 
+@pytest.mark.slow  # draws the whole report (seconds); make test-quick leaves it out
 def test_one_colour_per_arm_across_the_report_s_figures(report):
     figures = report["figures"]
     by_figure = {stem: _colours(figures[stem]) for stem in ("severity", "severity_gaussian_noise", "ablation_type",
@@ -241,6 +245,7 @@ def test_one_colour_per_arm_across_the_report_s_figures(report):
     assert len({by_figure["severity"][label] for label in LABELS.values()}) == 3
 
 
+@pytest.mark.slow  # draws the whole report (seconds); make test-quick leaves it out
 def test_the_reliability_legend_gives_the_table_s_ece(report):
     headline = (report["out"] / "headline.md").read_text()
     row = next(line for line in headline.splitlines() if line.startswith("| noise only |"))
@@ -254,6 +259,7 @@ def test_the_reliability_legend_gives_the_table_s_ece(report):
     assert "mean over seeds" in report["figures"]["reliability"].get_suptitle()
 
 
+@pytest.mark.slow  # draws the whole report (seconds); make test-quick leaves it out
 def test_paired_prints_the_endpoints_and_adjusts_as_asked(store):
     rc, out = _cli("paired", "--experiment", STUDY, "--tracking-uri", store["uri"])
     assert rc == 0 and out.index("**Primary endpoint**") < out.index("Holm over 4 tests")
@@ -303,6 +309,7 @@ def test_without_endpoints_every_comparison_is_exploratory(tmp_path):
     assert not list(tmp_path.glob("ablation_schedule*")) and "(c) Label smoothing on vs off" in index
 
 
+@pytest.mark.slow  # draws the whole report (seconds); make test-quick leaves it out
 def test_severity_of_a_corruption_from_the_older_per_cell_metrics(tmp_path):
     """Runs logged before corrupt/cells.json carry the cells as metrics; asked for by name, without
     declared endpoints, the figure reads them."""
