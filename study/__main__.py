@@ -21,6 +21,7 @@ from pathlib import Path
 
 from contract import one_line
 from study import estimate_cli, estimate_record  # issue 21: `estimate`, the estimate in status
+from study.guards import StoreGoneError
 from study.launch import LOG_FILE, Status, StudyError, launch, list_studies, read_record, resume, status, study_dir
 from study.spec import SpecError, StudySpec, parse_spec, preset_names, read_source
 from trainables.config import ConfigError, parse_overrides
@@ -103,10 +104,28 @@ def print_status(info: Status, estimate: dict | None = None) -> None:
     if info.best:
         b = info.best
         print(f"  best {b.metric} {b.value:.4f}: trial run '{b.run_name}' ({b.run_id})")
-    print(f"  MLflow: {info.tracking_uri}; runs: {info.runs_link}")
+    print(f"  MLflow: {info.tracking_uri}" + (f"; runs: {info.runs_link}" if info.runs_link else ""))
+    for note in info.notes:
+        print(f"  note: {note}")
     line = estimate_record.status_line({"estimate": estimate})  # issue 21
     if line:
         print(line)
+
+
+# Exit codes, one per outcome (README.md, docs/reliability.md).
+EXIT_FINISHED, EXIT_FAILED_TRIALS, EXIT_REFUSED, EXIT_ENVIRONMENT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+ENVIRONMENT_WORDS = ("No space left on device", "Disk quota exceeded", "Read-only file system", "disk is full")
+
+
+def environment_fault(err: BaseException) -> bool:
+    """A failure of the machine rather than of the command or the code: a full disk, a read-only or
+    unwritable folder, wherever in the chain of exceptions (MLflow and Ray wrap them)."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno is not None or any(w in str(seen) for w in ENVIRONMENT_WORDS):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,18 +135,18 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     try:
         return command(args)
+    except StoreGoneError as err:
+        return one_line(err, EXIT_ENVIRONMENT, args.debug)
     except (SpecError, ConfigError, StudyError) as err:
-        return one_line(err, 2, args.debug)
-    except KeyboardInterrupt:
-        print("interrupted before any trial started; nothing to resume", file=sys.stderr)
-        return 130
+        return one_line(err, EXIT_REFUSED, args.debug)
     except Exception as err:
-        return one_line(err, 1, args.debug, unexpected=True)
+        code = EXIT_ENVIRONMENT if environment_fault(err) else EXIT_FAILED_TRIALS
+        return one_line(err, code, args.debug, unexpected=True)
 
 
 def command(args: argparse.Namespace) -> int:
     """Run the command; the exit code says how a launch or resume ended (0 finished, 1 some trials
-    failed, 130 interrupted: `resume` continues it)."""
+    failed, 2 refused, 3 the environment failed, 130 interrupted: `resume` continues it)."""
     if args.command == "estimate":  # issue 21
         return estimate_cli.run(args, spec_from_args)
     if args.command == "status":
@@ -137,19 +156,60 @@ def command(args: argparse.Namespace) -> int:
         print(json.dumps({**info.to_dict(), "estimate": estimate}, indent=2)) if args.json else print_status(info, estimate)
         return 0
     if args.command == "list":
-        for name in list_studies(args.runs_dir):
-            print_status(status(name, runs_dir=args.runs_dir))
-        return 0
-    if args.command == "launch":
-        record, outcome = launch(spec_from_args(args), runs_dir=args.runs_dir, tracking_uri=args.tracking_uri,
-                                 storage=args.storage, address=args.address,
-                                 overrides=parse_overrides(args.overrides), verbose=args.verbose)
-    else:
-        record, outcome = resume(args.name, runs_dir=args.runs_dir, verbose=args.verbose)
+        return list_command(args.runs_dir)
+    spec = spec_from_args(args) if args.command == "launch" else None
+    name = spec.name if spec is not None else args.name
+    try:
+        if spec is not None:
+            record, outcome = launch(spec, runs_dir=args.runs_dir, tracking_uri=args.tracking_uri,
+                                     storage=args.storage, address=args.address,
+                                     overrides=parse_overrides(args.overrides), verbose=args.verbose)
+        else:
+            record, outcome = resume(args.name, runs_dir=args.runs_dir, verbose=args.verbose)
+    except KeyboardInterrupt:
+        return interrupted_before_trials(args.runs_dir, name)
     print_status(status(record.name, runs_dir=args.runs_dir))
-    if not args.no_figures and outcome.state != "interrupted":
+    if args.no_figures or outcome.state == "interrupted" or has_figures(args.runs_dir, record.name):
+        return outcome.exit_code
+    try:
         make_figures(record.name, record.tracking_uri, args.runs_dir, args.verbose)
+    except KeyboardInterrupt:
+        print(f"[study] {record.name} {outcome.state}; its figures were interrupted: `python -m study resume "
+              f"{record.name}` makes them (and changes nothing else)", file=sys.stderr, flush=True)
     return outcome.exit_code
+
+
+def has_figures(runs_dir: Path, name: str) -> bool:
+    """Whether the study's figures were made (a resumed study that ended makes them only if not)."""
+    return (study_dir(runs_dir, name) / "figures" / "report.html").is_file()
+
+
+def interrupted_before_trials(runs_dir: Path, name: str) -> int:
+    """Ctrl-C before the study's trials ran: whether there is a study to resume says the record."""
+    try:
+        recorded = read_record(runs_dir, name).parent_run_id is not None
+    except StudyError:
+        recorded = False
+    if recorded:
+        print(f"interrupted before the trials ran; `python -m study resume {name}` continues it", file=sys.stderr)
+    else:
+        print("interrupted before the study was recorded; nothing to resume", file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
+def list_command(runs_dir: Path) -> int:
+    """Every study under `runs_dir`; one that cannot be read is named with why, the others still listed."""
+    for name in list_studies(runs_dir):
+        try:
+            print_status(status(name, runs_dir=runs_dir))
+        except StudyError as err:
+            print(f"{name}: cannot be read: {one_line_text(err)}")
+    return 0
+
+
+def one_line_text(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import sqlalchemy
 from mlflow.tracking import MlflowClient
 
 from contract import KIND_TAG
-from study.record import RECORD_FILE, safe_uri
+from study.record import RECORD_FILE, StudyRecord, safe_uri
 from study.spec import StudySpec
 from trainables.config import TrialConfig
 from trainables.data import DatasetNotFoundError, prepare_dataset
@@ -33,6 +33,11 @@ DRIVER_LOCK = "driver.lock"  # held by the process driving the study (launch or 
 
 class StudyError(RuntimeError):
     """A study that cannot be launched or resumed as asked; the message says why and what to do."""
+
+
+class StoreGoneError(StudyError):
+    """A store the study was recorded in is gone or deleted: the environment, not the command, is at
+    fault (its own exit code, study/__main__.py)."""
 
 
 def check_name(name: str) -> None:
@@ -82,27 +87,35 @@ def store_lock(uri: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def claim(folder: Path, name: str) -> Iterator[Path]:
-    """Claim study `name` by creating its record file exclusively (two launches of one name: one
-    wins, the other is refused). If the block fails, what the claim created is removed again, so a
-    refused launch leaves nothing behind."""
-    existed = folder.exists()
+def claim(folder: Path, record: StudyRecord) -> Iterator[None]:
+    """Claim study `record.name` by writing its record, whole and only if none exists (two launches
+    of one name: one wins, the other is refused). If the block fails before the launch recorded its
+    parent run, what the claim created is removed again (the folder, and the runs folder if this
+    claim made it), so a refused launch leaves nothing behind."""
+    made = [p for p in (folder.parent, folder) if not p.exists()]
     folder.mkdir(parents=True, exist_ok=True)
-    record = folder / RECORD_FILE
     try:
-        os.close(os.open(record, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-    except FileExistsError:
-        raise StudyError(f"study {name!r} exists in {folder} (or is being launched): `python -m study resume "
-                         f"{name}` continues it, or choose another --name") from None
-    try:
-        yield record
-    except BaseException:
-        if record.exists() and record.stat().st_size == 0:  # claimed, never written
-            if existed:
-                record.unlink()
-            else:
-                shutil.rmtree(folder)
+        taken = record.claim(folder)
+    except OSError:  # a full disk, a read-only folder: leave nothing
+        remove_made(made, folder)
         raise
+    if not taken:
+        raise StudyError(f"study {record.name!r} exists in {folder} (or is being launched): `python -m study resume "
+                         f"{record.name}` continues it, or choose another --name")
+    try:
+        yield
+    except BaseException:
+        if StudyRecord.read(folder).parent_run_id is None:  # claimed, nothing recorded elsewhere
+            (folder / RECORD_FILE).unlink()
+            remove_made(made, folder)
+        raise
+
+
+def remove_made(made: list[Path], folder: Path) -> None:
+    """Remove what a claim made: the study's folder, then the runs folder if it is empty now."""
+    for path in reversed(made):
+        if path == folder or not any(path.iterdir()):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 # --- the stores ------------------------------------------------------------------------------------

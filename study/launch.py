@@ -15,23 +15,25 @@ import json
 import os
 import signal
 import time
-from dataclasses import asdict, dataclass
+import uuid
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
 
 import optuna
 import ray
 from mlflow.tracking import MlflowClient
-from ray import tune
 
 from study import estimate_record  # issue 21: the estimate at launch and the actual times at the end
 from study.console import quiet_console, say
-from study.guards import (DRIVER_LOCK, StudyError, check_experiment_free, check_name, check_resources, claim,
+from study.guards import (DRIVER_LOCK, StoreGoneError, StudyError, check_experiment_free, check_name, check_resources, claim,
                           driver_running, file_lock, prepare_data, probe_storage, probe_tracking, store_lock)
-from study.record import (CORRUPTION_SETS_TAG, RECORD_FILE, STATE_TAG, StudyRecord, Tally, safe_uri,
-                          set_parent_state, start_parent_run, study_dir, tally, trial_runs, ui_link, update_parent)
+from study.reconcile import Plan, plan_resume
+from study.record import (CORRUPTION_SETS_TAG, RECORD_FILE, STATE_TAG, RecordError, StudyRecord, Tally,
+                          find_parent_run, safe_uri, set_parent_state, start_parent_run, study_dir, tally,
+                          trial_runs, ui_link, update_parent)
 from study.spec import StudySpec
-from study.tuning import TUNE_DIR, make_tuner, trainable
+from study.tuning import make_tuner
 from trainables.config import TrialConfig
 from trainables.corruptions.provision import resolve_corruption_set
 from trainables.tracking import ensure_experiment, ensure_sqlite_folder, resolve_tracking_uri
@@ -45,7 +47,10 @@ def read_record(runs_dir: Path, name: str) -> StudyRecord:
     if not (folder / RECORD_FILE).exists():
         known = ", ".join(list_studies(runs_dir)) or "none"
         raise StudyError(f"no study {name!r} under {runs_dir.resolve()}; studies there: {known}")
-    return StudyRecord.read(folder)
+    try:
+        return StudyRecord.read(folder)
+    except RecordError as err:
+        raise StudyError(str(err)) from None
 
 
 def list_studies(runs_dir: Path) -> list[str]:
@@ -130,7 +135,8 @@ def launch(spec: StudySpec, *, runs_dir: Path, tracking_uri: str | None = None, 
            address: str | None = None, overrides: dict[str, Any] | None = None,
            verbose: bool = False) -> tuple[StudyRecord, Outcome]:
     """Check everything that can be checked, claim the name, record the study and run it. A
-    refusal leaves nothing behind (no folder, run or Optuna study)."""
+    refusal leaves nothing behind (no folder, run or Optuna study). From the claim on, a driver
+    killed at any moment leaves a study that `resume` continues (study/reconcile.py)."""
     check_name(spec.name)
     spec = absolute_paths(spec)
     folder = study_dir(runs_dir, spec.name)
@@ -142,7 +148,10 @@ def launch(spec: StudySpec, *, runs_dir: Path, tracking_uri: str | None = None, 
         raise StudyError(f"cannot make the folder of a SQLite store: {err}") from None
     probe_tracking(uri)
     probe_storage(storage)
-    with claim(folder, spec.name), quiet_console(folder / LOG_FILE, verbose), \
+    record = StudyRecord(name=spec.name, preset=spec.preset, spec=spec.effective(), overrides=overrides or {},
+                         tracking_uri=uri, optuna_storage=storage, parent_run_id=None, address=address,
+                         created=time.time(), launch_id=uuid.uuid4().hex)
+    with claim(folder, record), quiet_console(folder / LOG_FILE, verbose), \
             file_lock(folder / DRIVER_LOCK), connected(address):
         check_resources(spec)
         prepare_data(spec)
@@ -152,32 +161,83 @@ def launch(spec: StudySpec, *, runs_dir: Path, tracking_uri: str | None = None, 
                                  "choose another --name")
         with store_lock(uri):
             check_experiment_free(MlflowClient(uri), spec.name)
-            parent_run_id = start_parent_run(spec, uri)
-        record = StudyRecord(name=spec.name, preset=spec.preset, spec=spec.effective(), overrides=overrides or {},
-                             tracking_uri=uri, optuna_storage=storage, parent_run_id=parent_run_id,
-                             address=address, created=time.time())
-        record.write(folder)
+            record = recorded_parent(spec, record, folder)
         announce(spec, record, runs_dir)
         estimate_record.at_launch(spec, record, folder, ray.cluster_resources())  # issue 21
-        return record, run(spec, record, runs_dir, tune_restore=False)
+        return record, run(spec, record, runs_dir, Plan.fresh(spec))
+
+
+def recorded_parent(spec: StudySpec, record: StudyRecord, folder: Path) -> StudyRecord:
+    """The record with its parent run: the one it names, else one its launch made before dying
+    unrecorded (found by the launch id), else a new one; written into the study's folder."""
+    if record.parent_run_id is not None:
+        return record
+    client = MlflowClient(record.tracking_uri)
+    found = find_parent_run(client, ensure_experiment(client, spec.name), record.launch_id) \
+        if record.launch_id else None
+    record = replace(record, parent_run_id=found or start_parent_run(spec, record.tracking_uri, record.launch_id))
+    record.write(folder)
+    return record
 
 
 def resume(name: str, *, runs_dir: Path, verbose: bool = False) -> tuple[StudyRecord, Outcome]:
+    """Continue a study from its durable record, whatever moment its last driver died at: the
+    trials that ended stay as they are, the others run (study/reconcile.py). A study that
+    finished is left untouched."""
     record = read_record(runs_dir, name)
     folder = study_dir(runs_dir, name)
-    if not tune.Tuner.can_restore(str(folder / TUNE_DIR)):
-        raise StudyError(f"study {name!r} has no Ray experiment state to resume from yet; launch it again "
-                         f"after removing {folder}")
     with file_lock(folder / DRIVER_LOCK, blocking=False) as mine:
         if not mine:
             raise StudyError(f"study {name!r} is being run by another process now; `python -m study status {name}`")
+        spec = record.load_spec()
+        check_stores(spec, record)
+        ended = already_ended(spec, record)
+        if ended is not None:
+            say(f"[study] {name} had already {ended.state}: {ended.ended}/{ended.total} trials ended, "
+                f"{ended.failed} failed; nothing to run, nothing changed")
+            return record, ended
         with quiet_console(folder / LOG_FILE, verbose), connected(record.address):
-            spec = record.load_spec()
             check_resources(spec)
             prepare_data(spec)
+            with store_lock(record.tracking_uri):
+                record = recorded_parent(spec, record, folder)
+            client = MlflowClient(record.tracking_uri)
+            plan, repaired = plan_resume(spec, client, ensure_experiment(client, name), record.optuna_storage)
+            for line in repaired:
+                say(f"[study] {line}")
             set_parent_state(record.tracking_uri, record.parent_run_id, "running")
             announce(spec, record, runs_dir)
-            return record, run(spec, record, runs_dir, tune_restore=True)
+            return record, run(spec, record, runs_dir, plan)
+
+
+def check_stores(spec: StudySpec, record: StudyRecord) -> None:
+    """Resume only into the stores the study was recorded in: a SQLite file that is gone would be
+    recreated empty, and the study would run its trials again into it."""
+    stores = [("MLflow store", record.tracking_uri)]
+    if spec.search.keeps_optuna_study:
+        stores.append(("Optuna storage", record.optuna_storage))
+    for what, uri in stores:
+        if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+            raise StoreGoneError(f"the study's {what} {safe_uri(uri)} is gone; put it back to resume {spec.name!r}")
+    probe_tracking(record.tracking_uri)
+    experiment = MlflowClient(record.tracking_uri).get_experiment_by_name(spec.name)
+    if record.parent_run_id is not None and (experiment is None or experiment.lifecycle_stage == "deleted"):
+        raise StoreGoneError(f"the MLflow experiment {spec.name!r} is {'deleted' if experiment else 'gone'} from "
+                             f"{safe_uri(record.tracking_uri)}; restore it (`mlflow experiments restore`) to resume")
+
+
+def already_ended(spec: StudySpec, record: StudyRecord) -> Outcome | None:
+    """How the study ended, if a driver saw it end (its parent run says finished or failed and
+    every trial ended); None when there is anything left to run or record."""
+    if record.parent_run_id is None:
+        return None
+    client = MlflowClient(record.tracking_uri)
+    parent = client.get_run(record.parent_run_id)
+    if parent.data.tags.get(STATE_TAG) not in ("finished", "failed") or parent.info.status == "RUNNING":
+        return None
+    runs = tally(trial_runs(client, ensure_experiment(client, spec.name)), spec.objectives[0])
+    outcome = judge(0, runs, spec)
+    return outcome if outcome.state != "interrupted" else None
 
 
 @contextlib.contextmanager
@@ -192,22 +252,17 @@ def connected(address: str | None) -> Iterator[None]:
             ray.shutdown()
 
 
-def run(spec: StudySpec, record: StudyRecord, runs_dir: Path, *, tune_restore: bool) -> Outcome:
+def run(spec: StudySpec, record: StudyRecord, runs_dir: Path, plan: Plan) -> Outcome:
     prepare_corruption_sets(spec, record)
     # Objectives arrive only on evaluated epochs (eval_every) and the test grid only at the end;
     # ASHA and PruneAwareOptunaSearch skip results without their metric, and parse_spec has already
     # checked every metric name, which is what Ray's strict check is for.
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
-    if tune_restore:
-        # Trials that were running when the driver died continue from their last checkpoint;
-        # errored ones are not re-run (FailureConfig already retried them), so Optuna stays truthful.
-        tuner = tune.Tuner.restore(str(study_dir(runs_dir, spec.name) / TUNE_DIR), trainable=trainable(spec),
-                                   resume_unfinished=True, resume_errored=False, restart_errored=False)
-    else:
-        tuner = make_tuner(spec, record, runs_dir)
-    with sigterm_as_sigint():
-        results = tuner.fit()  # Ctrl-C: Tune saves its state and returns, trials unfinished
-    outcome = judge(results.num_errors, update_parent(spec, record.tracking_uri, record.parent_run_id), spec)
+    errors = 0
+    if plan.left:
+        with sigterm_as_sigint():
+            errors = make_tuner(spec, record, runs_dir, plan).fit().num_errors  # Ctrl-C: returns, trials unfinished
+    outcome = judge(errors, update_parent(spec, record.tracking_uri, record.parent_run_id), spec)
     set_parent_state(record.tracking_uri, record.parent_run_id, outcome.state)
     estimate_record.at_end(spec, record, study_dir(runs_dir, spec.name), outcome.state)  # issue 21
     if outcome.state == "interrupted":
@@ -268,10 +323,11 @@ class Status:
     running: int  # trials a driver is on now
     interrupted: int  # trials left running by a driver that is gone
     never_started: int
-    parent_status: str  # the parent run's MLflow status
+    parent_status: str  # the parent run's MLflow status ("none": the launch died before making it)
     best: Best | None
     tracking_uri: str  # without credentials
     runs_link: str
+    notes: tuple[str, ...] = ()  # what else a user must know (a store gone, a launch cut short)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -280,26 +336,52 @@ class Status:
 def status(name: str, *, runs_dir: Path) -> Status:
     """Where the study stands, from its MLflow runs and whether a driver runs it now: the study's
     state (running, finished, failed, interrupted) and its trials finished, stopped early, failed,
-    running (a driver is on them) or interrupted (none is), and never started."""
+    running (a driver is on them) or interrupted (none is), and never started. Reads only: a store
+    that is gone is reported, never recreated."""
     record = read_record(runs_dir, name)
     spec = record.load_spec()
+    live = driver_running(study_dir(runs_dir, name))
+    notes = optuna_notes(spec, record)
+    if record.parent_run_id is None:  # claimed; the launch died (or is starting) before MLflow knew
+        return unrecorded_status(spec, record, live, notes)
     client = MlflowClient(record.tracking_uri)
-    experiment_id = ensure_experiment(client, name)
-    runs = trial_runs(client, experiment_id)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None or experiment.lifecycle_stage == "deleted":
+        raise StoreGoneError(f"study {name!r}: its MLflow experiment is {'deleted' if experiment else 'gone'} from "
+                             f"{safe_uri(record.tracking_uri)}; restore it (`mlflow experiments restore`) to see "
+                             "or resume the study")
+    runs = trial_runs(client, experiment.experiment_id)
     state = tally(runs, spec.objectives[0])
     parent = client.get_run(record.parent_run_id)
-    live = driver_running(study_dir(runs_dir, name))
     study_state = "running" if live else parent.data.tags.get(STATE_TAG)
     if study_state not in ("running", *OUTCOMES) or study_state == "running" and not live:
         # no driver, and none said how it ended: it died without a word (SIGKILL, a lost machine)
-        study_state = {"FINISHED": "finished", "FAILED": "failed"}.get(parent.info.status, "interrupted")
+        study_state = "interrupted"
     return Status(
         name=name, preset=record.preset, algorithm=spec.algorithm, total=spec.total_trials(), state=study_state,
         finished=state.finished, stopped_early=state.stopped_early, failed=state.failed,
         running=state.running if live else 0, interrupted=0 if live else state.running,
         never_started=max(spec.total_trials() - len(runs), 0), parent_status=parent.info.status,
         best=best_of(spec, state), tracking_uri=safe_uri(record.tracking_uri),
-        runs_link=ui_link(record.tracking_uri, experiment_id))
+        runs_link=ui_link(record.tracking_uri, experiment.experiment_id), notes=notes)
+
+
+def unrecorded_status(spec: StudySpec, record: StudyRecord, live: bool, notes: tuple[str, ...]) -> Status:
+    said = () if live else (f"the launch stopped before it recorded the study in MLflow; `python -m study resume "
+                            f"{spec.name}` starts it",)
+    return Status(name=spec.name, preset=record.preset, algorithm=spec.algorithm, total=spec.total_trials(),
+                  state="running" if live else "interrupted", finished=0, stopped_early=0, failed=0, running=0,
+                  interrupted=0, never_started=spec.total_trials(), parent_status="none", best=None,
+                  tracking_uri=safe_uri(record.tracking_uri), runs_link="", notes=notes + said)
+
+
+def optuna_notes(spec: StudySpec, record: StudyRecord) -> tuple[str, ...]:
+    """A search's Optuna storage, if its SQLite file is gone (the trials' MLflow runs still read)."""
+    uri = record.optuna_storage
+    if spec.search.keeps_optuna_study and uri.startswith("sqlite:///") and \
+            not Path(uri.removeprefix("sqlite:///")).is_file():
+        return (f"its Optuna storage {uri} is gone: the search cannot be resumed, its MLflow runs still read",)
+    return ()
 
 
 def best_of(spec: StudySpec, state: Tally) -> Best | None:

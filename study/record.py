@@ -18,6 +18,7 @@ tests/test_record.py reads a study back as `analysis` does, and an older study's
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
 from contract import (ACTIVE_WHEN, CORRUPTION_SETS_TAG, DESCRIPTION_TAG, GIT_COMMIT_TAG,  # noqa: F401
-                      KIND_TAG, MOLLIFYING, OBJECTIVES_TAG, PRESET_TAG, RECORD_ARTIFACT, RECORD_SCHEMA,
+                      KIND_TAG, LAUNCH_TAG, MOLLIFYING, OBJECTIVES_TAG, PRESET_TAG, RECORD_ARTIFACT, RECORD_SCHEMA,
                       SEARCH_TAG, SELECT_ON_TEST_TAG, SPEC_ARTIFACT, STATE_TAG, STOPPED_EARLY_TAG,
                       STUDY_TAG, TOTAL_TRIALS_TAG, ENDPOINTS_KEY, TRIAL_ID_TAG, TRIAL_NUMBER_TAG, is_active, rules_data)
 from study.spec import StudySpec, expand_grid, parse_spec
@@ -53,9 +54,16 @@ def study_dir(runs_dir: Path, name: str) -> Path:
 
 # --- the local record ----------------------------------------------------------------------------
 
+class RecordError(RuntimeError):
+    """A study folder whose record cannot be read (damaged, or written by another program)."""
+
+
 @dataclass(frozen=True)
 class StudyRecord:
-    """What `resume` and `status` need, written once at launch into `<runs dir>/<name>/study.json`."""
+    """What `resume` and `status` need, in `<runs dir>/<name>/study.json`. The launch claims the
+    name by writing it whole before anything else exists (`parent_run_id` None: nothing recorded
+    in MLflow yet), and writes it again once the parent run exists; every write is atomic (a
+    temporary file renamed into place), so a reader never sees half a record."""
 
     name: str
     preset: str
@@ -63,22 +71,48 @@ class StudyRecord:
     overrides: dict[str, Any]  # the --set values, for the record (already inside `spec`)
     tracking_uri: str
     optuna_storage: str
-    parent_run_id: str
+    parent_run_id: str | None  # None until the launch created the parent run
     address: str | None
     created: float
+    launch_id: str = ""  # also the parent run's tag: finds a parent run made by a launch that died before recording it
 
     def load_spec(self) -> StudySpec:
         # Records written before the effective spec kept the overrides apart: applying them again
         # to an effective spec changes nothing.
         return parse_spec(self.spec, preset=self.preset, name=self.name, overrides=self.overrides)
 
+    def text(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
     def write(self, folder: Path) -> None:
+        """Replace the record atomically."""
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / RECORD_FILE).write_text(json.dumps(asdict(self), indent=2))
+        tmp = folder / f".{RECORD_FILE}.{os.getpid()}.tmp"
+        tmp.write_text(self.text())
+        os.replace(tmp, folder / RECORD_FILE)
+
+    def claim(self, folder: Path) -> bool:
+        """Write the record only if none exists, atomically (a hard link of a complete temporary
+        file: it either appears whole or not at all); False when the name is taken."""
+        tmp = folder / f".{RECORD_FILE}.{os.getpid()}.claim"
+        tmp.write_text(self.text())
+        try:
+            os.link(tmp, folder / RECORD_FILE)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink(missing_ok=True)
 
     @classmethod
     def read(cls, folder: Path) -> "StudyRecord":
-        return cls(**json.loads((folder / RECORD_FILE).read_text()))
+        path = folder / RECORD_FILE
+        try:
+            data = json.loads(path.read_text())
+            return cls(**data)
+        except (ValueError, TypeError) as err:  # JSONDecodeError is a ValueError; unknown keys a TypeError
+            raise RecordError(f"the record {path} is damaged ({type(err).__name__}: {str(err)[:120]}); "
+                              "move the folder away to reuse the name") from None
 
 
 # --- the record as data ----------------------------------------------------------------------------
@@ -165,14 +199,22 @@ def ui_link(tracking_uri: str, experiment_id: str, run_id: str | None = None) ->
 
 # --- the MLflow parent run -------------------------------------------------------------------------
 
-def start_parent_run(spec: StudySpec, tracking_uri: str) -> str:
+def find_parent_run(client: MlflowClient, experiment_id: str, launch_id: str) -> str | None:
+    """The parent run a launch created, by its launch id (a launch killed between creating it and
+    recording it leaves one the record does not name)."""
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`{LAUNCH_TAG}` = '{launch_id}'", max_results=1)
+    return runs[0].info.run_id if runs else None
+
+
+def start_parent_run(spec: StudySpec, tracking_uri: str, launch_id: str = "") -> str:
     """Create the study's parent run with its tags, params, spec and record."""
     client = MlflowClient(tracking_uri)
     experiment_id = ensure_experiment(client, spec.name)
     tags = {KIND_TAG: "study", STUDY_TAG: spec.name, PRESET_TAG: spec.preset, SEARCH_TAG: spec.algorithm,
             OBJECTIVES_TAG: json.dumps([list(o) for o in spec.objectives]),
             TOTAL_TRIALS_TAG: str(spec.total_trials()), SELECT_ON_TEST_TAG: str(spec.select_on_test).lower(),
-            GIT_COMMIT_TAG: git_commit(), DESCRIPTION_TAG: describe_study(spec), STATE_TAG: "running"}
+            GIT_COMMIT_TAG: git_commit(), DESCRIPTION_TAG: describe_study(spec), STATE_TAG: "running",
+            LAUNCH_TAG: launch_id}
     run_id = client.create_run(experiment_id, run_name=spec.name, tags=tags).info.run_id
     effective = spec.effective()
     params = [Param(k, v) for k, v in flat_params(effective).items()]

@@ -5,7 +5,7 @@ branching on its name.
     search = spec.search
     search.configs()          # the configurations the study may run (validation, data, corrupted sets)
     search.total()            # how many trials
-    search.param_space(ctx)   # Ray Tune's param space; search.num_samples: Tune's samples
+    search.param_space(ctx, ended)  # Ray Tune's param space without the trials that ended; search.num_samples: Tune's samples
     search.sampler()          # Optuna's sampler and define-by-run space (search.space_function()),
                               # or None for both when it keeps no Optuna study (a grid enumerates)
     search.planned()          # the trials in advance, where the search fixes them (a grid's), else None
@@ -127,7 +127,7 @@ class Search(Protocol):
     def configs(self) -> list[dict[str, Any]]: ...
     def planned(self) -> list[dict[str, Any]] | None: ...
     def total(self) -> int: ...
-    def param_space(self, context: dict[str, Any]) -> dict[str, Any]: ...
+    def param_space(self, context: dict[str, Any], ended: frozenset[int] = frozenset()) -> dict[str, Any]: ...
     def sampler(self) -> "optuna.samplers.BaseSampler | None": ...
     def space_function(self) -> DefineByRun | None: ...
     def describe(self) -> dict[str, Any]: ...
@@ -156,11 +156,12 @@ class GridSearch:
     def total(self) -> int:
         return len(self.configs())
 
-    def param_space(self, context: dict[str, Any]) -> dict[str, Any]:
-        """One grid point per trial: the study's exact list, in order."""
+    def param_space(self, context: dict[str, Any], ended: frozenset[int] = frozenset()) -> dict[str, Any]:
+        """One grid point per trial: the study's exact list, in order, but for the trials that
+        `ended` (a resumed study runs only the rest, under their own numbers)."""
         from ray import tune  # the Ray edge: parsing a spec does not need Ray
 
-        points = [{**point, TRIAL_NUMBER_KEY: i} for i, point in enumerate(self.configs())]
+        points = [{**point, TRIAL_NUMBER_KEY: i} for i, point in enumerate(self.configs()) if i not in ended]
         return {**context, POINT_KEY: tune.grid_search(points)}
 
     def sampler(self) -> None:
@@ -210,8 +211,8 @@ class OptunaSearch:
     def total(self) -> int:
         return self.num_samples
 
-    def param_space(self, context: dict[str, Any]) -> dict[str, Any]:
-        return {**context, **self.trial, "seed": self.seed}
+    def param_space(self, context: dict[str, Any], ended: frozenset[int] = frozenset()) -> dict[str, Any]:
+        return {**context, **self.trial, "seed": self.seed}  # Optuna numbers the trials: `ended` is its
 
     def sampler(self) -> "optuna.samplers.BaseSampler":
         import optuna  # the Optuna edge: parsing a spec needs no Optuna (the GPU check has none)

@@ -19,11 +19,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import RunStatus
+from mlflow.entities import Run, RunStatus
 from mlflow.tracking import MlflowClient
 from ray import tune
 
 from contract import KIND_TAG, STATUS_TAG, STOPPED_EARLY_TAG, STUDY_TAG, TRIAL_ID_TAG, TRIAL_NUMBER_TAG
+from study.reconcile import final_result, find_checkpoint, run_of, run_state
 from study.record import trial_run_name
 from study.search import TRIAL_NUMBER_KEY
 from trainables.config import TrialConfig
@@ -34,11 +35,10 @@ from trainables.train import run_trial
 STUDY_KEY = "__study"  # the param_space entry carrying the study's context to every trial
 
 
-def existing_run(client: MlflowClient, experiment: str, trial_id: str) -> str | None:
-    """The MLflow run a previous attempt of this trial started, if any."""
-    experiment_id = ensure_experiment(client, experiment)
-    runs = client.search_runs([experiment_id], filter_string=f"tags.`{TRIAL_ID_TAG}` = '{trial_id}'")
-    return runs[0].info.run_id if runs else None
+def existing_run(client: MlflowClient, experiment: str, number: int) -> Run | None:
+    """The MLflow run of trial `number` (Optuna's number or the grid index: what identifies a
+    trial across drivers; Ray's trial id changes when a study is resumed)."""
+    return run_of(client, ensure_experiment(client, experiment), number)
 
 
 def mark_stopped_early(client: MlflowClient, run_id: str) -> None:
@@ -49,20 +49,33 @@ def mark_stopped_early(client: MlflowClient, run_id: str) -> None:
     client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
 
 
-def start_logger(cfg: TrialConfig, study: dict[str, Any], trial_id: str, number: int) -> MlflowTrialLogger:
-    client = MlflowClient(study["tracking_uri"])
-    run_id = existing_run(client, study["name"], trial_id)
+def mark_failed(client: MlflowClient, run_id: str, why: str) -> None:
+    """The run of a trial whose worker died without a word (Ray gave up on it)."""
+    client.set_tag(run_id, STATUS_TAG, f"failed: {why}")
+    client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+
+
+def start_logger(cfg: TrialConfig, study: dict[str, Any], trial_id: str, number: int,
+                 run: Run | None) -> MlflowTrialLogger:
+    run_id = run.info.run_id if run is not None else None
+    if run_id is not None and run.data.tags.get(TRIAL_ID_TAG) != trial_id:  # continued under a new Ray trial
+        MlflowClient(study["tracking_uri"]).set_tag(run_id, TRIAL_ID_TAG, trial_id)
     tags = {STUDY_TAG: study["name"], KIND_TAG: "trial", TRIAL_ID_TAG: trial_id, TRIAL_NUMBER_TAG: str(number)}
     return MlflowTrialLogger(cfg, experiment=study["name"], tracking_uri=study["tracking_uri"],
                              run_name=trial_run_name(number, cfg.to_dict(), study.get("label_keys", ())),
                              parent_run_id=study["parent_run_id"], run_id=run_id, tags=tags)
 
 
-def restore_checkpoint(folder: Path) -> None:
-    """Copy the trial's last checkpoint (after a failure or a resumed study) into `folder`."""
+def restore_checkpoint(folder: Path, study: dict[str, Any], number: int, cfg: TrialConfig) -> None:
+    """Copy the trial's newest checkpoint into `folder`: Ray's (this Ray trial restarted after a
+    failure), else one an earlier driver's Ray trial kept for this trial number (a resumed study)."""
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         checkpoint.to_directory(str(folder))
+        return
+    kept = find_checkpoint(Path(study["experiment_dir"]), number, cfg.to_dict()) if "experiment_dir" in study else None
+    if kept is not None:
+        shutil.copytree(kept, folder, dirs_exist_ok=True)
 
 
 def train_trial(config: dict[str, Any]) -> None:
@@ -70,10 +83,17 @@ def train_trial(config: dict[str, Any]) -> None:
     the trial's number (Optuna's, or the grid index)."""
     study, number = config[STUDY_KEY], config[TRIAL_NUMBER_KEY]
     cfg = TrialConfig.from_dict({k: v for k, v in config.items() if k not in (STUDY_KEY, TRIAL_NUMBER_KEY)})
+    client = MlflowClient(study["tracking_uri"])
+    run = existing_run(client, study["name"], number)
+    if run is not None and run_state(run) in ("finished", "stopped"):
+        # It ended under a driver that died before it could say so: tell Ray how it ended, and
+        # leave its run as it is (a finished record is never modified).
+        report_to_ray(final_result(client, run, cfg.epochs), None)
+        return
     cfg = resolve_corruption_set(cfg)  # the study made the set before its trials: found, not made
-    logger = start_logger(cfg, study, tune.get_context().get_trial_id(), number)
+    logger = start_logger(cfg, study, tune.get_context().get_trial_id(), number, run)
     folder = Path(tempfile.mkdtemp(prefix="mollify-trial-"))
-    restore_checkpoint(folder)
+    restore_checkpoint(folder, study, number, cfg)
 
     def report(metrics: dict[str, float], checkpoint: Path | None) -> None:
         logger.report(metrics, checkpoint)

@@ -5,6 +5,7 @@ Tuner that puts them together. The commands (`launch`, `resume`, `status`) are s
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import pickle
 import time
@@ -13,20 +14,21 @@ from typing import Any
 
 import optuna
 from mlflow.tracking import MlflowClient
+from optuna.exceptions import UpdateFinishedTrialError
 from ray import tune
-from ray.tune.result import TRAINING_ITERATION
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import Searcher
 
 from study.console import say
-from study.record import (OPTUNA_RUN_ATTR, OPTUNA_RUN_NAME_ATTR, StudyRecord, label_keys, optuna_study_attrs,
-                          study_dir, update_parent)
+from study.record import (OPTUNA_RUN_ATTR, OPTUNA_RUN_NAME_ATTR, StudyRecord, Tally, label_keys,
+                          optuna_study_attrs, study_dir, update_parent)
+from study.reconcile import Plan, trial_number_of
 from study.search import POINT_KEY, DefineByRun
 from study.spec import StudySpec
-from study.trainable import STUDY_KEY, existing_run, mark_stopped_early, train_trial
-from trainables.config import TrialConfig
+from study.trainable import STUDY_KEY, existing_run, mark_failed, mark_stopped_early, train_trial
 
 TUNE_DIR = "tune"
+RUNNING = optuna.trial.TrialState.RUNNING
 logger = logging.getLogger(__name__)
 
 
@@ -36,9 +38,11 @@ class PruneAwareOptunaSearch(Searcher):
     - tell Optuna that a trial the scheduler stopped early was PRUNED, with the value it was stopped
       on (Ray's OptunaSearch tells it COMPLETE with its partial score, which misleads TPE);
     - skip intermediate results that lack the objective (evaluated only every `eval_every` epochs);
+    - take up, on a resumed study, the Optuna trials a dead driver had asked for and not ended
+      (`orphans`), instead of asking for more trials than the study has; never tell a trial twice;
     - link Optuna to MLflow: the study gets its metric names and the record's attributes, each
       trial its MLflow run's id and name.
-    tests/test_study.py's ASHA and resume studies and the smoke study check it end to end."""
+    tests/test_study.py's ASHA and resume studies, the smoke study and tests/test_crash.py check it."""
 
     def __init__(self, *, space: DefineByRun, metric: str | list[str], mode: str | list[str],
                  sampler: optuna.samplers.BaseSampler, storage: optuna.storages.BaseStorage, study_name: str,
@@ -55,35 +59,48 @@ class PruneAwareOptunaSearch(Searcher):
         self.trials: dict[str, optuna.Trial] = {}  # Ray's trial id -> its Optuna trial
         self.told: set[str] = set()  # trials whose end Optuna knows
         self.linked: set[str] = set()  # trials whose MLflow run Optuna knows
+        # A fresh study has none; a resumed one, the trials its dead driver asked for and never ended.
+        self.orphans = sorted(t.number for t in self.study.get_trials(deepcopy=False, states=(RUNNING,)))
         self.max_epochs = max_epochs  # the trials' epochs unless a trial drew its own
         self.tracking_uri, self.experiment = tracking_uri, experiment
 
     def suggest(self, trial_id: str) -> dict[str, Any]:
         if trial_id not in self.trials:
-            self.trials[trial_id] = self.study.ask()
+            self.trials[trial_id] = self._adopt() if self.orphans else self.study.ask()
         trial = self.trials[trial_id]
-        constants = self.space(trial)  # draws the trial's values (define-by-run)
+        constants = self.space(trial)  # draws the trial's values (define-by-run; an adopted trial's are kept)
         return {**trial.params, **constants}
+
+    def _adopt(self) -> optuna.Trial:
+        """The first orphan, as a trial to run (under its own number, so in its own MLflow run)."""
+        storage = self.study._storage  # noqa: SLF001 (Optuna's public storage API needs the study's storage)
+        study_id = storage.get_study_id_from_name(self.study.study_name)
+        return optuna.trial.Trial(self.study, storage.get_trial_id_from_study_id_trial_number(study_id,
+                                                                                            self.orphans.pop(0)))
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         self._link(trial_id)
         if isinstance(self.metric, list) or self.metric not in result or trial_id in self.told:
             return  # Optuna keeps no intermediate values of several objectives
-        self.trials[trial_id].report(result[self.metric], result[TRAINING_ITERATION])
+        with contextlib.suppress(UpdateFinishedTrialError):  # it ended under an earlier driver
+            self.trials[trial_id].report(result[self.metric], int(result["epoch"]))
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self.told:
             return
         self._link(trial_id)  # before Optuna closes the trial
         trial = self.trials[trial_id]
-        if self._stopped_early(trial, result, error):
-            # Ray does not pass the result a scheduler stops on to on_trial_result: report it, so that
-            # the PRUNED trial keeps it as its last intermediate value (Optuna's value of a pruned trial).
-            if isinstance(self.metric, str) and self.metric in result:
-                trial.report(result[self.metric], result[TRAINING_ITERATION])
-            self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-        else:
-            self._tell_ended(trial, result, error)
+        try:
+            if self._stopped_early(trial, result, error):
+                # Ray does not pass the result a scheduler stops on to on_trial_result: report it, so that
+                # the PRUNED trial keeps it as its last intermediate value (Optuna's value of a pruned trial).
+                if isinstance(self.metric, str) and self.metric in result:
+                    trial.report(result[self.metric], int(result["epoch"]))
+                self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            else:
+                self._tell_ended(trial, result, error)
+        except UpdateFinishedTrialError:  # told by an earlier driver (or by `resume`'s reconciliation)
+            pass
         self.told.add(trial_id)
 
     def _tell_ended(self, trial: optuna.Trial, result: dict | None, error: bool) -> None:
@@ -95,6 +112,8 @@ class PruneAwareOptunaSearch(Searcher):
             state = optuna.trial.TrialState.FAIL if error else optuna.trial.TrialState.PRUNED
         try:
             self.study.tell(trial, value, state=state)
+        except UpdateFinishedTrialError:
+            raise
         except Exception as err:  # e.g. a NaN value: Optuna refuses it, the study goes on
             logger.warning(err)
 
@@ -107,13 +126,13 @@ class PruneAwareOptunaSearch(Searcher):
         """Name the trial's MLflow run in its Optuna trial, once the run exists."""
         if trial_id in self.linked or trial_id not in self.trials:
             return
-        client = MlflowClient(self.tracking_uri)
-        run_id = existing_run(client, self.experiment, trial_id)
-        if run_id is None:
-            return
         trial = self.trials[trial_id]
-        trial.set_user_attr(OPTUNA_RUN_ATTR, run_id)
-        trial.set_user_attr(OPTUNA_RUN_NAME_ATTR, client.get_run(run_id).info.run_name)
+        run = existing_run(MlflowClient(self.tracking_uri), self.experiment, trial.number)
+        if run is None:
+            return
+        with contextlib.suppress(UpdateFinishedTrialError):
+            trial.set_user_attr(OPTUNA_RUN_ATTR, run.info.run_id)
+            trial.set_user_attr(OPTUNA_RUN_NAME_ATTR, run.info.run_name)
         self.linked.add(trial_id)
 
     def save(self, checkpoint_path: str) -> None:
@@ -127,30 +146,38 @@ class PruneAwareOptunaSearch(Searcher):
 
 
 class MarkStoppedEarly(tune.Callback):
-    """Closes the MLflow run of a trial the scheduler stopped (see study/trainable.py): a trial that
-    ran its epochs finishes its run before it reports its last epoch, so a run still open when Ray
-    says the trial completed belongs to a stopped one."""
+    """Closes the MLflow run of a trial that ended without closing it: one the scheduler stopped (a
+    trial that ran its epochs finishes its run before it reports its last epoch, so a run still
+    open when Ray says the trial completed belongs to a stopped one: see study/trainable.py), and
+    one whose worker died every time Ray tried it (FAILED, saying so)."""
 
     def __init__(self, tracking_uri: str, experiment: str) -> None:
         self.tracking_uri, self.experiment = tracking_uri, experiment
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         client = MlflowClient(self.tracking_uri)
-        run_id = existing_run(client, self.experiment, trial.trial_id)
-        if run_id is not None and client.get_run(run_id).info.status == "RUNNING":
-            mark_stopped_early(client, run_id)
+        run = existing_run(client, self.experiment, trial_number_of(trial.config))
+        if run is not None and run.info.status == "RUNNING":
+            mark_stopped_early(client, run.info.run_id)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        client = MlflowClient(self.tracking_uri)
+        run = existing_run(client, self.experiment, trial_number_of(trial.config))
+        if run is not None and run.info.status == "RUNNING":
+            mark_failed(client, run.info.run_id, f"Ray gave up on it: {error_line(trial)}")
 
 
 class Progress(tune.Callback):
-    """A console line per ended trial, counted from Ray's trials (so a resumed study counts the
-    trials of its earlier drivers too): done (and how many of those the scheduler stopped early) /
-    running / failed, the best objective among trials that ran to the end, time left. Each ended
-    trial also updates the MLflow parent run (`record.update_parent`); runs after MarkStoppedEarly."""
+    """A console line per ended trial, counted from the study's MLflow runs (so a resumed study
+    counts the trials of its earlier drivers too): done (and how many of those the scheduler
+    stopped early) / running / failed, the best objective among trials that ran to the end, time
+    left. Each ended trial also updates the MLflow parent run (`record.update_parent`); runs after
+    MarkStoppedEarly."""
 
-    def __init__(self, spec: StudySpec, record: StudyRecord) -> None:
+    def __init__(self, spec: StudySpec, record: StudyRecord, plan: Plan) -> None:
         self.spec, self.tracking_uri, self.parent_run_id = spec, record.tracking_uri, record.parent_run_id
         self.metric, self.mode = spec.objectives[0]
-        self.concurrency = max(spec.max_concurrent or spec.total_trials(), 1)
+        self.concurrency = max(min(spec.max_concurrent or plan.samples, plan.samples), 1)
         self.started: dict[str, float] = {}
         self.durations: list[float] = []
         self.launched = time.monotonic()
@@ -163,35 +190,27 @@ class Progress(tune.Callback):
             say(f"[study] first trial started {time.monotonic() - self.launched:.1f} s after launch")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.ended(trials, trial, "TERMINATED")
+        self.ended(trials, trial)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         say(f"[study] trial {trial.trial_id} failed: {error_line(trial)}")
-        self.ended(trials, trial, "ERROR")
+        self.ended(trials, trial)
 
-    def ended(self, trials: list, trial: Any, status: str) -> None:
+    def ended(self, trials: list, trial: Any) -> None:
         self.durations.append(time.monotonic() - self.started.get(trial.trial_id, self.launched))
-        update_parent(self.spec, self.tracking_uri, self.parent_run_id)
-        say(self.line([(status if t is trial else t.status, t) for t in trials]))  # `trial` is not marked yet
+        state = update_parent(self.spec, self.tracking_uri, self.parent_run_id)
+        running = sum(t.status == "RUNNING" for t in trials if t is not trial)  # `trial` is not marked yet
+        say(self.line(state, running))
 
-    def line(self, trials: list[tuple[str, Any]]) -> str:
-        full = [t for status, t in trials if status == "TERMINATED" and not stopped_early(t)]
-        done = sum(status == "TERMINATED" for status, _ in trials)
-        stopped = done - len(full)
-        failed = sum(status == "ERROR" for status, _ in trials)
-        running = sum(status == "RUNNING" for status, _ in trials)
-        values = [t.last_result[self.metric] for t in full if self.metric in (t.last_result or {})]
-        best = f"{(min if self.mode == 'min' else max)(values):.4f}" if values else "n/a"
-        left = max(self.spec.total_trials() - done - failed, 0)
+    def line(self, state: Tally, running: int) -> str:
+        total = self.spec.total_trials()
+        done = state.finished + state.stopped_early
+        best = f"{state.best.data.metrics[self.metric]:.4f}" if state.best is not None else "n/a"
+        left = max(total - done - state.failed, 0)
         mean = sum(self.durations) / len(self.durations)
-        stopped_words = f" ({stopped} stopped early)" if stopped else ""
-        return (f"[study] {done}/{self.spec.total_trials()} trials done{stopped_words}, {running} running, "
-                f"{failed} failed; best {self.metric} {best}; about {mean * left / self.concurrency / 60:.1f} min left")
-
-
-def stopped_early(trial: Any) -> bool:
-    """A trial that ended before its last epoch: the scheduler stopped it; its value is no score."""
-    return (trial.last_result or {}).get("epoch", float("inf")) < trial_epochs(trial.config)
+        stopped_words = f" ({state.stopped_early} stopped early)" if state.stopped_early else ""
+        return (f"[study] {done}/{total} trials done{stopped_words}, {running} running, "
+                f"{state.failed} failed; best {self.metric} {best}; about {mean * left / self.concurrency / 60:.1f} min left")
 
 
 def error_line(trial: Any) -> str:
@@ -201,12 +220,6 @@ def error_line(trial: Any) -> str:
         return "see the study log"
     lines = [line for line in path.read_text().strip().splitlines() if line.strip()]
     return f"{lines[-1] if lines else 'no message'} (traceback: {path})"
-
-
-def trial_epochs(config: dict[str, Any]) -> int:
-    """The epochs a trial was to run: its grid point's, else its drawn or fixed value, else the
-    TrialConfig default."""
-    return int(config.get(POINT_KEY, {}).get("epochs", config.get("epochs", TrialConfig().epochs)))
 
 
 def make_searcher(spec: StudySpec, record: StudyRecord) -> PruneAwareOptunaSearch | None:
@@ -233,15 +246,17 @@ def make_scheduler(spec: StudySpec):
     s = spec.scheduler
     if s.type == "fifo":
         return FIFOScheduler()
-    return ASHAScheduler(metric=s.metric, mode=s.mode, time_attr="training_iteration",
+    # Epochs, not Ray's training_iteration: a trial continued by a resumed study runs under a new
+    # Ray trial, whose iterations count from 1 again.
+    return ASHAScheduler(metric=s.metric, mode=s.mode, time_attr="epoch",
                          max_t=spec.max_epochs, grace_period=s.grace_period,
                          reduction_factor=s.reduction_factor)
 
 
-def param_space(spec: StudySpec, record: StudyRecord) -> dict[str, Any]:
+def param_space(spec: StudySpec, record: StudyRecord, runs_dir: Path, ended: frozenset[int]) -> dict[str, Any]:
     context = {"name": spec.name, "tracking_uri": record.tracking_uri, "parent_run_id": record.parent_run_id,
-               "label_keys": label_keys(spec)}
-    return spec.search.param_space({STUDY_KEY: context})
+               "label_keys": label_keys(spec), "experiment_dir": str(study_dir(runs_dir, spec.name) / TUNE_DIR)}
+    return spec.search.param_space({STUDY_KEY: context}, ended)
 
 
 def trainable(spec: StudySpec):
@@ -259,17 +274,19 @@ def trial_dirname(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def make_tuner(spec: StudySpec, record: StudyRecord, runs_dir: Path) -> tune.Tuner:
+def make_tuner(spec: StudySpec, record: StudyRecord, runs_dir: Path, plan: Plan) -> tune.Tuner:
+    """A Tuner for the trials `plan` leaves to run. Each driver (launch, every resume) makes a new
+    one from the study's durable record; Ray's saved experiment of an earlier driver is not restored
+    (see study/reconcile.py), only its trials' checkpoints are read."""
     tune_config = tune.TuneConfig(search_alg=make_searcher(spec, record), scheduler=make_scheduler(spec),
-                                  num_samples=spec.search.num_samples,
-                                  max_concurrent_trials=spec.max_concurrent or None,
+                                  num_samples=plan.samples, max_concurrent_trials=spec.max_concurrent or None,
                                   trial_dirname_creator=trial_dirname)
     run_config = tune.RunConfig(
         name=TUNE_DIR, storage_path=str(study_dir(runs_dir, spec.name)),
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-        callbacks=[MarkStoppedEarly(record.tracking_uri, spec.name), Progress(spec, record)],
+        callbacks=[MarkStoppedEarly(record.tracking_uri, spec.name), Progress(spec, record, plan)],
         verbose=0,
     )
-    return tune.Tuner(trainable(spec), param_space=param_space(spec, record), tune_config=tune_config,
-                      run_config=run_config)
+    return tune.Tuner(trainable(spec), param_space=param_space(spec, record, runs_dir, plan.ended),
+                      tune_config=tune_config, run_config=run_config)

@@ -1,0 +1,261 @@
+"""Issue 16: a driver killed at any moment of a study's life loses nothing.
+
+Each case launches a small real study (local Ray, MLflow and Optuna in SQLite files), kills the
+driver, its Ray cluster and its trials with SIGKILL (the whole process group: what an OOM killer,
+`kill -9` of a job or a lost machine does) when the study reaches one step, then resumes it and
+checks the durable record: exactly N trials and N runs, each epoch logged once, Optuna's states
+equal to MLflow's, no finished run modified, one parent run, FINISHED. The record file and
+`study list` are checked without Ray.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from study.__main__ import main
+from study.record import RECORD_FILE, StudyRecord
+from tests.helpers import study_cmd, study_env, trial_runs
+
+NAME = "crash"
+EPOCHS = 2
+TRIALS = 3
+SPEC = {
+    "trial": {"dataset": "synthetic", "train_size": 1024, "model": "smallcnn", "epochs": EPOCHS, "batch_size": 64,
+              "lr": 0.05, "limit_eval_images": 128, "corruption_source": "none", "valid_per_class": 8,
+              "valid_corrupt_images": 16},
+    "search": {"algorithm": "tpe", "objectives": [["valid/error", "min"]], "num_samples": TRIALS,
+               "space": {"beta": {"type": "float", "low": 1, "high": 9}, "roles": ["xn", "xb"]}},
+    "resources": {"cpus": 1}, "max_concurrent": 1, "max_failures": 1,
+}
+
+
+class Study:
+    """One study's files in `tmp`: the spec, the SQLite stores, the runs folder."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.uri, self.storage = f"sqlite:///{tmp / 'mlflow.db'}", f"sqlite:///{tmp / 'optuna.db'}"
+        self.spec = tmp / "crash.yaml"
+        self.spec.write_text(yaml.safe_dump(SPEC))
+        self.folder = tmp / "runs" / NAME
+
+    def launch(self, *extra: str) -> subprocess.Popen:
+        return subprocess.Popen(study_cmd(self.tmp, "launch", str(self.spec), "--name", NAME, "--tracking-uri",
+                                          self.uri, "--storage", self.storage, *extra),
+                                env=study_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+
+    def command(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+        return subprocess.run(study_cmd(self.tmp, *args), env=study_env(), capture_output=True, text=True,
+                              timeout=timeout)
+
+    def runs(self):
+        return trial_runs(self.uri, NAME)
+
+    def optuna_trials(self) -> list[optuna.trial.FrozenTrial]:
+        if not (self.tmp / "optuna.db").exists() or NAME not in optuna.get_all_study_names(self.storage):
+            return []
+        return optuna.load_study(study_name=NAME, storage=self.storage).trials
+
+
+# --- the moments a driver is killed at: each a condition on what the study has written -------------
+
+def claimed(s: Study) -> bool:
+    return (s.folder / RECORD_FILE).exists()
+
+
+def parent_made(s: Study) -> bool:
+    return bool(s.runs()[1])
+
+
+def trial_started(s: Study) -> bool:
+    return bool(s.runs()[2])
+
+
+def trial_ended(s: Study) -> bool:
+    return any(r.info.status == "FINISHED" for r in s.runs()[2])
+
+
+def optuna_told(s: Study) -> bool:
+    return any(t.state.is_finished() for t in s.optuna_trials())
+
+
+def figures_started(s: Study) -> bool:
+    return (s.folder / "figures").exists()
+
+
+MOMENTS = {"after-the-claim": claimed, "after-the-parent-run": parent_made, "as-a-trial-starts": trial_started,
+           "right-after-a-trial-ends": trial_ended, "as-optuna-is-told": optuna_told,
+           "while-figures-are-made": figures_started}
+
+
+def kill_when(s: Study, moment, proc: subprocess.Popen, timeout: float = 400) -> None:
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if moment(s):
+                return
+            time.sleep(0.05)
+        pytest.fail(f"the study never reached the moment (driver {'ended' if proc.poll() is not None else 'running'})"
+                    f": {proc.stdout.read()[-3000:] if proc.poll() is not None else ''}")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)  # the driver, its Ray cluster and the trials
+        proc.wait(timeout=60)
+
+
+def finished_runs(s: Study) -> dict[str, tuple]:
+    """Each FINISHED trial run's end time, metrics and tags: what must never change."""
+    return {r.info.run_id: (r.info.end_time, r.data.metrics, r.data.tags) for r in s.runs()[2]
+            if r.info.status == "FINISHED"}
+
+
+def assert_whole(s: Study) -> None:
+    """Exactly N trials and N runs, every epoch once, Optuna's states equal MLflow's, one parent."""
+    client, parents, children = s.runs()
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED", [p.info.status for p in parents]
+    assert parents[0].data.tags["mollify.state"] == "finished"
+    numbers = sorted(int(r.data.tags["mollify.trial_number"]) for r in children)
+    assert numbers == list(range(TRIALS)), numbers
+    for run in children:
+        assert run.info.status == "FINISHED", (run.info.run_name, run.data.tags.get("mollify.status"))
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
+        assert steps == list(range(1, EPOCHS + 1)), (run.info.run_name, steps)
+    trials = s.optuna_trials()
+    assert len(trials) == TRIALS and [t.number for t in trials] == list(range(TRIALS))
+    by_number = {int(r.data.tags["mollify.trial_number"]): r for r in children}
+    for trial in trials:
+        run = by_number[trial.number]
+        assert trial.state == optuna.trial.TrialState.COMPLETE, (trial.number, trial.state)
+        assert trial.value == pytest.approx(run.data.metrics["valid/error"])
+        assert trial.user_attrs.get("mlflow_run_id") == run.info.run_id
+        assert {k: str(v) for k, v in trial.params.items()} == \
+            {k: run.data.params[k] for k in trial.params}  # the run trained what Optuna drew
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("moment", list(MOMENTS), ids=list(MOMENTS))
+def test_a_driver_killed_at_any_moment_resumes_to_exactly_the_study(tmp_path, moment):
+    s = Study(tmp_path)
+    figures = () if moment == "while-figures-are-made" else ("--no-figures",)
+    kill_when(s, MOMENTS[moment], s.launch(*figures))
+    kept = finished_runs(s)
+
+    status = s.command("status", NAME, "--json", timeout=120)
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["state"] in ("interrupted", "finished")  # finished: killed during figures
+
+    done = s.command("resume", NAME, *figures)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert_whole(s)
+    assert {k: v for k, v in finished_runs(s).items() if k in kept} == kept  # no finished run modified
+    if moment == "while-figures-are-made":
+        assert (s.folder / "figures" / "report.html").is_file()  # the resume made them, nothing else
+
+    # A finished study resumed again: nothing runs, nothing changes.
+    parent = s.runs()[1][0]
+    again = s.command("resume", NAME, "--no-figures", timeout=120)
+    assert again.returncode == 0 and "nothing changed" in again.stdout, again.stdout + again.stderr
+    after = s.runs()[1][0]
+    assert (after.info.end_time, after.info.status) == (parent.info.end_time, parent.info.status)
+
+
+@pytest.mark.slow
+def test_stores_gone_are_reported_and_resume_touches_nothing(tmp_path):
+    """A study killed mid-way whose Optuna storage is then lost: resume refuses in one line (exit 3,
+    an environment failure) without recreating the file or touching the parent run; put back, it
+    resumes. A deleted MLflow experiment: status says so (exit 3)."""
+    s = Study(tmp_path)
+    kill_when(s, trial_ended, s.launch("--no-figures"))
+    parent = s.runs()[1][0]
+    shutil.move(tmp_path / "optuna.db", tmp_path / "optuna.db.away")
+    refused = s.command("resume", NAME, "--no-figures", timeout=120)
+    assert refused.returncode == 3 and "Optuna storage" in refused.stderr and "is gone" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert not (tmp_path / "optuna.db").exists()
+    assert s.runs()[1][0].info == parent.info  # the parent run untouched
+    status = s.command("status", NAME, timeout=120)
+    assert status.returncode == 0 and "Optuna storage" in status.stdout and "is gone" in status.stdout
+
+    shutil.move(tmp_path / "optuna.db.away", tmp_path / "optuna.db")
+    assert s.command("resume", NAME, "--no-figures").returncode == 0
+    assert_whole(s)
+
+    client = MlflowClient(s.uri)
+    experiment = client.get_experiment_by_name(NAME)
+    client.delete_experiment(experiment.experiment_id)
+    gone = s.command("status", NAME, timeout=120)
+    assert gone.returncode == 3 and "deleted" in gone.stderr and "mlflow experiments restore" in gone.stderr
+    client.restore_experiment(experiment.experiment_id)
+    assert s.command("status", NAME, timeout=120).returncode == 0
+
+
+# --- the record file, without Ray ------------------------------------------------------------------
+
+def record(name: str, tmp_path: Path) -> StudyRecord:
+    return StudyRecord(name=name, preset="custom", spec={**SPEC, "name": name}, overrides={},
+                       tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+                       optuna_storage=f"sqlite:///{tmp_path / 'optuna.db'}", parent_run_id=None, address=None,
+                       created=0.0, launch_id="x")
+
+
+def test_the_claim_is_whole_and_taken_once(tmp_path):
+    folder = tmp_path / "runs" / "a"
+    folder.mkdir(parents=True)
+    first, second = record("a", tmp_path), record("a", tmp_path)
+    assert first.claim(folder) and not second.claim(folder)
+    assert StudyRecord.read(folder) == first
+    assert [p.name for p in folder.iterdir()] == [RECORD_FILE]  # no temporary file left
+
+
+def test_a_damaged_record_is_named_and_list_shows_the_others(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    (runs / "empty").mkdir(parents=True)
+    (runs / "empty" / RECORD_FILE).write_text("")  # what a launch killed mid-write used to leave
+    (runs / "cut").mkdir()
+    record("cut", tmp_path).claim(runs / "cut")  # claimed; the launch died before MLflow knew
+    assert main(["--runs-dir", str(runs), "list"]) == 0
+    out = capsys.readouterr().out
+    assert "empty: cannot be read: the record" in out and "is damaged" in out
+    assert "cut (custom, tpe): interrupted; 0/3 finished, 3 never started" in out
+    assert "`python -m study resume cut` starts it" in out
+    assert main(["--runs-dir", str(runs), "status", "empty"]) == 2
+    assert "is damaged" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # a subprocess importing torch, Ray and MLflow (seconds)
+def test_a_full_disk_is_an_environment_failure_and_leaves_nothing(tmp_path):
+    """The runs folder on a full file system (a small tmpfs, filled, in a private mount namespace):
+    the launch exits 3 (the environment failed, not the trials), in one line, leaving no folder."""
+    import sys
+
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and `unshare` to mount a small full tmpfs in a private mount namespace")
+    full = tmp_path / "full"
+    full.mkdir()
+    spec = tmp_path / "crash.yaml"
+    spec.write_text(yaml.safe_dump(SPEC))
+    launch = (f"{sys.executable} -m study --runs-dir {full}/runs launch {spec} --name disk "
+              f"--tracking-uri sqlite:///{tmp_path / 'mlflow.db'} --storage sqlite:///{tmp_path / 'optuna.db'}")
+    script = (f"mount -t tmpfs -o size=64k tmpfs {full} || exit 97; "
+              f"dd if=/dev/zero of={full}/filler bs=4k 2>/dev/null; mkdir -p {full}/runs; "
+              f"{launch}; rc=$?; ls -A {full}/runs; exit $rc")
+    proc = subprocess.run(["unshare", "--mount", "sh", "-c", script], env=study_env(), capture_output=True,
+                          text=True, timeout=300)
+    if proc.returncode == 97:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()[:200]}")
+    assert proc.returncode == 3, proc.stdout[-2000:] + proc.stderr[-2000:]
+    [line] = proc.stderr.strip().splitlines()
+    assert "No space left on device" in line
+    assert proc.stdout.strip() == ""  # the runs folder holds nothing: no study folder, no temporary file
