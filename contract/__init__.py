@@ -226,6 +226,14 @@ def one_line(err: BaseException, code: int, debug: bool, unexpected: bool = Fals
     return code
 
 
+def write_atomic(path: Path, text: str) -> None:
+    """Replace `path` with `text` whole: written beside it, then renamed into place, so that a
+    process killed meanwhile leaves the old file or the new one, never half of either."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def tracking_uri(uri: str | None = None) -> str:
     """An explicit URI, else $MLFLOW_TRACKING_URI, else a SQLite file in the working directory."""
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / DEFAULT_DB}"

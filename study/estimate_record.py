@@ -23,6 +23,7 @@ import yaml
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
+from contract import write_atomic
 from study.console import say
 from study.estimate import (ESTIMATE_ARTIFACT, ESTIMATE_FILE, ESTIMATE_SPEC_FILE, ESTIMATE_TAG, FINISH_S, SKIP_ENV, WORKER_S, Estimate,
                             duration, render, sig, summary)
@@ -53,7 +54,7 @@ def at_launch(spec: StudySpec, record: StudyRecord, folder: Path, cluster: dict[
         for line in render(est):
             say(line)
         data = {"estimate": est.to_json(), "written_at": time.time(), "launched_ago_s": process_age(), "actual": None}
-        (folder / ESTIMATE_FILE).write_text(json.dumps(data, indent=2))
+        write_atomic(folder / ESTIMATE_FILE, json.dumps(data, indent=2))
         client = MlflowClient(record.tracking_uri)
         client.log_dict(record.parent_run_id, data, ESTIMATE_ARTIFACT)
         client.set_tag(record.parent_run_id, ESTIMATE_TAG, summary(est))
@@ -78,7 +79,10 @@ def estimate_in_child(spec: StudySpec, folder: Path, *, cpus: float, gpus: int) 
 
 def read(folder: Path) -> dict[str, Any] | None:
     path = folder / ESTIMATE_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except ValueError:  # written by a version that did not write atomically, cut off: no estimate to show
+        return None
 
 
 def actual_trials(record: StudyRecord) -> list[dict[str, Any]]:
@@ -103,7 +107,7 @@ def at_end(spec: StudySpec, record: StudyRecord, folder: Path, state: str = "fin
         wall = time.time() - data["written_at"] + data["launched_ago_s"]  # this driver's whole run
         trials = actual_trials(record)
         data["actual"] = {"state": state, "wall_seconds": round(wall, 1), "trials": trials}
-        (folder / ESTIMATE_FILE).write_text(json.dumps(data, indent=2))
+        write_atomic(folder / ESTIMATE_FILE, json.dumps(data, indent=2))
         client = MlflowClient(record.tracking_uri)
         client.log_dict(record.parent_run_id, data, ESTIMATE_ARTIFACT)
         now = int(time.time() * 1000)

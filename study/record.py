@@ -33,7 +33,7 @@ from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 from contract import (ACTIVE_WHEN, CORRUPTION_SETS_TAG, DESCRIPTION_TAG, GIT_COMMIT_TAG,  # noqa: F401
                       KIND_TAG, LAUNCH_TAG, MOLLIFYING, OBJECTIVES_TAG, PRESET_TAG, RECORD_ARTIFACT, RECORD_SCHEMA,
                       SEARCH_TAG, SELECT_ON_TEST_TAG, SPEC_ARTIFACT, STATE_TAG, STOPPED_EARLY_TAG,
-                      STUDY_TAG, TOTAL_TRIALS_TAG, ENDPOINTS_KEY, TRIAL_ID_TAG, TRIAL_NUMBER_TAG, is_active, rules_data)
+                      STUDY_TAG, TOTAL_TRIALS_TAG, ENDPOINTS_KEY, TRIAL_ID_TAG, TRIAL_NUMBER_TAG, is_active, rules_data, write_atomic)
 from study.spec import StudySpec, expand_grid, parse_spec
 from trainables.config import TrialConfig
 from trainables.tracking import ensure_experiment, git_commit
@@ -87,9 +87,7 @@ class StudyRecord:
     def write(self, folder: Path) -> None:
         """Replace the record atomically."""
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{RECORD_FILE}.{os.getpid()}.tmp"
-        tmp.write_text(self.text())
-        os.replace(tmp, folder / RECORD_FILE)
+        write_atomic(folder / RECORD_FILE, self.text())
 
     def claim(self, folder: Path) -> bool:
         """Write the record only if none exists, atomically (a hard link of a complete temporary

@@ -91,11 +91,16 @@ def optuna_told(s: Study) -> bool:
     return any(t.state.is_finished() for t in s.optuna_trials())
 
 
+def estimated(s: Study) -> bool:
+    return (s.folder / "estimate.json").exists()  # issue 21: the estimate printed and stored at launch
+
+
 def figures_started(s: Study) -> bool:
     return (s.folder / "figures").exists()
 
 
-MOMENTS = {"after-the-claim": claimed, "after-the-parent-run": parent_made, "as-a-trial-starts": trial_started,
+MOMENTS = {"after-the-claim": claimed, "after-the-parent-run": parent_made, "right-after-the-estimate": estimated,
+           "as-a-trial-starts": trial_started,
            "right-after-a-trial-ends": trial_ended, "as-optuna-is-told": optuna_told,
            "while-figures-are-made": figures_started}
 
