@@ -142,24 +142,24 @@ def launch(spec: StudySpec, *, runs_dir: Path, tracking_uri: str | None = None, 
         raise StudyError(f"cannot make the folder of a SQLite store: {err}") from None
     probe_tracking(uri)
     probe_storage(storage)
-    with claim(folder, spec.name), quiet_console(folder / LOG_FILE, verbose), \
-            file_lock(folder / DRIVER_LOCK), connected(address):
-        check_resources(spec)
-        prepare_data(spec)
-        with store_lock(storage):
-            if spec.search.keeps_optuna_study and spec.name in optuna.get_all_study_names(storage):
-                raise StudyError(f"the Optuna storage {safe_uri(storage)} already holds a study {spec.name!r}; "
-                                 "choose another --name")
-        with store_lock(uri):
-            check_experiment_free(MlflowClient(uri), spec.name)
-            parent_run_id = start_parent_run(spec, uri)
-        record = StudyRecord(name=spec.name, preset=spec.preset, spec=spec.effective(), overrides=overrides or {},
-                             tracking_uri=uri, optuna_storage=storage, parent_run_id=parent_run_id,
-                             address=address, created=time.time())
-        record.write(folder)
-        announce(spec, record, runs_dir)
-        estimate_record.at_launch(spec, record, folder, ray.cluster_resources())  # issue 21
-        return record, run(spec, record, runs_dir, tune_restore=False)
+    with claim(folder, spec.name), quiet_console(folder / LOG_FILE, verbose), file_lock(folder / DRIVER_LOCK):
+        prepare_data(spec)  # before Ray starts: data that cannot serve the trials fails in seconds
+        with connected(address):
+            check_resources(spec)
+            with store_lock(storage):
+                if spec.search.keeps_optuna_study and spec.name in optuna.get_all_study_names(storage):
+                    raise StudyError(f"the Optuna storage {safe_uri(storage)} already holds a study {spec.name!r}; "
+                                     "choose another --name")
+            with store_lock(uri):
+                check_experiment_free(MlflowClient(uri), spec.name)
+                parent_run_id = start_parent_run(spec, uri)
+            record = StudyRecord(name=spec.name, preset=spec.preset, spec=spec.effective(), overrides=overrides or {},
+                                 tracking_uri=uri, optuna_storage=storage, parent_run_id=parent_run_id,
+                                 address=address, created=time.time())
+            record.write(folder)
+            announce(spec, record, runs_dir)
+            estimate_record.at_launch(spec, record, folder, ray.cluster_resources())  # issue 21
+            return record, run(spec, record, runs_dir, tune_restore=False)
 
 
 def resume(name: str, *, runs_dir: Path, verbose: bool = False) -> tuple[StudyRecord, Outcome]:
