@@ -24,7 +24,7 @@ from contract import KIND_TAG
 from study.record import RECORD_FILE, StudyRecord, safe_uri
 from study.spec import StudySpec
 from trainables.config import TrialConfig
-from trainables.data import DatasetNotFoundError, prepare_dataset
+from trainables.data import DatasetError, DatasetNotFoundError, check_holdout, class_counts, prepare_dataset
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 PROBE_TIMEOUT_S = 5
@@ -191,9 +191,33 @@ def datasets(spec: StudySpec) -> list[tuple[str, str]]:
 
 
 def prepare_data(spec: StudySpec) -> None:
-    """Download or find every dataset the trials read, once, here (see trainables.data.prepare_dataset)."""
+    """Download or find every dataset the trials read, once, here (see trainables.data.prepare_dataset),
+    and check that the data can serve every trial's validation split (`check_holdouts`)."""
     for name, root in datasets(spec):
         try:
             prepare_dataset(name, root)
         except DatasetNotFoundError as err:  # its first line says where the files must be
             raise StudyError(str(err)) from None
+    check_holdouts(spec)
+
+
+def check_holdouts(spec: StudySpec) -> None:
+    """Each trial holds `valid_per_class` training images of every class out (trainables/splits.py);
+    a class left with none would fail every trial, one after another. Count the classes here instead,
+    once per dataset and class subset, as the loader would load them (none decoded), and check the
+    largest valid_per_class of the configurations the study can run against them."""
+    largest: dict[tuple, int] = {}
+    for cfg in map(TrialConfig.from_dict, spec.search.configs()):
+        key = (cfg.dataset, cfg.data_root, cfg.num_classes, cfg.train_size)
+        largest[key] = max(largest.get(key, 0), cfg.valid_per_class)
+    for (name, root, num_classes, train_size), per_class in largest.items():
+        if not per_class:
+            continue
+        try:
+            counts = class_counts(name, root, "train", num_classes=num_classes, synthetic_size=train_size)
+        except (DatasetError, DatasetNotFoundError) as err:  # e.g. more classes asked for than it has
+            raise StudyError(str(err).splitlines()[0]) from None
+        try:
+            check_holdout(counts, per_class)
+        except ValueError as err:
+            raise StudyError(f"valid_per_class {per_class} on {name} ({root}): {err}") from None

@@ -151,20 +151,20 @@ def launch(spec: StudySpec, *, runs_dir: Path, tracking_uri: str | None = None, 
     record = StudyRecord(name=spec.name, preset=spec.preset, spec=spec.effective(), overrides=overrides or {},
                          tracking_uri=uri, optuna_storage=storage, parent_run_id=None, address=address,
                          created=time.time(), launch_id=uuid.uuid4().hex)
-    with claim(folder, record), quiet_console(folder / LOG_FILE, verbose), \
-            file_lock(folder / DRIVER_LOCK), connected(address):
-        check_resources(spec)
-        prepare_data(spec)
-        with store_lock(storage):
-            if spec.search.keeps_optuna_study and spec.name in optuna.get_all_study_names(storage):
-                raise StudyError(f"the Optuna storage {safe_uri(storage)} already holds a study {spec.name!r}; "
-                                 "choose another --name")
-        with store_lock(uri):
-            check_experiment_free(MlflowClient(uri), spec.name)
-            record = recorded_parent(spec, record, folder)
-        announce(spec, record, runs_dir)
-        estimate_record.at_launch(spec, record, folder, ray.cluster_resources())  # issue 21
-        return record, run(spec, record, runs_dir, Plan.fresh(spec))
+    with claim(folder, record), quiet_console(folder / LOG_FILE, verbose), file_lock(folder / DRIVER_LOCK):
+        prepare_data(spec)  # before Ray starts: data that cannot serve the trials fails in seconds
+        with connected(address):
+            check_resources(spec)
+            with store_lock(storage):
+                if spec.search.keeps_optuna_study and spec.name in optuna.get_all_study_names(storage):
+                    raise StudyError(f"the Optuna storage {safe_uri(storage)} already holds a study {spec.name!r}; "
+                                     "choose another --name")
+            with store_lock(uri):
+                check_experiment_free(MlflowClient(uri), spec.name)
+                record = recorded_parent(spec, record, folder)
+            announce(spec, record, runs_dir)
+            estimate_record.at_launch(spec, record, folder, ray.cluster_resources())  # issue 21
+            return record, run(spec, record, runs_dir, Plan.fresh(spec))
 
 
 def recorded_parent(spec: StudySpec, record: StudyRecord, folder: Path) -> StudyRecord:

@@ -26,7 +26,7 @@ measured on `valid_per_class` held-out training images per class) unless the spe
 clean/error) only name what `study status` reports. An Optuna search's default objective is
 valid/error.
 
-The format, its parser and every check a spec gets are one module (about 420 lines), so that what
+The format, its parser and every check a spec gets are one module (about 530 lines), so that what
 a key means and how it is checked read together; how a study searches is study/search.py.
 """
 
@@ -44,6 +44,7 @@ from contract import trial_metric_names
 from study.search import (TRIAL_NUMBER_KEY, DefineByRun, Domain, GridSearch, OptunaSearch,  # noqa: F401
                           Search, expand_grid, sample_params, sampling_order)
 from trainables.config import FIELD_TYPES, ConfigError, TrialConfig
+from trainables.yamlfile import load_yaml
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 ALGORITHMS = ("grid", "tpe", "gp", "nsga2")
@@ -202,16 +203,28 @@ def _domain(key: str, raw: Any) -> Domain:
     if kind not in DOMAIN_TYPES:
         raise SpecError(f"{where}: unknown type {kind!r}; valid: {', '.join(DOMAIN_TYPES)}")
     if kind == "categorical":
-        if not raw.get("choices"):
-            raise SpecError(f"{where}: a categorical domain needs a non-empty 'choices' list")
-        return Domain("categorical", choices=tuple(raw["choices"]))
+        return Domain("categorical", choices=_choices(raw.get("choices"), where))
     try:
-        low, high = float(raw["low"]), float(raw["high"])
+        low, high = (None if isinstance(raw[k], bool) else float(raw[k]) for k in ("low", "high"))
     except (KeyError, TypeError, ValueError):
-        raise SpecError(f"{where}: a {kind} domain needs numeric 'low' and 'high'") from None
+        low = high = None
+    if low is None or high is None:
+        raise SpecError(f"{where}: a {kind} domain needs numeric 'low' and 'high'")
     if not low < high or (raw.get("log") and low <= 0):
         raise SpecError(f"{where}: need low < high (and low > 0 with log), got {low}, {high}")
+    if kind == "int" and not (low.is_integer() and high.is_integer()):  # Optuna would draw 1.5..4 from 1..4
+        raise SpecError(f"{where}: an int domain needs integer low and high, got {low:g}, {high:g}")
     return Domain(kind, low, high, bool(raw.get("log", False)))
+
+
+def _choices(raw: Any, where: str) -> tuple:
+    """Optuna stores categorical choices only as null, booleans, numbers or strings."""
+    if not raw or not isinstance(raw, list):
+        raise SpecError(f"{where}: a categorical domain needs a non-empty 'choices' list")
+    odd = [c for c in raw if not isinstance(c, (type(None), bool, int, float, str))]
+    if odd:
+        raise SpecError(f"{where}: choice {odd[0]!r} is not a scalar; valid: null, true/false, numbers, strings")
+    return tuple(raw)
 
 
 def _objectives(raw: Any) -> tuple[tuple[str, str], ...]:
@@ -345,9 +358,8 @@ def parse_spec(raw: Mapping[str, Any], *, preset: str = "custom", name: str | No
         raise SpecError(f"select_on_test must be true or false, got {select_on_test!r}")
     resources = _mapping(raw.get("resources"), "resources")
     _known(resources, RESOURCE_KEYS, "resources")
-    seeds = raw.get("seeds", [trial.get("seed", 0)])
-    if not (isinstance(seeds, list) and seeds and all(isinstance(s, int) for s in seeds)):
-        raise SpecError(f"seeds must be a non-empty list of integers, got {seeds!r}")
+    seeds = _seeds(raw["seeds"], "seeds", algorithm) if "seeds" in raw else \
+        _seeds([trial.get("seed", 0)], "trial.seed", algorithm)
     study_name = name or raw.get("name") or preset
     default_objective = DEFAULT_OBJECTIVES["grid" if algorithm == "grid" else "search"]
     spec = StudySpec(
@@ -355,22 +367,21 @@ def parse_spec(raw: Mapping[str, Any], *, preset: str = "custom", name: str | No
         algorithm=algorithm, objectives=_objectives(search.get("objectives", list(default_objective))),
         grid=_grid(search["grid"]) if "grid" in search else (),
         space={k: _domain(k, v) for k, v in space_raw.items()},
-        num_samples=_int(search.get("num_samples", 1), "search.num_samples"), seeds=tuple(seeds),
-        scheduler=Scheduler(**{**sched_raw, **{k: _int(sched_raw[k], f"scheduler.{k}")
+        num_samples=_count(search.get("num_samples", 1), "search.num_samples"), seeds=seeds,
+        scheduler=Scheduler(**{**sched_raw, **{k: _count(sched_raw[k], f"scheduler.{k}")
                                                for k in ("grace_period", "reduction_factor") if k in sched_raw}}),
-        resources=Resources(**{k: _float(v, f"resources.{k}") for k, v in resources.items()}),
-        max_concurrent=_int(raw.get("max_concurrent", 0), "max_concurrent"),
-        max_failures=_int(raw.get("max_failures", 2), "max_failures"),
+        resources=_resources(resources),
+        max_concurrent=_count(raw.get("max_concurrent", 0), "max_concurrent"),
+        max_failures=_count(raw.get("max_failures", 2), "max_failures"),
         select_on_test=select_on_test, preset=preset, source=dict(raw),
     )
     _check_search(spec)
     _check_trials(spec)
+    _check_horizon(spec)
     if "endpoints" in raw:
         spec = dataclasses.replace(spec, endpoints=_endpoints(spec, raw["endpoints"]))
     _check_selection(spec)
     _check_validation_split(spec)
-    if spec.num_samples < 1 or spec.resources.cpus <= 0 or spec.resources.gpus < 0 or spec.max_failures < 0:
-        raise SpecError("num_samples must be >= 1, resources.cpus > 0, resources.gpus >= 0, max_failures >= 0")
     return spec
 
 
@@ -399,21 +410,85 @@ def _check_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> No
                         "or copy the spec and change its search")
 
 
-def _int(raw: Any, where: str) -> int:
+# --- numbers: what Ray and Optuna would refuse (or quietly change) after the launch claimed the name ---
+
+# Each count's least value and what it means: Ray asserts grace_period >= 1 and reduction_factor > 1
+# in ASHAScheduler, max_concurrent_trials >= 1 when given (0 here: no limit, passed as None).
+# max_failures -1 (Ray: retry forever) is not offered: a trial that always fails would never end.
+COUNTS = {
+    "search.num_samples": (1, "the trials an Optuna search draws"),
+    "max_concurrent": (0, "trials at once; 0: as many as resources allow"),
+    "max_failures": (0, "retries of a failed trial"),
+    "scheduler.grace_period": (1, "epochs before ASHA may stop a trial"),
+    "scheduler.reduction_factor": (2, "ASHA keeps 1 in reduction_factor trials at each rung"),
+}
+TORCH_SEEDS = (-2**63, 2**64 - 1)  # what torch.manual_seed takes (a grid's trials)
+SAMPLER_SEEDS = (0, 2**32 - 1)  # what Optuna's samplers take (numpy's RandomState): an Optuna search's
+
+
+def _whole(raw: Any) -> int | None:
+    """An integer as written (3, 3.0 or "3"), else None: 2.7 would run as 2, and true is no count."""
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, float):
+        return int(raw) if raw.is_integer() else None
     try:
-        return int(raw)
-    except (TypeError, ValueError):
-        raise SpecError(f"{where} must be an integer, got {raw!r}") from None
+        return int(raw) if isinstance(raw, (int, str)) else None
+    except ValueError:
+        return None
+
+
+def _count(raw: Any, where: str) -> int:
+    least, meaning = COUNTS[where]
+    value = _whole(raw)
+    if value is None or value < least:
+        raise SpecError(f"{where} must be an integer >= {least} ({meaning}), got {raw!r}")
+    return value
 
 
 def _float(raw: Any, where: str) -> float:
     try:
-        value = float(raw)
+        value = float(raw) if not isinstance(raw, bool) else None
     except (TypeError, ValueError):
-        raise SpecError(f"{where} must be a number, got {raw!r}") from None
+        value = None
+    if value is None:
+        raise SpecError(f"{where} must be a number, got {raw!r}")
     if value != value or value in (float("inf"), float("-inf")):
         raise SpecError(f"{where} must be finite, got {raw!r}")
     return value
+
+
+def _resources(raw: Mapping[str, Any]) -> Resources:
+    """Ray's rule for a GPU request: a fraction of one device, or whole devices (1.5 never fits)."""
+    res = Resources(**{k: _float(v, f"resources.{k}") for k, v in raw.items()})
+    if res.cpus <= 0:
+        raise SpecError(f"resources.cpus must be > 0 (CPUs per trial, fractions allowed), got {res.cpus:g}")
+    if res.gpus < 0 or res.gpus > 1 and not res.gpus.is_integer():
+        raise SpecError(f"resources.gpus must be 0, a fraction below 1 (trials share a GPU) or a whole number, "
+                        f"got {res.gpus:g}")
+    return res
+
+
+def _seeds(raw: list, where: str, algorithm: str) -> tuple[int, ...]:
+    """The trials' seeds (`seeds`, else `trial.seed`); an Optuna search also seeds its sampler with the first."""
+    if not (isinstance(raw, list) and raw and all(_whole(s) is not None and not isinstance(s, str) for s in raw)):
+        what = "a non-empty list of integers" if where == "seeds" else "an integer"
+        raise SpecError(f"{where} must be {what}, got {raw if where == 'seeds' else raw[0]!r}")
+    seeds = tuple(_whole(s) for s in raw)
+    (low, high), who = (TORCH_SEEDS, "torch.manual_seed takes") if algorithm == "grid" else \
+        (SAMPLER_SEEDS, "Optuna's samplers take")
+    outside = [s for s in seeds if not low <= s <= high]
+    if outside:
+        raise SpecError(f"{where}: seed {outside[0]} is outside {low}..{high}, what {who}")
+    return seeds
+
+
+def _check_horizon(spec: StudySpec) -> None:
+    """ASHA's max_t is the longest trial's epochs; Ray asserts grace_period <= max_t."""
+    s, horizon = spec.scheduler, spec.max_epochs
+    if s.type == "asha" and s.grace_period > horizon:
+        raise SpecError(f"scheduler.grace_period {s.grace_period} exceeds the longest trial's epochs ({horizon}), "
+                        f"ASHA's max_t: valid 1..{horizon}")
 
 
 def preset_names() -> list[str]:
@@ -431,7 +506,7 @@ def read_source(preset_or_file: str) -> tuple[dict[str, Any], str]:
     else:
         raise SpecError(f"no preset or spec file {preset_or_file!r}; presets: {', '.join(preset_names())}")
     try:
-        return _mapping(yaml.safe_load(path.read_text()), str(path)), preset
+        return _mapping(load_yaml(path.read_text()), str(path)), preset  # a key given twice is refused
     except yaml.YAMLError as err:
         raise SpecError(f"{path}: not valid YAML: {err}") from None
 

@@ -32,6 +32,7 @@ from trainables.data import (
     DatasetNotFoundError,
     ImageSet,
     cifar_missing_message,
+    class_counts,
     load_dataset,
     split_validation,
     tiny_missing_message,
@@ -701,6 +702,26 @@ def test_every_trial_holds_out_the_same_images_whatever_its_seed(name: str, tmp_
             splits.append(load_splits(cfg, torch.device("cpu")))
     (train_a, valid_a, _), (train_b, valid_b, _) = splits
     assert torch.equal(valid_a.images, valid_b.images) and torch.equal(train_a.images, train_b.images)
+
+
+@pytest.mark.parametrize("num_classes", [None, 3])
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_class_counts_are_the_loaded_labels_without_making_images(name: str, num_classes: int | None,
+                                                                  tmp_path: Path, monkeypatch) -> None:
+    """What a study's driver checks valid_per_class against (study/guards.py): the classes and
+    counts of the split the loader loads, for every dataset and a class subset, with no image decoded
+    (Tiny ImageNet) or generated (synthetic)."""
+    root = tmp_path / "data"
+    _train_split(name, root, tmp_path)  # writes the files
+    data_root = root / "tiny-imagenet-200" if name == "tinyimagenet" else root
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DatasetChecksumWarning)
+        loaded = load_dataset(name, data_root, "train", num_classes=num_classes, synthetic_size=300, download=False,
+                              cache_dir=tmp_path / "cache")
+        monkeypatch.setattr(tiny, "_decode_jpegs", None)  # calling it would fail the test
+        monkeypatch.setattr(synthetic, "_synthetic_images", None)
+        counts = class_counts(name, data_root, "train", num_classes=num_classes, synthetic_size=300)
+    assert counts == list(zip(loaded.class_names, torch.bincount(loaded.labels, minlength=loaded.num_classes).tolist()))
 
 
 def test_no_validation_split_leaves_the_training_split_exactly_as_it_was() -> None:

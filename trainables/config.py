@@ -23,6 +23,7 @@ from trainables.losses import LOSSES
 from trainables.models import MODELS
 from trainables.mollify import LABEL_MODES, Mollification, check_roles
 from trainables.pipeline import PRECISIONS
+from trainables.yamlfile import load_yaml
 
 
 class ConfigError(ValueError):
@@ -152,7 +153,7 @@ class TrialConfig:
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: Mapping[str, Any] | None = None) -> "TrialConfig":
         try:
-            values = yaml.safe_load(Path(path).read_text()) or {}
+            values = load_yaml(Path(path).read_text()) or {}  # a key given twice is refused
         except OSError as err:
             raise ConfigError(f"cannot read the config file {path}: {err.strerror or err}") from None
         except yaml.YAMLError as err:

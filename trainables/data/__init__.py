@@ -20,6 +20,7 @@ class; Tiny ImageNet val follows the row order of ``val/val_annotations.txt``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -27,10 +28,11 @@ import torch
 from trainables.data.base import (DATASET_STATS, DatasetChecksumWarning, DatasetError, DatasetNotFoundError,
                                   ImageSet, Loader, LoadRequest, canonical_split, positive_or_none)
 from trainables.data.cifar import (CIFAR_CLASSES, _cifar_missing, _download_cifar, cifar_missing_message,
-                                   load_cifar10, load_cifar100)
-from trainables.data.synthetic import load_synthetic
-from trainables.data.tiny import JPEG_BACKEND, TINY_IMAGENET_URL, _tiny_root, load_tinyimagenet, tiny_missing_message
-from trainables.data.validation import split_validation
+                                   count_cifar10, count_cifar100, load_cifar10, load_cifar100)
+from trainables.data.synthetic import count_synthetic, load_synthetic
+from trainables.data.tiny import (JPEG_BACKEND, TINY_IMAGENET_URL, _tiny_root, count_tinyimagenet, load_tinyimagenet,
+                                  tiny_missing_message)
+from trainables.data.validation import check_holdout, split_validation
 
 __all__ = [
     "DATASETS",
@@ -42,7 +44,9 @@ __all__ = [
     "JPEG_BACKEND",
     "LoadRequest",
     "TINY_IMAGENET_URL",
+    "check_holdout",
     "cifar_missing_message",
+    "class_counts",
     "load_dataset",
     "prepare_dataset",
     "split_validation",
@@ -54,6 +58,15 @@ DATASETS: dict[str, Loader] = {
     "cifar10": load_cifar10,
     "cifar100": load_cifar100,
     "tinyimagenet": load_tinyimagenet,
+}
+
+# How many images of each class a split holds, as its loader would load it, without making the images:
+# Tiny ImageNet lists its folders, CIFAR reads its pickles' labels, synthetic computes its labels.
+COUNTERS: dict[str, Callable[[LoadRequest], list[tuple[str, int]]]] = {
+    "synthetic": count_synthetic,
+    "cifar10": count_cifar10,
+    "cifar100": count_cifar100,
+    "tinyimagenet": count_tinyimagenet,
 }
 
 
@@ -80,20 +93,26 @@ def load_dataset(
     cache_dir, use_cache: Tiny ImageNet's decoded-tensor cache (default ``root/.mollify-cache/`` if
     writable, else ``~/.cache/mollify-lab/``).
     """
+    request = _request(name, root, split, num_classes=num_classes, image_size=image_size, download=download,
+                       seed=seed, synthetic_size=synthetic_size,
+                       cache_dir=None if cache_dir is None else Path(cache_dir).expanduser(), use_cache=use_cache)
+    return DATASETS[name](request).to(device)
+
+
+def class_counts(name: str, root: str | Path, split: str, *, num_classes: int | None = None,
+                 synthetic_size: int | None = None, download: bool = False) -> list[tuple[str, int]]:
+    """(class name, images) for each class of split `split` that `load_dataset` with these
+    arguments would load, in class order, without decoding or making an image (see COUNTERS)."""
+    request = _request(name, root, split, num_classes=num_classes, synthetic_size=synthetic_size, download=download)
+    return COUNTERS[name](request)
+
+
+def _request(name: str, root: str | Path, split: str, **fields) -> LoadRequest:
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(sorted(DATASETS))}")
-    request = LoadRequest(
-        root=Path(root).expanduser(),
-        split=canonical_split(name, split),
-        num_classes=positive_or_none("num_classes", num_classes),
-        image_size=positive_or_none("image_size", image_size),
-        download=download,
-        seed=seed,
-        synthetic_size=positive_or_none("synthetic_size", synthetic_size),
-        cache_dir=None if cache_dir is None else Path(cache_dir).expanduser(),
-        use_cache=use_cache,
-    )
-    return DATASETS[name](request).to(device)
+    for key in ("num_classes", "image_size", "synthetic_size"):
+        positive_or_none(key, fields.get(key))
+    return LoadRequest(root=Path(root).expanduser(), split=canonical_split(name, split), **fields)
 
 
 def prepare_dataset(name: str, root: str | Path, download: bool = True) -> None:

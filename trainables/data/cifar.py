@@ -37,14 +37,34 @@ def load_cifar100(req: LoadRequest) -> ImageSet:
     return _load_cifar(req, torchvision.datasets.CIFAR100, "cifar100")
 
 
-def _load_cifar(req: LoadRequest, cls: CifarClass, name: str) -> ImageSet:
+def count_cifar10(req: LoadRequest) -> list[tuple[str, int]]:
+    return _count_cifar(req, torchvision.datasets.CIFAR10, "cifar10")
+
+
+def count_cifar100(req: LoadRequest) -> list[tuple[str, int]]:
+    return _count_cifar(req, torchvision.datasets.CIFAR100, "cifar100")
+
+
+def _count_cifar(req: LoadRequest, cls: CifarClass, name: str) -> list[tuple[str, int]]:
+    """Images per class of the split `_load_cifar` loads, from the pickles' labels (no tensors made)."""
+    ds, names = _open_cifar(req, cls, name)
+    counts = torch.bincount(torch.as_tensor(ds.targets, dtype=torch.int64), minlength=len(ds.classes))
+    return list(zip(names, counts.tolist()))  # the first len(names) classes: the subset's
+
+
+def _open_cifar(req: LoadRequest, cls: CifarClass, name: str) -> tuple[torchvision.datasets.CIFAR10, tuple[str, ...]]:
+    """The split as torchvision reads it, and the names of the classes the request keeps."""
     train = req.split == "train"
     if _cifar_missing(cls, req.root):
         _download_cifar(cls, req.root, train, req.download)
     ds = _read_cifar(cls, req.root, train)
+    return ds, class_subset(ds.classes, req.num_classes, name)
+
+
+def _load_cifar(req: LoadRequest, cls: CifarClass, name: str) -> ImageSet:
+    ds, names = _open_cifar(req, cls, name)
     images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # (N,32,32,3) -> NCHW
     labels = torch.as_tensor(ds.targets, dtype=torch.int64)
-    names = class_subset(ds.classes, req.num_classes, name)
     if len(names) < len(ds.classes):
         keep = labels < len(names)  # canonical order = label index order, so no remap is needed
         images, labels = images[keep], labels[keep]

@@ -17,14 +17,28 @@ SYNTHETIC_DEFAULT_IMAGE_SIZE = 32
 
 
 def load_synthetic(req: LoadRequest) -> ImageSet:
-    num_classes = req.num_classes or SYNTHETIC_DEFAULT_CLASSES
+    names, n = _classes_and_size(req)
     size = req.image_size or SYNTHETIC_DEFAULT_IMAGE_SIZE
-    n = req.synthetic_size or SYNTHETIC_DEFAULT_SIZE[req.split]
-    prototypes = torch.stack([_prototype(req.seed, k, size) for k in range(num_classes)])
+    prototypes = torch.stack([_prototype(req.seed, k, size) for k in range(len(names))])
     images, labels = _synthetic_images(prototypes, n, generator(req.seed, "synthetic", req.split))
     mean, std = DATASET_STATS["synthetic"]
-    names = tuple(f"synthetic_{k}" for k in range(num_classes))
     return ImageSet(images, labels, names, mean, std)
+
+
+def count_synthetic(req: LoadRequest) -> list[tuple[str, int]]:
+    """Images per class, as `load_synthetic` makes them (the labels, not the pixels)."""
+    names, n = _classes_and_size(req)
+    return list(zip(names, torch.bincount(_balanced_labels(n, len(names)), minlength=len(names)).tolist()))
+
+
+def _classes_and_size(req: LoadRequest) -> tuple[tuple[str, ...], int]:
+    num_classes = req.num_classes or SYNTHETIC_DEFAULT_CLASSES
+    return tuple(f"synthetic_{k}" for k in range(num_classes)), req.synthetic_size or SYNTHETIC_DEFAULT_SIZE[req.split]
+
+
+def _balanced_labels(n: int, num_classes: int) -> Tensor:
+    """(n,) labels 0, 1, ..., K-1, 0, 1, ...: every class n // K or n // K + 1 times."""
+    return torch.arange(n) % num_classes
 
 
 def _prototype(seed: int, label: int, size: int) -> Tensor:
@@ -56,7 +70,7 @@ def _synthetic_images(prototypes: Tensor, n: int, g: torch.Generator) -> tuple[T
     large set would not fit comfortably in memory).
     """
     num_classes, _, size, _ = prototypes.shape
-    labels = (torch.arange(n) % num_classes)[torch.randperm(n, generator=g)]
+    labels = _balanced_labels(n, num_classes)[torch.randperm(n, generator=g)]
     distractors = torch.randint(0, num_classes, (n,), generator=g)
     rows = _shifted_index(n, size, g)
     cols = _shifted_index(n, size, g)

@@ -52,6 +52,12 @@ def load_tinyimagenet(req: LoadRequest) -> ImageSet:
     return ImageSet(images, files.labels, files.class_names, mean, std)
 
 
+def count_tinyimagenet(req: LoadRequest) -> list[tuple[str, int]]:
+    """Images per class of the split `load_tinyimagenet` loads, from the folders' listing (none decoded)."""
+    files = _tiny_files(_tiny_root(req.root), req.split, req.num_classes)
+    return list(zip(files.class_names, torch.bincount(files.labels, minlength=len(files.class_names)).tolist()))
+
+
 def _tiny_root(root: Path) -> Path:
     """`root` itself or its `tiny-imagenet-200/` child, whichever holds wnids.txt."""
     for candidate in (root, root / TINY_IMAGENET_FOLDER):

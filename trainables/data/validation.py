@@ -4,13 +4,13 @@ every trial of a study."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
 from trainables.data.base import ImageSet
 from trainables.seeds import generator
-
 
 
 def split_validation(train: ImageSet, per_class: int, seed: int) -> tuple[ImageSet, ImageSet]:
@@ -28,7 +28,7 @@ def split_validation(train: ImageSet, per_class: int, seed: int) -> tuple[ImageS
     labels, k = train.labels, train.num_classes
     if per_class == 0:
         return train, subset(train, labels[:0])
-    _check_class_sizes(train, per_class)
+    check_holdout(list(zip(train.class_names, torch.bincount(labels, minlength=k).tolist())), per_class)
     n = len(train)
     perm = torch.randperm(n, generator=generator(seed, "validation")).to(labels.device)
     by_class = perm[labels[perm].argsort(stable=True)]  # (N,) class by class, random within a class
@@ -42,16 +42,19 @@ def split_validation(train: ImageSet, per_class: int, seed: int) -> tuple[ImageS
     return subset(train, keep.nonzero().squeeze(1)), subset(train, valid)
 
 
-def _check_class_sizes(train: ImageSet, per_class: int) -> None:
-    """Every class must keep at least one training image after `per_class` are held out."""
-    counts = torch.bincount(train.labels, minlength=train.num_classes).cpu()
-    short = (counts <= per_class).nonzero().squeeze(1).tolist()
-    if short:
-        named = ", ".join(f"{train.class_names[c]!r} ({int(counts[c])})" for c in short[:5])
-        more = f" and {len(short) - 5} more" if len(short) > 5 else ""
-        raise ValueError(f"cannot hold out {per_class} validation images per class: class(es) {named}{more} "
-                         f"have no more training images than that (at most {max(int(counts.min()) - 1, 0)} per class "
-                         "leaves every class one to train on)")
+def check_holdout(counts: Sequence[tuple[str, int]], per_class: int) -> None:
+    """Every class must keep at least one training image after `per_class` are held out; `counts`
+    are (class name, training images) pairs, from the labels or from a loader's count."""
+    short = [(name, n) for name, n in counts if n <= per_class]
+    if not short:
+        return
+    sizes = sorted({n for _, n in counts})
+    each = f"{sizes[0]}" if len(sizes) == 1 else f"{sizes[0]} to {sizes[-1]}"
+    named = ", ".join(f"{name!r} ({n})" for name, n in short[:5])
+    more = f" and {len(short) - 5} more" if len(short) > 5 else ""
+    raise ValueError(f"cannot hold out {per_class} validation images per class: class(es) {named}{more} "
+                     f"have no more training images than that (at most {max(sizes[0] - 1, 0)} per class "
+                     f"leaves every class one to train on; the training split has {each} images per class)")
 
 
 def subset(images: ImageSet, index: Tensor) -> ImageSet:
