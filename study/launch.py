@@ -212,7 +212,10 @@ def resume(name: str, *, runs_dir: Path, verbose: bool = False) -> tuple[StudyRe
 
 def check_stores(spec: StudySpec, record: StudyRecord) -> None:
     """Resume only into the stores the study was recorded in: a SQLite file that is gone would be
-    recreated empty, and the study would run its trials again into it."""
+    recreated empty, and the study would run its trials again into it. A launch made both files
+    before it recorded its parent run; one that died earlier may have made neither."""
+    if record.parent_run_id is None:
+        return
     stores = [("MLflow store", record.tracking_uri)]
     if spec.search.keeps_optuna_study:
         stores.append(("Optuna storage", record.optuna_storage))
@@ -221,7 +224,7 @@ def check_stores(spec: StudySpec, record: StudyRecord) -> None:
             raise StoreGoneError(f"the study's {what} {safe_uri(uri)} is gone; put it back to resume {spec.name!r}")
     probe_tracking(record.tracking_uri)
     experiment = MlflowClient(record.tracking_uri).get_experiment_by_name(spec.name)
-    if record.parent_run_id is not None and (experiment is None or experiment.lifecycle_stage == "deleted"):
+    if experiment is None or experiment.lifecycle_stage == "deleted":
         raise StoreGoneError(f"the MLflow experiment {spec.name!r} is {'deleted' if experiment else 'gone'} from "
                              f"{safe_uri(record.tracking_uri)}; restore it (`mlflow experiments restore`) to resume")
 
@@ -378,7 +381,7 @@ def unrecorded_status(spec: StudySpec, record: StudyRecord, live: bool, notes: t
 def optuna_notes(spec: StudySpec, record: StudyRecord) -> tuple[str, ...]:
     """A search's Optuna storage, if its SQLite file is gone (the trials' MLflow runs still read)."""
     uri = record.optuna_storage
-    if spec.search.keeps_optuna_study and uri.startswith("sqlite:///") and \
+    if record.parent_run_id is not None and spec.search.keeps_optuna_study and uri.startswith("sqlite:///") and \
             not Path(uri.removeprefix("sqlite:///")).is_file():
         return (f"its Optuna storage {uri} is gone: the search cannot be resumed, its MLflow runs still read",)
     return ()
