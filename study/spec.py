@@ -433,7 +433,7 @@ def read_source(preset_or_file: str) -> tuple[dict[str, Any], str]:
     try:
         return _mapping(yaml.safe_load(path.read_text()), str(path)), preset
     except yaml.YAMLError as err:
-        raise SpecError(f"{path}: not valid YAML: {err}") from None
+        raise SpecError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None  # with its line
 
 
 def load_spec(preset_or_file: str, *, name: str | None = None,
