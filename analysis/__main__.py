@@ -25,7 +25,7 @@ from analysis.mlflow_io import load_runs, load_study_info
 from analysis.multiplicity import ADJUSTMENTS
 from analysis.paired import HEADLINE, differences_markdown, find_baseline, paired_differences
 from analysis.report import keep_finished, make_figures
-from contract import one_line
+from contract import debug_anywhere, one_line
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -62,6 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     pairs.add_argument("--adjust", choices=ADJUSTMENTS, default=None,
                        help="multiplicity adjustment: holm, bh (Benjamini-Hochberg) or none (default: the "
                        "study's declared one for its secondary family, Holm for the cells shown)")
+    debug_anywhere(commands)
     return parser.parse_args(argv)
 
 

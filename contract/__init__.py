@@ -6,11 +6,13 @@ without torch or Ray (`trainables/__init__.py` imports nothing); nothing here ma
 - which knobs act (`ACTIVE_WHEN`) and the one evaluator of its rules (`rule_holds`, `is_active`),
   which a study also stores as data in its record (`record.json`, key `active_when`);
 - the metric names a trial logs (`METRICS`, the corruption groups, the name builders);
-- the command lines' one-line error (`one_line`) and where the MLflow store is (`tracking_uri`).
+- the command lines' one-line error (`one_line`), `--debug` on every command (`debug_anywhere`)
+  and where the MLflow store is (`tracking_uri`).
 """
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import sys
@@ -211,6 +213,14 @@ def trial_metric_names() -> frozenset[str]:
 
 # --- the command lines and the store ---------------------------------------------------------------
 DEFAULT_DB = "mlflow.db"
+DEBUG_HELP = "show the traceback of an error"
+
+
+def debug_anywhere(commands: argparse._SubParsersAction) -> None:
+    """`--debug` after the command as well as before it (`python -m study launch smoke --debug`).
+    Each command's flag defaults to SUPPRESS: absent, it leaves the top-level value in place."""
+    for parser in {id(p): p for p in commands.choices.values()}.values():  # an alias shares its parser
+        parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
 
 
 def one_line(err: BaseException, code: int, debug: bool, unexpected: bool = False) -> int:

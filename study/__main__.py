@@ -19,7 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from contract import one_line
+from contract import debug_anywhere, one_line
 from study import estimate_cli, estimate_record  # issue 21: `estimate`, the estimate in status
 from study.guards import StoreGoneError
 from study.launch import LOG_FILE, Status, StudyError, launch, list_studies, read_record, resume, status, study_dir
@@ -58,6 +58,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     show.add_argument("--json", action="store_true")
     commands.add_parser("list", help="the studies under --runs-dir")
     estimate_cli.add_parser(commands)  # issue 21
+    debug_anywhere(commands)
     return parser.parse_args(argv)
 
 

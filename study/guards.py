@@ -24,7 +24,7 @@ from contract import KIND_TAG
 from study.record import RECORD_FILE, StudyRecord, safe_uri
 from study.spec import StudySpec
 from trainables.config import TrialConfig
-from trainables.data import DatasetError, DatasetNotFoundError, check_holdout, class_counts, prepare_dataset
+from trainables.data import CIFAR_CLASSES, DatasetError, DatasetNotFoundError, check_holdout, class_counts, prepare_dataset
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 PROBE_TIMEOUT_S = 5
@@ -190,14 +190,19 @@ def datasets(spec: StudySpec) -> list[tuple[str, str]]:
     return sorted({(c.dataset, c.data_root) for c in map(TrialConfig.from_dict, spec.search.configs())})
 
 
+# CIFAR is downloaded on first use; without a network the Makefile runs the quickstart on the
+# Tiny ImageNet images the machine already has.
+OFFLINE_HINT = "; without a network, `make quickstart-offline` runs the quickstart on Tiny ImageNet"
+
+
 def prepare_data(spec: StudySpec) -> None:
     """Download or find every dataset the trials read, once, here (see trainables.data.prepare_dataset),
     and check that the data can serve every trial's validation split (`check_holdouts`)."""
     for name, root in datasets(spec):
         try:
             prepare_dataset(name, root)
-        except DatasetNotFoundError as err:  # its first line says where the files must be
-            raise StudyError(str(err)) from None
+        except DatasetNotFoundError as err:  # one line: where the files must be, where they come from
+            raise StudyError(f"{err}{OFFLINE_HINT if name in CIFAR_CLASSES else ''}") from None
     check_holdouts(spec)
 
 

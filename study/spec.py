@@ -508,7 +508,7 @@ def read_source(preset_or_file: str) -> tuple[dict[str, Any], str]:
     try:
         return _mapping(load_yaml(path.read_text()), str(path)), preset  # a key given twice is refused
     except yaml.YAMLError as err:
-        raise SpecError(f"{path}: not valid YAML: {err}") from None
+        raise SpecError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None  # with its line
 
 
 def load_spec(preset_or_file: str, *, name: str | None = None,

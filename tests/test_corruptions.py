@@ -268,6 +268,7 @@ def test_missing_official_file_says_where_and_how(tmp_path: Path) -> None:
     message = str(err.value)
     assert "snow.npy" in message and "https://zenodo.org/records/2535967" in message
     assert "python -m trainables.corruptions generate --dataset cifar10" in message
+    assert "\n" not in message  # the command lines show one line
     assert isinstance(err.value, FileNotFoundError)
     with pytest.raises(OfficialSetNotFoundError, match="zenodo.org/records/3555552"):
         load_corrupted_cell("cifar100", tmp_path / "none", "fog", 1)

@@ -31,6 +31,7 @@ from trainables.data import (
     DatasetChecksumWarning,
     DatasetNotFoundError,
     ImageSet,
+    TINY_IMAGENET_URL,
     cifar_missing_message,
     class_counts,
     load_dataset,
@@ -199,7 +200,7 @@ def test_cifar_missing_without_download_names_folder_and_url(tmp_path: Path) -> 
     message = str(info.value)
     assert str(tmp_path.resolve() / "cifar-10-batches-py") in message
     assert "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz" in message
-    assert "download=False" in message and "data_batch_1" in message
+    assert "download=False" in message and "\n" not in message  # the command lines show one line
     assert isinstance(info.value, FileNotFoundError)
 
 
@@ -222,17 +223,20 @@ def test_cifar_failed_download_fails_fast_with_reason(
         load_dataset("cifar100", tmp_path / "data", "train", download=True)
     assert time.monotonic() - start < 30
     message = str(info.value)
-    assert "The automatic download failed: " in message  # URLError here; HTTPError via a proxy
+    assert "the download failed (URLError: " in message  # URLError here; HTTPError via a proxy
     assert url in message and str((tmp_path / "data").resolve() / "cifar-100-python") in message
     assert socket.getdefaulttimeout() is None  # the temporary download timeout was undone
 
 
 def test_cifar_message_builder(tmp_path: Path) -> None:
-    message = cifar_missing_message(CIFAR100, tmp_path, reason="URLError: no route")
+    message = cifar_missing_message(CIFAR100, tmp_path, reason="URLError: no route\n  (second line)")
     assert "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz" in message
     assert str(tmp_path.resolve() / "cifar-100-python") in message
-    assert "The automatic download failed: URLError: no route" in message
-    assert "missing: train, test, meta" in message
+    assert "the download failed (URLError: no route (second line))" in message and "\n" not in message
+    assert "missing:" not in message  # all three are: the folder is named instead
+    (tmp_path / "cifar-100-python").mkdir()
+    (tmp_path / "cifar-100-python" / "train").write_bytes(b"")
+    assert "(missing: test, meta)" in cifar_missing_message(CIFAR100, tmp_path)
 
 
 def test_download_socket_timeout_is_temporary() -> None:
@@ -457,6 +461,7 @@ def test_tiny_undecodable_file_is_named(tiny_root: Path, backend: str,
 def test_tiny_message_builder(tmp_path: Path) -> None:
     message = tiny_missing_message(tmp_path, "wnids.txt not found")
     assert str(tmp_path.resolve()) in message and "wnids.txt not found" in message
+    assert TINY_IMAGENET_URL in message and "\n" not in message
 
 
 # ---------------------------------------------------------------------------------------------

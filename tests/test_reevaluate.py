@@ -6,6 +6,7 @@ Real pieces throughout: JPEG files in the official layout, a SQLite MLflow store
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -13,12 +14,14 @@ import mlflow
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
+from mlflow.utils.validation import _validate_metric_name, _validate_tag_name
 
 from helpers import TINY_WNIDS, make_tiny_tree
 from trainables import __main__ as cli
+from trainables.__main__ import PROGRESS_BAR
 from trainables.config import TrialConfig
 from trainables.corruptions import __main__ as corruptions_cli
-from trainables.reevaluate import EVAL_PREFIX
+from trainables.reevaluate import EVAL_PREFIX, EVAL_TAG, set_label
 from trainables.tracking import MlflowTrialLogger
 from trainables.train import run_trial
 
@@ -81,6 +84,42 @@ def test_evaluate_on_a_second_clean_set_and_a_generated_corrupted_set(trained, t
     assert cli.main(["evaluate", "--run-id", run_id, "--tracking-uri", uri, "--data-root", str(second),
                      "--name", "second"]) == 2
     assert "already holds eval/second/" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("name", "label"), [
+    ("tiny-imagenet-200", "tiny-imagenet-200"), ("my set+v2 (copy)", "my_set_v2_copy"), ("données×2", "donnees_2"),
+    ("..", "set"), (".", "set"), ("数据", "set"), ("../../x", "x"), ("a..b", "a..b"), ("x" * 300, "x" * 100),
+])
+def test_any_folder_name_makes_a_label_mlflow_accepts(name: str, label: str) -> None:
+    assert set_label(name) == label
+    _validate_metric_name(f"{EVAL_PREFIX}/{label}/corrupt/gaussian_noise/s5/ece_batch100")
+    _validate_tag_name(EVAL_TAG + label)
+
+
+def test_evaluate_names_its_metrics_from_any_folder_quietly(trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            capfd: pytest.CaptureFixture) -> None:
+    """A data root whose folder has '+', spaces, accents, or is '..', used to name metrics MLflow
+    refuses; every evaluation printed MLflow's download progress bars. Now each set is logged
+    under a label made from its folder, and the output is the command's own lines."""
+    monkeypatch.delenv(PROGRESS_BAR, raising=False)  # MLflow's default: bars on
+    uri, run_id, root = trained
+    dots = tmp_path / "tiny+set" / "sub"
+    dots.mkdir(parents=True)
+    shutil.copytree(root, tmp_path / "tiny+set", dirs_exist_ok=True)
+    folders = {"tiny-imagenet-200": root, "my_set_v2_copy": tmp_path / "my set+v2 (copy)",
+               "donnees_2": tmp_path / "données×2", "tiny_set": dots / ".."}
+    for folder in (tmp_path / "my set+v2 (copy)", tmp_path / "données×2"):
+        shutil.copytree(root, folder)
+    capfd.readouterr()  # the training's lines
+    for label, folder in folders.items():
+        assert cli.main(["evaluate", "--run-id", run_id, "--tracking-uri", uri, "--data-root", str(folder)]) == 0
+        out, err = capfd.readouterr()
+        assert out.splitlines()[0].endswith(f"under {EVAL_PREFIX}/{label}/"), out
+        assert err == "" and "\r" not in out and "Downloading artifacts" not in out  # no progress bars
+    run = MlflowClient(uri).get_run(run_id)
+    for label in folders:
+        assert f"{EVAL_PREFIX}/{label}/clean/error" in run.data.metrics and EVAL_TAG + label in run.data.tags
+    assert PROGRESS_BAR not in os.environ  # set for the command only
 
 
 def _cells(client: MlflowClient, run_id: str, path: str, tmp: Path) -> list[dict]:

@@ -5,13 +5,16 @@ the cluster under faults and attack: test_cluster.py; the table of all: docs/rel
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from trainables.__main__ import RUN_ID_FILE, main
 from trainables.config import TrialConfig
+from trainables.tracking import MlflowTrialLogger
 from trainables.train import CHECKPOINT_FILE, run_trial
 
 QUICK = dict(dataset="synthetic", model="smallcnn", train_size=256, batch_size=64, lr=0.05, device="cpu",
@@ -127,3 +130,36 @@ def test_an_undecodable_jpeg_is_named(tmp_path, capsys):
     victim.write_bytes(b"\xff\xd8\xff garbage")
     code = main(cli(tmp_path, "epochs=1", "dataset=tinyimagenet", f"data_root={root}", "image_size=32"))
     assert code == 2 and f"cannot decode {victim}" in one_line(capsys)
+
+
+def test_sigterm_ends_the_run_killed_and_the_same_command_continues_it(tmp_path, capsys, monkeypatch):
+    """SIGTERM (a scheduler's stop, `kill`) used to leave the run RUNNING for ever. It lands here
+    at the worst moment: epoch 2's checkpoint is saved, its metrics not yet logged. The run ends
+    KILLED (not FAILED) saying how to continue, exit 130; the same command logs epoch 2 from the
+    checkpoint, then 3, into the same run."""
+    folder = tmp_path / "ckpt"
+    log_epoch = MlflowTrialLogger.report
+
+    def stopped_at_epoch_2(self, metrics, checkpoint=None):
+        if metrics["epoch"] == 2:
+            signal.raise_signal(signal.SIGTERM)
+        log_epoch(self, metrics, checkpoint)
+
+    monkeypatch.setattr(MlflowTrialLogger, "report", stopped_at_epoch_2)
+    assert main(cli(tmp_path, "epochs=3", "limit_train_batches=1", folder=folder)) == 130
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("interrupted after epoch 1;") and str(folder) in err
+    [run] = runs(tmp_path)
+    assert run.info.status == "KILLED"
+    assert run.data.tags["mollify.status"] == (f"interrupted after epoch 1; rerun the same command with "
+                                               f"--checkpoint-dir {folder} to continue")
+    assert torch.load(folder / CHECKPOINT_FILE, weights_only=True)["epoch"] == 2  # kept
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler was the command's only
+
+    monkeypatch.setattr(MlflowTrialLogger, "report", log_epoch)
+    assert main(cli(tmp_path, "epochs=3", "limit_train_batches=1", folder=folder)) == 0
+    [again] = runs(tmp_path)
+    assert again.info.run_id == run.info.run_id and again.info.status == "FINISHED"
+    history = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_metric_history(run.info.run_id, "train/loss")
+    assert [m.step for m in history] == [1, 2, 3]
+    assert again.data.tags["mollify.status"] == "finished"

@@ -330,6 +330,43 @@ def test_killed_cli_trial_resumes_into_the_same_mlflow_run(tmp_path):
 
 
 @pytest.mark.slow
+def test_sigterm_stops_a_cli_trial_which_the_same_command_continues(tmp_path):
+    """SIGTERM (a scheduler's stop, `kill`) once epoch 1 is logged: exit 130, one line on stderr,
+    the run KILLED (not left RUNNING), the checkpoint kept; the same command finishes the trial in
+    the same MLflow run with every epoch logged once."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    ckpt = tmp_path / "ckpt"
+    cmd = [sys.executable, "-m", "trainables", "run", "--tracking-uri", uri, "--experiment", "term",
+           "--checkpoint-dir", str(ckpt)]
+    cmd += [f"--set={k}={v}" for k, v in {**QUICK, "epochs": 3}.items()]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    client = MlflowClient(uri)
+    deadline = time.monotonic() + 240
+    run_id = None
+    while time.monotonic() < deadline and proc.poll() is None and run_id is None:
+        if (ckpt / "mlflow_run_id").exists():
+            found = (ckpt / "mlflow_run_id").read_text()
+            run_id = found if metric_steps(client, found, "train/loss") else None
+        time.sleep(0.2)
+    assert proc.poll() is None, f"trial ended before it could be stopped: {proc.stderr.read()[-2000:]}"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 130
+    said = proc.stderr.read().strip().splitlines()[-1]
+    assert said.startswith("interrupted after epoch ") and f"--checkpoint-dir {ckpt}" in said
+    run = client.get_run(run_id)
+    assert run.info.status == "KILLED" and run.data.tags["mollify.status"].startswith("interrupted after epoch ")
+    done_before = metric_steps(client, run_id, "train/loss")
+    assert 1 <= len(done_before) < 3 and (ckpt / CHECKPOINT_FILE).exists()
+
+    subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=300)
+    runs = client.search_runs([client.get_experiment_by_name("term").experiment_id])
+    assert [r.info.run_id for r in runs] == [run_id]  # the same run, no second one
+    assert runs[0].info.status == "FINISHED" and runs[0].data.tags["mollify.status"] == "finished"
+    assert metric_steps(client, run_id, "train/loss") == [1, 2, 3]  # none lost, none twice
+
+
+@pytest.mark.slow
 def test_tiny_imagenet_10_classes_at_32px_beats_chance_on_cpu(tiny_imagenet_root):
     """The issue's bar: 10 real Tiny ImageNet classes at 32 px train on the CPU in a few minutes
     and clearly beat chance (90% error)."""

@@ -5,18 +5,25 @@
     python -m trainables evaluate --run-id ID [--corruption-source official|generated|on_the_fly|auto]
                                   [--corruption-path DIR] [--data-root DIR] [--protocol P] [--name NAME]
         evaluate a logged model on another clean/corrupted set; results go into its run as eval/<set>/...
+
+Exit codes: 0 done, 1 the trial failed (its loss diverged, or an unexpected error), 2 a mistake in
+the command, 130 interrupted (Ctrl-C or SIGTERM): the run ends KILLED, and the same command with
+the same --checkpoint-dir continues it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
-from contract import one_line
+from contract import debug_anywhere, one_line
 from trainables.checkpoint import CheckpointError, has_checkpoint, read_checkpoint
 from trainables.config import ConfigError, TrialConfig, parse_overrides
 from trainables.corruptions import OfficialSetNotFoundError
@@ -32,6 +39,8 @@ from trainables.train import TrialDivergedError, TrialResult, run_trial
 USER_ERRORS = (ConfigError, DatasetError, DatasetNotFoundError, EvaluateError, OfficialSetNotFoundError, CheckpointError,
                DeviceError, FinishedRunError)
 
+INTERRUPTED = 130  # Ctrl-C or SIGTERM: what shells report for Ctrl-C (128 + SIGINT), as `study` does
+PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"  # on by default: one bar per downloaded file
 RUN_ID_FILE = "mlflow_run_id"
 SUMMARY_KEYS = ("clean/error", "clean/nll", "clean/ece", "corrupt/error", "corrupt/nll", "corrupt/ece",
                 "valid/error", "valid/corrupt/error", "train/loss", "train/error")
@@ -64,6 +73,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                        help="corruption protocol: a release's severity table and JPEG round trip "
                             "(default: the trial's own)")
     again.add_argument("--device", default="auto")
+    debug_anywhere(commands)
     return parser.parse_args(argv)
 
 
@@ -78,15 +88,17 @@ def start_logger(args: argparse.Namespace, cfg: TrialConfig) -> MlflowTrialLogge
     reopened: nothing is touched when continuing is refused."""
     folder = args.checkpoint_dir
     run_id_file = folder / RUN_ID_FILE if folder else None
-    run_id = None
+    run_id, history = None, []
     if has_checkpoint(folder):
-        read_checkpoint(folder, cfg.to_dict())
+        history = read_checkpoint(folder, cfg.to_dict())["history"]
         run_id = run_id_file.read_text().strip() if run_id_file.exists() else None
     logger = MlflowTrialLogger(cfg, experiment=args.experiment, tracking_uri=args.tracking_uri,
                                run_name=args.run_name, run_id=run_id, refuse_finished=True)
     if run_id_file:
         folder.mkdir(parents=True, exist_ok=True)
         run_id_file.write_text(logger.run_id)
+    for metrics in history:  # an epoch checkpointed but not logged: the stop fell between the two
+        logger.report(metrics)
     return logger
 
 
@@ -117,12 +129,25 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         result = run_trial(cfg, report=report, checkpoint_dir=args.checkpoint_dir)
+        logger.finish(result)
+    except KeyboardInterrupt:
+        return interrupted(logger, args.checkpoint_dir)
     except BaseException as err:
         logger.fail(err)
         raise
-    logger.finish(result)
     print_summary(cfg, result, logger, time.perf_counter() - start)
     return 0
+
+
+def interrupted(logger: MlflowTrialLogger, folder: Path | None) -> int:
+    """Ctrl-C or SIGTERM: the run ends KILLED, not FAILED, and says how to continue it; the last
+    finished epoch's checkpoint stays (it is replaced atomically, never half written)."""
+    how = (f"rerun the same command with --checkpoint-dir {folder} to continue" if folder else
+           "without --checkpoint-dir it cannot be continued")
+    logger.interrupt(how)
+    print(f"interrupted after epoch {logger.logged_through}; MLflow run {logger.run_id} is KILLED; {how}",
+          file=sys.stderr)
+    return INTERRUPTED
 
 
 def evaluate(args: argparse.Namespace) -> int:
@@ -139,13 +164,46 @@ def evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def quiet_mlflow(debug: bool) -> Iterator[None]:
+    """For the command only (undone after it): no MLflow progress bars, unless the environment asks
+    for them, and without --debug no INFO lines (creating a store's tables is not the output)."""
+    logger, bar = logging.getLogger("mlflow"), os.environ.get(PROGRESS_BAR)
+    level = logger.level
+    os.environ[PROGRESS_BAR] = bar or "false"
+    logger.setLevel(level if debug else logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+        if bar is None:
+            os.environ.pop(PROGRESS_BAR, None)
+        else:
+            os.environ[PROGRESS_BAR] = bar
+
+
+@contextlib.contextmanager
+def sigterm_as_ctrl_c() -> Iterator[None]:
+    """SIGTERM (a scheduler's stop, `kill`) interrupts as Ctrl-C does. The handler raises itself
+    rather than resending SIGINT, which a process started in the background may ignore."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per file otherwise
-    if not args.debug:  # MLflow's INFO lines (creating a store's tables) are not the trial's output
-        logging.getLogger("mlflow").setLevel(logging.WARNING)
     try:
-        return run(args) if args.command == "run" else evaluate(args)
+        with quiet_mlflow(args.debug), sigterm_as_ctrl_c():
+            return run(args) if args.command == "run" else evaluate(args)
+    except KeyboardInterrupt:  # before the trial's run existed, or during `evaluate`: nothing to continue
+        print(f"interrupted: {args.command} did not complete", file=sys.stderr)
+        return INTERRUPTED
     except USER_ERRORS as err:
         return one_line(err, 2, args.debug)
     except TrialDivergedError as err:

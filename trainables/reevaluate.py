@@ -15,6 +15,7 @@ import json
 import re
 import tempfile
 import time
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from trainables.tracking import MODEL_ARTIFACT, log_metrics, resolve_tracking_ur
 
 EVAL_PREFIX = "eval"
 EVAL_TAG = "mollify.eval."  # + set name: what was evaluated, as JSON
+LABEL_LIMIT = 100  # MLflow keys hold 250 characters; eval/<set>/corrupt/<corruption>/s<k>/<metric> adds ~50
 
 
 class EvaluateError(ValueError):
@@ -59,7 +61,7 @@ def evaluate_logged_model(req: EvaluateRequest) -> tuple[str, dict[str, float]]:
     client = MlflowClient(resolve_tracking_uri(req.tracking_uri))
     run = _get_run(client, req.run_id)
     cfg = _set_config(_trial_config(client, req.run_id), req)
-    name = _metric_safe(req.name or set_name(req))
+    name = set_label(req.name or set_name(req))
     prefix = f"{EVAL_PREFIX}/{name}/"
     if any(key.startswith(prefix) for key in run.data.metrics):
         raise EvaluateError(f"run {req.run_id} already holds {prefix}* metrics; evaluate under another --name")
@@ -81,9 +83,9 @@ def evaluate_logged_model(req: EvaluateRequest) -> tuple[str, dict[str, float]]:
 def set_name(req: EvaluateRequest) -> str:
     """A readable name for the evaluated set: the clean folder (when another one is given) and
     the corrupted source with its folder, e.g. `official-CIFAR-10-C`."""
-    parts = [Path(req.data_root).name] if req.data_root else []
+    parts = [_folder_name(req.data_root)] if req.data_root else []
     if req.corruption_source and req.corruption_path:
-        parts.append(f"{req.corruption_source}-{Path(req.corruption_path).name}")
+        parts.append(f"{req.corruption_source}-{_folder_name(req.corruption_path)}")
     elif req.corruption_source:
         parts.append(req.corruption_source)
     if req.protocol:
@@ -91,8 +93,18 @@ def set_name(req: EvaluateRequest) -> str:
     return "_".join(parts) or "again"
 
 
-def _metric_safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_\-.]", "_", name)  # what MLflow accepts in a metric name, '/' aside
+def _folder_name(path: str) -> str:
+    return Path(path).expanduser().resolve().name  # `..` or `.` named by the folder they are
+
+
+def set_label(name: str) -> str:
+    """`name` as one segment of a metric key, a tag key and an artifact path, whatever a folder is
+    called: accents dropped, any character but ASCII letters, digits, '_', '-' and '.' made '_',
+    no '.', '_' or '-' at either end (so never '.' or '..', which MLflow refuses in a key), at most
+    LABEL_LIMIT characters; 'set' when nothing is left."""
+    bare = "".join(c for c in unicodedata.normalize("NFKD", name) if not unicodedata.combining(c))
+    label = re.sub(r"[^A-Za-z0-9_.-]+", "_", bare).strip("._-")
+    return label[:LABEL_LIMIT].rstrip("._-") or "set"
 
 
 def _get_run(client: MlflowClient, run_id: str):

@@ -137,8 +137,9 @@ class FinishedRunError(ValueError):
 
 
 class MlflowTrialLogger:
-    """One trial's MLflow run. `report` is the trial's per-epoch callback; `finish` and `fail` end
-    the run. Pass `run_id` to continue a run after a restart instead of starting a second one."""
+    """One trial's MLflow run. `report` is the trial's per-epoch callback; `finish`, `fail` and
+    `interrupt` end the run. Pass `run_id` to continue a run after a restart instead of starting a
+    second one."""
 
     def __init__(self, cfg: TrialConfig, *, experiment: str = DEFAULT_EXPERIMENT,
                  tracking_uri: str | None = None, run_name: str | None = None,
@@ -205,6 +206,13 @@ class MlflowTrialLogger:
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
                                   f"torchvision=={torchvision.__version__.split('+')[0]}"])
             self.client.log_artifacts(self.run_id, str(path), MODEL_ARTIFACT)
+
+    def interrupt(self, how_to_continue: str) -> None:
+        """End the run KILLED, not FAILED (stopped by Ctrl-C or SIGTERM, nothing went wrong), its
+        `mollify.status` tag saying after which epoch and how to continue it."""
+        status = f"interrupted after epoch {self.logged_through}; {how_to_continue}"
+        self.client.set_tag(self.run_id, STATUS_TAG, status)
+        self.client.set_terminated(self.run_id, RunStatus.to_string(RunStatus.KILLED))
 
     def fail(self, reason: BaseException | str | None = None) -> None:
         """End the run FAILED, saying why in its `mollify.status` tag (the error's first line)."""

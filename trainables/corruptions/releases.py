@@ -113,8 +113,8 @@ def _read_tree_cell(dataset: str, path: Path, corruption: str, severity: int, so
     entries.sort(key=lambda entry: _natural(entry[0]))
     files, labels = [f for f, _ in entries], [label for _, label in entries]
     if not files:
-        raise OfficialSetNotFoundError(missing_message(dataset, folder, path, source, corruption)
-                                       + f"\n(no <wnid>/*.JPEG for the {len(wnids)} classes asked for)")
+        problem = f"holds no <wnid>/*.JPEG for the {len(wnids)} classes asked for"
+        raise OfficialSetNotFoundError(missing_message(dataset, folder, path, source, corruption, problem))
     decoded = decode_jpeg([read_file(str(f)) for f in files], mode=ImageReadMode.RGB)
     if len({im.shape for im in decoded}) > 1:
         side = max(im.shape[-1] for im in decoded)
@@ -147,16 +147,14 @@ def release_folder(dataset: str, path: Path) -> Path:
     return child if OFFICIAL.get(dataset) and child.is_dir() else path.expanduser()
 
 
-def missing_message(dataset: str, missing: Path, out: Path, source: str, corruption: str = "") -> str:
-    """Where a corrupted set was looked for, where to download it, and how to generate it."""
+def missing_message(dataset: str, missing: Path, out: Path, source: str, corruption: str = "",
+                    problem: str = "not found") -> str:
+    """One line: where a corrupted set was looked for, where to download it, how to generate it."""
     name, url = OFFICIAL.get(dataset, (f"{dataset}-C", None))
-    lines = [f"{name} ({source} corrupted set): {missing} not found."]
-    if url is not None and source == "official":
-        lines.append(f"Download the official release from {url} and extract it into {out}, or "
-                     "generate it instead:")
-    else:
-        lines.append("Generate it with:")
     only = f" --corruptions {corruption}" if source == "generated" and corruption else ""
-    lines.append(f"  python -m trainables.corruptions generate --dataset {dataset} --out {out} "
-                 f"--data-root DATA_ROOT{only}")
-    return "\n".join(lines)
+    generate = (f"python -m trainables.corruptions generate --dataset {dataset} --out {out} "
+                f"--data-root DATA_ROOT{only}")
+    if url is not None and source == "official":
+        return (f"{name} ({source} corrupted set): {missing} {problem}; download the official release "
+                f"{url} and extract it into {out}, or generate it: {generate}")
+    return f"{name} ({source} corrupted set): {missing} {problem}; generate it: {generate}"

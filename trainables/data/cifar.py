@@ -120,20 +120,15 @@ def _without_md5(cls: CifarClass) -> CifarClass:
 
 
 def cifar_missing_message(cls: CifarClass, root: str | Path, reason: str | None = None) -> str:
-    """Where the CIFAR files must be, where they come from, and why the download failed if it did."""
+    """One line (the command lines show one): which files are missing where, why no download
+    brought them, and the archive to extract there by hand."""
     folder = Path(root).expanduser().resolve() / cls.base_folder
     missing = _cifar_missing(cls, Path(root))
-    lines = [
-        f"{cls.__name__} files not found: {folder} must contain "
-        f"{', '.join(_cifar_required(cls))} (missing: {', '.join(missing)}).",
-        f"Download the official archive {cls.url} and extract it into {folder.parent} "
-        f"(it unpacks to {cls.base_folder}/).",
-    ]
-    if reason is not None:
-        lines.append(f"The automatic download failed: {reason}")
-    else:
-        lines.append("download=False, so no download was attempted.")
-    return "\n".join(lines)
+    which = "" if len(missing) == len(_cifar_required(cls)) else f" (missing: {', '.join(missing)})"
+    why = (f"the download failed ({' '.join(reason.split())[:200]})" if reason is not None
+           else "download=False, so none was attempted")
+    return (f"{cls.__name__} files not found in {folder}{which}; {why}: download {cls.url} and extract it "
+            f"into {folder.parent}")
 
 
 @contextlib.contextmanager

@@ -67,19 +67,12 @@ def _tiny_root(root: Path) -> Path:
 
 
 def tiny_missing_message(root: Path, problem: str) -> str:
-    """Where Tiny ImageNet must be, in which layout, and where it comes from."""
+    """One line: what is missing where, the archive (never downloaded automatically: it is large)
+    and the layout it unzips to."""
     where = Path(root).expanduser().resolve()
-    return "\n".join([
-        f"Tiny ImageNet not found under {where}: {problem}; unzip {TINY_IMAGENET_URL} there (it makes "
-        f"{TINY_IMAGENET_FOLDER}/) or point data_root at a {TINY_IMAGENET_FOLDER}/ folder.",
-        f"Expected layout (root = the {TINY_IMAGENET_FOLDER}/ folder itself or its parent):",
-        f"  {TINY_IMAGENET_FOLDER}/wnids.txt, words.txt (optional, class names)",
-        f"  {TINY_IMAGENET_FOLDER}/train/<wnid>/images/*.JPEG  (may be partial: whatever exists "
-        "per class is loaded)",
-        f"  {TINY_IMAGENET_FOLDER}/val/images/*.JPEG and val/val_annotations.txt",
-        f"Official archive: {TINY_IMAGENET_URL} (unzip it into {where}); it is not downloaded "
-        "automatically.",
-    ])
+    return (f"Tiny ImageNet not found under {where}: {problem}; unzip {TINY_IMAGENET_URL} there, or point "
+            f"data_root at a {TINY_IMAGENET_FOLDER}/ folder (wnids.txt, train/<wnid>/images/*.JPEG, "
+            "val/images/*.JPEG, val/val_annotations.txt)")
 
 
 def _tiny_files(root: Path, split: str, num_classes: int | None) -> _TinyFiles:
