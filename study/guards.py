@@ -24,7 +24,8 @@ from contract import KIND_TAG
 from study.record import RECORD_FILE, StudyRecord, safe_uri
 from study.spec import StudySpec
 from trainables.config import TrialConfig
-from trainables.data import CIFAR_CLASSES, DatasetError, DatasetNotFoundError, check_holdout, class_counts, prepare_dataset
+from trainables.data import (CIFAR_CLASSES, DatasetError, DatasetNotFoundError, check_holdout, class_counts,
+                             prepare_dataset)
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 PROBE_TIMEOUT_S = 5
