@@ -6,8 +6,10 @@ without torch or Ray (`trainables/__init__.py` imports nothing); nothing here ma
 - which knobs act (`ACTIVE_WHEN`) and the one evaluator of its rules (`rule_holds`, `is_active`),
   which a study also stores as data in its record (`record.json`, key `active_when`);
 - the metric names a trial logs (`METRICS`, the corruption groups, the name builders);
-- the command lines' one-line error (`one_line`), `--debug` on every command (`debug_anywhere`)
-  and where the MLflow store is (`tracking_uri`).
+- the command lines' one-line error (`one_line`), `--debug` on every command (`debug_anywhere`),
+  where the MLflow store is (`tracking_uri`), a local store's location made absolute
+  (`absolute_location`), a URI fit to store or show (`safe_uri`, without credentials) and a file
+  replaced whole (`write_atomic`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import os
 import sys
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 # --- tags ----------------------------------------------------------------------------------------
 KIND_TAG = "mollify.kind"  # "study" on the parent run, "trial" on each trial's run
@@ -247,3 +250,32 @@ def write_atomic(path: Path, text: str) -> None:
 def tracking_uri(uri: str | None = None) -> str:
     """An explicit URI, else $MLFLOW_TRACKING_URI, else a SQLite file in the working directory."""
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / DEFAULT_DB}"
+
+
+SQLITE = "sqlite:///"
+
+
+def absolute_location(uri: str) -> str:
+    """A local store or artifact location made absolute against the working directory: a SQLite
+    file (`sqlite:///rel.db`: `sqlite:////abs/rel.db`), a `file:` URI or a plain path. A relative
+    one names a different place in every process that runs elsewhere (Ray runs each trial in a
+    folder of its own). Servers, absolute paths and in-memory SQLite are returned as given."""
+    if uri.startswith(SQLITE):
+        path, sep, query = uri.removeprefix(SQLITE).partition("?")
+        if not path or path == ":memory:" or os.path.isabs(path):
+            return uri
+        return f"{SQLITE}{os.path.abspath(path)}{sep}{query}"
+    parts = urlsplit(uri)
+    if parts.scheme == "file" and not parts.netloc and parts.path and not os.path.isabs(parts.path):
+        return Path(os.path.abspath(unquote(parts.path))).as_uri()
+    if not parts.scheme and uri and not os.path.isabs(uri):
+        return os.path.abspath(uri)
+    return uri
+
+
+def safe_uri(uri: str) -> str:
+    """The URI without credentials (user:password@host), fit to be stored and shown."""
+    parts = urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))

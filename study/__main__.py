@@ -21,9 +21,10 @@ from pathlib import Path
 
 from contract import debug_anywhere, one_line
 from study import estimate_cli, estimate_record  # issue 21: `estimate`, the estimate in status
-from study.guards import StoreGoneError
+from study.guards import StoreGoneError, unauthenticated, unauthenticated_error
 from study.launch import LOG_FILE, Status, StudyError, launch, list_studies, read_record, resume, status, study_dir
 from study.spec import SpecError, StudySpec, parse_spec, preset_names, read_source
+from study.stores import resolve_environment
 from trainables.config import ConfigError, parse_overrides
 
 
@@ -37,8 +38,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     go = commands.add_parser("launch", help="start a study from a preset or a YAML file")
     go.add_argument("preset", help=f"a preset ({', '.join(preset_names())}) or a spec file")
     go.add_argument("--name", help="study name (default: the spec's)")
-    go.add_argument("--tracking-uri", help="MLflow (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
-    go.add_argument("--storage", help="Optuna storage URL (default: sqlite:///optuna.db)")
+    go.add_argument("--tracking-uri", help="MLflow (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db); "
+                    "user:password@ in it moves to $MLFLOW_TRACKING_USERNAME/PASSWORD, never into a file")
+    go.add_argument("--storage", help="Optuna storage URL (default: sqlite:///optuna.db); a PostgreSQL "
+                    "password in it moves to $PGPASSWORD")
     go.add_argument("--address", help="Ray cluster address (default: a local Ray)")
     go.add_argument("--num-samples", type=int, help="Optuna searches: number of trials")
     go.add_argument("--gpus-per-trial", type=float, help="fractional values share a GPU between trials")
@@ -141,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     except (SpecError, ConfigError, StudyError) as err:
         return one_line(err, EXIT_REFUSED, args.debug)
     except Exception as err:
+        if unauthenticated(err):  # on resume or status: the record holds no credentials
+            return one_line(unauthenticated_error(), EXIT_REFUSED, args.debug)
         code = EXIT_ENVIRONMENT if environment_fault(err) else EXIT_FAILED_TRIALS
         return one_line(err, code, args.debug, unexpected=True)
 
@@ -148,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
 def command(args: argparse.Namespace) -> int:
     """Run the command; the exit code says how a launch or resume ended (0 finished, 1 some trials
     failed, 2 refused, 3 the environment failed, 130 interrupted: `resume` continues it)."""
+    resolve_environment()  # a credentialed $MLFLOW_TRACKING_URI gives its credentials to the environment
     if args.command == "estimate":  # issue 21
         return estimate_cli.run(args, spec_from_args)
     if args.command == "status":

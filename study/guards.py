@@ -18,6 +18,7 @@ from typing import Iterator
 
 import ray
 import sqlalchemy
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from contract import KIND_TAG
@@ -129,18 +130,38 @@ def _writable_sqlite(uri: str, what: str) -> None:
 
 
 def probe_tracking(uri: str) -> None:
-    """The MLflow tracking store answers within seconds (a server's /health), or is a writable file."""
+    """The MLflow tracking store answers within seconds (a server's /health) and accepts the
+    environment's credentials, or is a writable file."""
     if uri.startswith("sqlite:///"):
         return _writable_sqlite(uri, "MLflow store")
     if not uri.startswith(("http://", "https://")):
         return
     try:
         with urllib.request.urlopen(f"{safe_uri(uri).rstrip('/')}/health", timeout=PROBE_TIMEOUT_S):
-            return
+            pass
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)
         raise StudyError(f"the MLflow server {safe_uri(uri)} does not answer within {PROBE_TIMEOUT_S} s ({reason}); "
                          "start it or pass another --tracking-uri") from None
+    try:  # /health needs no credentials: ask for something that does
+        MlflowClient(uri).search_experiments(max_results=1)
+    except MlflowException as err:
+        if unauthenticated(err):
+            raise unauthenticated_error(uri) from None
+        raise
+
+
+def unauthenticated(err: BaseException) -> bool:
+    """Whether an MLflow server refused a request for want of (valid) credentials."""
+    return isinstance(err, MlflowException) and err.get_http_status_code() == 401
+
+
+def unauthenticated_error(uri: str = "") -> StudyError:
+    """What to do about a 401. A study's record holds no credentials: they come from the
+    environment, at launch (or the URL's, moved there: study/stores.py) as on `resume`."""
+    server = f"the MLflow server {safe_uri(uri)}" if uri else "the MLflow server"
+    return StudyError(f"{server} refused the request (401 unauthenticated): set MLFLOW_TRACKING_USERNAME and "
+                      "MLFLOW_TRACKING_PASSWORD in the environment")
 
 
 def probe_storage(url: str) -> None:

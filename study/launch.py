@@ -33,13 +33,13 @@ from study.record import (CORRUPTION_SETS_TAG, RECORD_FILE, STATE_TAG, RecordErr
                           find_parent_run, safe_uri, set_parent_state, start_parent_run, study_dir, tally,
                           trial_runs, ui_link, update_parent)
 from study.spec import StudySpec
+from study.stores import resolve_stores
 from study.tuning import make_tuner
 from trainables.config import TrialConfig
 from trainables.corruptions.provision import resolve_corruption_set
-from trainables.tracking import ensure_experiment, ensure_sqlite_folder, resolve_tracking_uri
+from trainables.tracking import ensure_experiment
 
 LOG_FILE = "study.log"
-DEFAULT_OPTUNA_DB = "optuna.db"
 
 
 def read_record(runs_dir: Path, name: str) -> StudyRecord:
@@ -55,10 +55,6 @@ def read_record(runs_dir: Path, name: str) -> StudyRecord:
 
 def list_studies(runs_dir: Path) -> list[str]:
     return sorted(p.parent.name for p in runs_dir.resolve().glob(f"*/{RECORD_FILE}"))
-
-
-def default_optuna_storage() -> str:
-    return f"sqlite:///{Path.cwd() / DEFAULT_OPTUNA_DB}"
 
 
 # --- the commands --------------------------------------------------------------------------------
@@ -140,12 +136,8 @@ def launch(spec: StudySpec, *, runs_dir: Path, tracking_uri: str | None = None, 
     check_name(spec.name)
     spec = absolute_paths(spec)
     folder = study_dir(runs_dir, spec.name)
-    storage = storage or default_optuna_storage()
-    try:
-        ensure_sqlite_folder(storage)
-        uri = resolve_tracking_uri(tracking_uri)
-    except OSError as err:
-        raise StudyError(f"cannot make the folder of a SQLite store: {err}") from None
+    stores = resolve_stores(tracking_uri, storage)  # absolute, credentials moved into the environment
+    uri, storage = stores.tracking_uri, stores.optuna_storage
     probe_tracking(uri)
     probe_storage(storage)
     record = StudyRecord(name=spec.name, preset=spec.preset, spec=spec.effective(), overrides=overrides or {},

@@ -23,7 +23,6 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
-from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 from mlflow.entities import Metric, Param, Run, RunStatus
@@ -33,7 +32,8 @@ from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 from contract import (ACTIVE_WHEN, CORRUPTION_SETS_TAG, DESCRIPTION_TAG, GIT_COMMIT_TAG,  # noqa: F401
                       KIND_TAG, LAUNCH_TAG, MOLLIFYING, OBJECTIVES_TAG, PRESET_TAG, RECORD_ARTIFACT, RECORD_SCHEMA,
                       SEARCH_TAG, SELECT_ON_TEST_TAG, SPEC_ARTIFACT, STATE_TAG, STOPPED_EARLY_TAG,
-                      STUDY_TAG, TOTAL_TRIALS_TAG, ENDPOINTS_KEY, TRIAL_ID_TAG, TRIAL_NUMBER_TAG, is_active, rules_data, write_atomic)
+                      STUDY_TAG, TOTAL_TRIALS_TAG, ENDPOINTS_KEY, TRIAL_ID_TAG, TRIAL_NUMBER_TAG, is_active, rules_data,
+                      safe_uri, write_atomic)
 from study.spec import StudySpec, expand_grid, parse_spec
 from trainables.config import TrialConfig
 from trainables.tracking import ensure_experiment, git_commit
@@ -176,14 +176,6 @@ def trial_run_name(number: int, values: Mapping[str, Any], keys: Iterable[str]) 
     mollifying = any(MOLLIFYING[0] in ACTIVE_WHEN.get(k, ()) for k in shown)
     parts = [_name_part(k, values[k]) for k in shown if not (k == "mollify" and values[k] and mollifying)]
     return " ".join([f"{number:04d}", *parts, f"s{values.get('seed', 0)}"])
-
-
-def safe_uri(uri: str) -> str:
-    """The tracking URI without credentials (user:password@host), fit to be stored and shown."""
-    parts = urlsplit(uri)
-    if "@" not in parts.netloc:
-        return uri
-    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
 def ui_link(tracking_uri: str, experiment_id: str, run_id: str | None = None) -> str:

@@ -1,12 +1,18 @@
 """Helpers that several test files share: running `python -m study` on a loopback-only network,
-reading a study's MLflow runs, and a small Tiny ImageNet tree in the official layout. A module, not
+reading a study's MLflow runs, services (an MLflow server, a study's driver) in one loopback-only
+network namespace stopped by process group (`Namespace`), and a small Tiny ImageNet tree in the
+official layout. A module, not
 a test file, so that no test file imports another."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +49,84 @@ def trial_runs(uri: str, experiment: str):
     runs = client.search_runs([found.experiment_id], max_results=1000)
     parents = [r for r in runs if r.data.tags.get("mollify.kind") == "study"]
     return client, parents, [r for r in runs if r.data.tags.get("mollify.kind") == "trial"]
+
+
+# --- services on a loopback-only network, stopped by process group ----------------------------------
+
+def wait_for(check, timeout: float, what: str, interval: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def stop_group(pgid: int, grace: float = 15, sig: int = signal.SIGTERM) -> None:
+    """Signal a process group, then SIGKILL whatever of it is still there after `grace` seconds."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+class Namespace:
+    """A network namespace whose only interface is loopback, held open by a sleeping process. Every
+    service and command of the slow tests runs in it (`nsenter --net`), each started in its own
+    process group, so that a test stops one by its id and the fixture stops all, even on failure."""
+
+    def __init__(self, env: dict[str, str], logs: Path) -> None:
+        self.env, self.logs = env, logs
+        self.groups: dict[str, subprocess.Popen] = {}
+        self.holder = subprocess.Popen(["unshare", "--net", "sh", "-c", "ip link set lo up && exec sleep infinity"],
+                                       start_new_session=True)
+        wait_for(lambda: "UP" in self.run(["ip", "-brief", "link", "show", "lo"]).stdout, 20, "loopback up")
+
+    def argv(self, cmd: list[str]) -> list[str]:
+        return ["nsenter", f"--net=/proc/{self.holder.pid}/ns/net", "--", *cmd]
+
+    def run(self, cmd: list[str], *, env: dict[str, str] | None = None, timeout: float = 120,
+            **kwargs) -> subprocess.CompletedProcess:
+        return subprocess.run(self.argv(cmd), env=env or self.env, capture_output=True, text=True,
+                              timeout=timeout, **kwargs)
+
+    def start(self, name: str, cmd: list[str], *, env: dict[str, str] | None = None, **kwargs) -> subprocess.Popen:
+        with open(self.logs / f"{name}.log", "w") as log:
+            proc = subprocess.Popen(self.argv(cmd), env=env or self.env, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True, **kwargs)
+        self.groups[name] = proc
+        return proc
+
+    def stop(self, name: str, sig: int = signal.SIGTERM, grace: float = 15) -> None:
+        proc = self.groups.pop(name)
+        stop_group(proc.pid, grace, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10)
+
+    def log(self, name: str, tail: int = 3000) -> str:
+        path = self.logs / f"{name}.log"
+        return f"--- {name}.log\n{path.read_text()[-tail:]}" if path.exists() else f"--- no {name}.log"
+
+    def close(self) -> None:
+        """SIGTERM to every group at once, SIGKILL to what is left after 10 s, then the holder."""
+        for proc in self.groups.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for name in list(self.groups):
+            self.stop(name, grace=max(deadline - time.monotonic(), 0.5))
+        stop_group(self.holder.pid, grace=5, sig=signal.SIGKILL)
+        self.holder.wait(timeout=10)
 
 
 # --- Tiny ImageNet: a small tree in the official layout ----------------------------------------------

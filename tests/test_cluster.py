@@ -23,7 +23,6 @@ stops one by its id, and the module fixture stops all of them, even on failure.
 from __future__ import annotations
 
 import configparser
-import contextlib
 import io
 import ipaddress
 import json
@@ -43,6 +42,8 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
+
+from helpers import Namespace, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = REPO / "docker-compose.yml"
@@ -396,82 +397,6 @@ def need(program: str) -> str:
     return path
 
 
-def wait_for(check, timeout: float, what: str, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def stop_group(pgid: int, grace: float = 15, sig: int = signal.SIGTERM) -> None:
-    """Signal a process group, then SIGKILL whatever of it is still there after `grace` seconds."""
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.2)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGKILL)
-
-
-class Namespace:
-    """A network namespace whose only interface is loopback, held open by a sleeping process. Every
-    service and command of the slow tests runs in it (`nsenter --net`), each started in its own
-    process group, so that a test stops one by its id and the fixture stops all, even on failure."""
-
-    def __init__(self, env: dict[str, str], logs: Path) -> None:
-        self.env, self.logs = env, logs
-        self.groups: dict[str, subprocess.Popen] = {}
-        self.holder = subprocess.Popen(["unshare", "--net", "sh", "-c", "ip link set lo up && exec sleep infinity"],
-                                       start_new_session=True)
-        wait_for(lambda: "UP" in self.run(["ip", "-brief", "link", "show", "lo"]).stdout, 20, "loopback up")
-
-    def argv(self, cmd: list[str]) -> list[str]:
-        return ["nsenter", f"--net=/proc/{self.holder.pid}/ns/net", "--", *cmd]
-
-    def run(self, cmd: list[str], *, env: dict[str, str] | None = None, timeout: float = 120,
-            **kwargs) -> subprocess.CompletedProcess:
-        return subprocess.run(self.argv(cmd), env=env or self.env, capture_output=True, text=True,
-                              timeout=timeout, **kwargs)
-
-    def start(self, name: str, cmd: list[str], *, env: dict[str, str] | None = None, **kwargs) -> subprocess.Popen:
-        with open(self.logs / f"{name}.log", "w") as log:
-            proc = subprocess.Popen(self.argv(cmd), env=env or self.env, stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True, **kwargs)
-        self.groups[name] = proc
-        return proc
-
-    def stop(self, name: str, sig: int = signal.SIGTERM, grace: float = 15) -> None:
-        proc = self.groups.pop(name)
-        stop_group(proc.pid, grace, sig)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=10)
-
-    def log(self, name: str, tail: int = 3000) -> str:
-        path = self.logs / f"{name}.log"
-        return f"--- {name}.log\n{path.read_text()[-tail:]}" if path.exists() else f"--- no {name}.log"
-
-    def close(self) -> None:
-        """SIGTERM to every group at once, SIGKILL to what is left after 10 s, then the holder."""
-        for proc in self.groups.values():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        for name in list(self.groups):
-            self.stop(name, grace=max(deadline - time.monotonic(), 0.5))
-        stop_group(self.holder.pid, grace=5, sig=signal.SIGKILL)
-        self.holder.wait(timeout=10)
-
-
 class Cluster:
     """The compose file's services on loopback: PostgreSQL 15 with password authentication (databases
     mlflow and optuna), MLflow's basic-auth server on it with the compose file's auth config, and a
@@ -805,6 +730,36 @@ def test_mlflow_server_restarted_mid_study(cluster):
     during = [step for r in runs for step, ts in r["epochs"] if down < ts < up]
     assert during, (down, up, runs)
     assert cluster.probe("optuna", f"{PG_URL}/optuna", "restarted") == ["COMPLETE"] * 2
+
+
+@pytest.mark.slow
+@pytest.mark.cluster
+def test_passwords_in_the_urls_move_to_the_environment(cluster):
+    """`--tracking-uri http://admin:PW@...` and `--storage postgresql://postgres:PW@...` from a
+    driver whose environment holds neither password: the driver moves them into
+    MLFLOW_TRACKING_USERNAME/PASSWORD and PGPASSWORD (study/stores.py), the trials on the worker
+    nodes use the nodes' own (as compose sets them), the study runs, and neither password is in its
+    files (bytes, pickles included) or its output. test_secrets_never_land_in_the_study_files,
+    after it, searches them again with every other study's."""
+    env = {k: v for k, v in cluster.env.items()
+           if k not in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "PGPASSWORD")}
+    swap = {"--tracking-uri": f"http://{ADMIN}:{cluster.mlflow_password}@127.0.0.1:{MLFLOW_PORT}",
+            "--storage": f"postgresql://postgres:{cluster.pg_password}@127.0.0.1:{PG_PORT}/optuna"}
+    argv = cluster.study_argv("smoke", "in-urls")
+    argv = [swap.get(argv[i - 1], a) if i else a for i, a in enumerate(argv)]
+    cluster.ns.start("study-in-urls", argv, env=env, cwd=cluster.work)
+    rc = cluster.finish("in-urls", timeout=300)
+    assert rc == 0, cluster.ns.log("study-in-urls")
+    record = json.loads((cluster.work / "runs" / "in-urls" / "study.json").read_text())
+    assert (record["tracking_uri"], record["optuna_storage"]) == (TRACKING, f"{PG_URL}/optuna")
+    assert cluster.probe("optuna", f"{PG_URL}/optuna", "in-urls") == ["COMPLETE"] * 4
+    runs = [r for r in cluster.probe("runs", TRACKING, "in-urls") if r["kind"] == "trial"]
+    assert len(runs) == 4 and all(r["status"] == "FINISHED" for r in runs), runs
+    files = [p for p in (cluster.work / "runs" / "in-urls").rglob("*") if p.is_file()]
+    files.append(cluster.work / "logs" / "study-in-urls.log")  # what it printed
+    assert any(p.suffix == ".pkl" for p in files)
+    for secret in (cluster.mlflow_password, cluster.pg_password):
+        assert not [str(p) for p in files if secret.encode() in p.read_bytes()]
 
 
 @pytest.mark.slow

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from contract import debug_anywhere, one_line
+from contract import debug_anywhere, one_line, safe_uri
 from trainables.checkpoint import CheckpointError, has_checkpoint, read_checkpoint
 from trainables.config import ConfigError, TrialConfig, parse_overrides
 from trainables.corruptions import OfficialSetNotFoundError
@@ -113,7 +113,7 @@ def print_summary(cfg: TrialConfig, result: TrialResult, logger: MlflowTrialLogg
     for key in SUMMARY_KEYS:
         if key in result.metrics:
             print(f"  {key:<20} {result.metrics[key]:.4f}")
-    print(f"done in {seconds:.1f} s; MLflow run {logger.run_id} at {logger.client.tracking_uri}")
+    print(f"done in {seconds:.1f} s; MLflow run {logger.run_id} at {safe_uri(logger.client.tracking_uri)}")
 
 
 def run(args: argparse.Namespace) -> int:

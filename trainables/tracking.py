@@ -11,7 +11,8 @@ one value each) would be 300 one-point charts: they go into one table, `corrupt/
 It uses an explicit `MlflowClient` bound to one tracking URI rather than MLflow's fluent API, whose
 active run and tracking URI are process-wide state: a trial must not depend on, or change, what
 else runs in its process. Default store: `sqlite:///<cwd>/mlflow.db`; `MLFLOW_TRACKING_URI`
-overrides it, and an explicit URI overrides both.
+overrides it, and an explicit URI overrides both; a relative SQLite file is taken from the working
+directory and kept absolute.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from contract import (CELLS_ARTIFACT, CONFIG_ARTIFACT, GIT_COMMIT_TAG, MODEL_ARTIFACT,  # noqa: F401
-                      PARENT_TAG, RELIABILITY_DIR, SEED_TAG, STATUS_TAG, tracking_uri)
+                      PARENT_TAG, RELIABILITY_DIR, SEED_TAG, STATUS_TAG, absolute_location, tracking_uri)
 from trainables.config import TrialConfig, active_params
 from trainables.evaluate import float32_digits
 
@@ -47,9 +48,10 @@ CELL = re.compile(r"^(?P<prefix>(?:.+/)?corrupt)/(?P<corruption>[a-z_]+)/s(?P<se
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
     """`contract.tracking_uri` (explicit, else $MLFLOW_TRACKING_URI, else a SQLite file
-    in the working directory), with a SQLite file's folder created if missing (SQLite creates the
-    file, not its folder)."""
-    uri = tracking_uri(uri)
+    in the working directory), a relative SQLite file or folder made absolute against the working
+    directory (what it names must not change if a later step runs elsewhere), with a SQLite
+    file's folder created if missing (SQLite creates the file, not its folder)."""
+    uri = absolute_location(tracking_uri(uri))
     ensure_sqlite_folder(uri)
     return uri
 
