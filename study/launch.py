@@ -191,6 +191,9 @@ def resume(name: str, *, runs_dir: Path, verbose: bool = False) -> tuple[StudyRe
         with quiet_console(folder / LOG_FILE, verbose), connected(record.address):
             check_resources(spec)
             prepare_data(spec)
+            if record.parent_run_id is None and spec.search.keeps_optuna_study:
+                with store_lock(record.optuna_storage):  # made before the parent run, as a launch does
+                    optuna.get_all_study_names(record.optuna_storage)
             with store_lock(record.tracking_uri):
                 record = recorded_parent(spec, record, folder)
             client = MlflowClient(record.tracking_uri)

@@ -1,10 +1,11 @@
 """Issue 16: a driver killed at any moment of a study's life loses nothing.
 
-Each case launches a small real study (local Ray, MLflow and Optuna in SQLite files), kills the
-driver, its Ray cluster and its trials with SIGKILL (the whole process group: what an OOM killer,
-`kill -9` of a job or a lost machine does) when the study reaches one step, then resumes it and
-checks the durable record: exactly N trials and N runs, each epoch logged once, Optuna's states
-equal to MLflow's, no finished run modified, one parent run, FINISHED. The record file and
+A small real study (local Ray, MLflow and Optuna in SQLite files) is killed, its driver, Ray
+cluster and trials with SIGKILL (the whole process group: what an OOM killer, `kill -9` of a job or
+a lost machine does), at one step of its life after another, each resumed driver at the next; then
+resumed to its end. After each kill nothing is duplicated and no finished run is modified; at the
+end the durable record holds exactly N trials and N runs, each epoch logged once, Optuna's states
+equal to MLflow's, one parent run, FINISHED. The record file and
 `study list` are checked without Ray.
 """
 
@@ -29,7 +30,7 @@ from tests.helpers import study_cmd, study_env, trial_runs
 
 NAME = "crash"
 EPOCHS = 2
-TRIALS = 2
+TRIALS = 3
 SPEC = {
     "trial": {"dataset": "synthetic", "train_size": 1024, "model": "smallcnn", "epochs": EPOCHS, "batch_size": 64,
               "lr": 0.05, "limit_eval_images": 128, "corruption_source": "none", "valid_per_class": 8,
@@ -59,6 +60,10 @@ class Study:
                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 start_new_session=True)
 
+    def resume(self) -> subprocess.Popen:
+        return subprocess.Popen(study_cmd(self.tmp, "resume", NAME), env=study_env(), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
     def command(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
         return subprocess.run(study_cmd(self.tmp, *args), env=study_env(), capture_output=True, text=True,
                               timeout=timeout)
@@ -82,30 +87,28 @@ def parent_made(s: Study) -> bool:
     return bool(s.runs()[1])
 
 
-def trial_started(s: Study) -> bool:
-    return bool(s.runs()[2])
-
-
-def trial_ended(s: Study) -> bool:
-    return any(r.info.status == "FINISHED" for r in s.runs()[2])
-
-
-def optuna_told(s: Study) -> bool:
-    return any(t.state.is_finished() for t in s.optuna_trials())
-
-
 def estimated(s: Study) -> bool:
     return (s.folder / "estimate.json").exists()  # issue 21: the estimate printed and stored at launch
 
 
+def trial_started(s: Study) -> bool:
+    return bool(s.runs()[2])
+
+
+def trials_ended(count: int):
+    def ended(s: Study) -> bool:
+        return sum(r.info.status == "FINISHED" for r in s.runs()[2]) >= count
+    return ended
+
+
+def optuna_told(count: int):
+    def told(s: Study) -> bool:
+        return sum(t.state.is_finished() for t in s.optuna_trials()) >= count
+    return told
+
+
 def figures_started(s: Study) -> bool:
     return (s.folder / "figures").exists()
-
-
-MOMENTS = {"after-the-claim": claimed, "after-the-parent-run": parent_made, "right-after-the-estimate": estimated,
-           "as-a-trial-starts": trial_started,
-           "right-after-a-trial-ends": trial_ended, "as-optuna-is-told": optuna_told,
-           "while-figures-are-made": figures_started}
 
 
 def kill_when(s: Study, moment, proc: subprocess.Popen, timeout: float = 400) -> None:
@@ -127,6 +130,19 @@ def finished_runs(s: Study) -> dict[str, tuple]:
     """Each FINISHED trial run's end time, metrics and tags: what must never change."""
     return {r.info.run_id: (r.info.end_time, r.data.metrics, r.data.tags) for r in s.runs()[2]
             if r.info.status == "FINISHED"}
+
+
+def assert_consistent(s: Study, kept: dict[str, tuple]) -> None:
+    """After any kill: at most one run per trial number, one parent, each epoch logged at most once,
+    and every run that had finished exactly as it was."""
+    client, parents, children = s.runs()
+    assert len(parents) <= 1
+    numbers = [int(r.data.tags["mollify.trial_number"]) for r in children]
+    assert len(numbers) == len(set(numbers)), numbers
+    for run in children:
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
+        assert steps == sorted(set(steps)), (run.info.run_name, steps)
+    assert {k: v for k, v in finished_runs(s).items() if k in kept} == kept  # no finished run modified
 
 
 def assert_whole(s: Study) -> None:
@@ -152,24 +168,33 @@ def assert_whole(s: Study) -> None:
             {k: run.data.params[k] for k in trial.params}  # the run trained what Optuna drew
 
 
+# One study killed again and again, each driver at the next moment of its life: the launch right
+# after its claim, then each resume after the parent run, as a trial starts, right after a trial
+# ends, as Optuna is told, while the figures are made; the last resume finishes it.
+CHAIN = [("after-the-claim", claimed), ("after-the-parent-run", parent_made), ("as-a-trial-starts", trial_started),
+         ("right-after-a-trial-ends", trials_ended(1)), ("as-optuna-is-told", optuna_told(2)),
+         ("while-figures-are-made", figures_started)]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("moment", list(MOMENTS), ids=list(MOMENTS))
-def test_a_driver_killed_at_any_moment_resumes_to_exactly_the_study(tmp_path, moment):
+def test_a_driver_killed_at_every_moment_resumes_to_exactly_the_study(tmp_path):
     s = Study(tmp_path)
-    figures = () if moment == "while-figures-are-made" else ("--no-figures",)
-    kill_when(s, MOMENTS[moment], s.launch(*figures, estimate=moment == "right-after-the-estimate"))
+    for i, (moment, reached) in enumerate(CHAIN):
+        kept = finished_runs(s)
+        driver = s.launch() if i == 0 else s.resume()
+        kill_when(s, reached, driver)
+        assert_consistent(s, kept)
+        status = s.command("status", NAME, "--json", timeout=120)
+        assert status.returncode == 0, (moment, status.stderr)
+        expected = "finished" if moment == "while-figures-are-made" else "interrupted"
+        assert json.loads(status.stdout)["state"] == expected, (moment, status.stdout)
+
     kept = finished_runs(s)
-
-    status = s.command("status", NAME, "--json", timeout=120)
-    assert status.returncode == 0, status.stderr
-    assert json.loads(status.stdout)["state"] in ("interrupted", "finished")  # finished: killed during figures
-
-    done = s.command("resume", NAME, *figures)
+    done = s.command("resume", NAME)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert_whole(s)
-    assert {k: v for k, v in finished_runs(s).items() if k in kept} == kept  # no finished run modified
-    if moment == "while-figures-are-made":
-        assert (s.folder / "figures" / "report.html").is_file()  # the resume made them, nothing else
+    assert finished_runs(s) == kept  # the last resume only made the figures
+    assert (s.folder / "figures" / "report.html").is_file()
 
     # A finished study resumed again: nothing runs, nothing changes.
     parent = s.runs()[1][0]
@@ -180,13 +205,15 @@ def test_a_driver_killed_at_any_moment_resumes_to_exactly_the_study(tmp_path, mo
 
 
 @pytest.mark.slow
-def test_stores_gone_are_reported_and_resume_touches_nothing(tmp_path):
-    """A study killed mid-way whose Optuna storage is then lost: resume refuses in one line (exit 3,
-    an environment failure) without recreating the file or touching the parent run; put back, it
-    resumes. A deleted MLflow experiment: status says so (exit 3)."""
+def test_killed_right_after_the_estimate_then_stores_gone(tmp_path):
+    """Issue 21's estimate at launch, then a kill: resume runs exactly the study. Before that, its
+    Optuna storage is lost: resume refuses in one line (exit 3, an environment failure) without
+    recreating the file or touching the parent run; put back, it resumes. A deleted MLflow
+    experiment: status says so (exit 3)."""
     s = Study(tmp_path)
-    kill_when(s, trial_ended, s.launch("--no-figures"))
+    kill_when(s, estimated, s.launch("--no-figures", estimate=True))
     parent = s.runs()[1][0]
+    assert json.loads((s.folder / "estimate.json").read_text())["estimate"]
     shutil.move(tmp_path / "optuna.db", tmp_path / "optuna.db.away")
     refused = s.command("resume", NAME, "--no-figures", timeout=120)
     assert refused.returncode == 3 and "Optuna storage" in refused.stderr and "is gone" in refused.stderr
