@@ -23,7 +23,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from contract import STATUS_TAG, STOPPED_EARLY_TAG, TRIAL_NUMBER_TAG
-from study.record import trial_runs
+from study.record import OPTUNA_RUN_ATTR, OPTUNA_RUN_NAME_ATTR, trial_runs
 from study.search import POINT_KEY, TRIAL_NUMBER_KEY
 from trainables.tracking import EPOCH_KEY
 from trainables.checkpoint import CHECKPOINT_FILE, CheckpointError, read_checkpoint
@@ -143,6 +143,8 @@ def reconcile_optuna(study: Any, runs: dict[int, Run], metrics: list[str], clien
     for trial in study.get_trials(deepcopy=False):
         run = runs.get(trial.number)
         ran = run_state(run) if run is not None else None
+        if trial.state == states.RUNNING and run is not None:
+            link(optuna_trial(study, trial.number), run)  # before it ends: Optuna freezes an ended trial
         if trial.state == states.RUNNING and ran in ENDED:
             tell_from_run(study, trial.number, run, ran, metrics)
             told.append(trial.number)
@@ -153,6 +155,22 @@ def reconcile_optuna(study: Any, runs: dict[int, Run], metrics: list[str], clien
             mark_failed(client, run.info.run_id, "the trial failed and its retries were spent")
             closed.append(trial.number)
     return OptunaRepair(tuple(told), tuple(closed))
+
+
+def optuna_trial(study: Any, number: int) -> Any:
+    """Trial `number` of `study` as a live trial (to run, to tell, to annotate), by Optuna's public
+    storage API."""
+    import optuna  # noqa: PLC0415
+
+    storage = study._storage  # noqa: SLF001 (the study's storage: Optuna's public storage API needs it)
+    study_id = storage.get_study_id_from_name(study.study_name)
+    return optuna.trial.Trial(study, storage.get_trial_id_from_study_id_trial_number(study_id, number))
+
+
+def link(trial: Any, run: Run) -> None:
+    """Name the trial's MLflow run in its Optuna trial (what optuna-dashboard shows)."""
+    trial.set_user_attr(OPTUNA_RUN_ATTR, run.info.run_id)
+    trial.set_user_attr(OPTUNA_RUN_NAME_ATTR, run.info.run_name)
 
 
 def tell_from_run(study: Any, number: int, run: Run, ran: str, metrics: list[str]) -> None:

@@ -20,9 +20,9 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import Searcher
 
 from study.console import say
-from study.record import (OPTUNA_RUN_ATTR, OPTUNA_RUN_NAME_ATTR, StudyRecord, Tally, label_keys,
+from study.record import (StudyRecord, Tally, label_keys,
                           optuna_study_attrs, study_dir, update_parent)
-from study.reconcile import Plan, trial_number_of
+from study.reconcile import Plan, link, optuna_trial, trial_number_of
 from study.search import POINT_KEY, DefineByRun
 from study.spec import StudySpec
 from study.trainable import STUDY_KEY, existing_run, mark_failed, mark_stopped_early, train_trial
@@ -73,10 +73,7 @@ class PruneAwareOptunaSearch(Searcher):
 
     def _adopt(self) -> optuna.Trial:
         """The first orphan, as a trial to run (under its own number, so in its own MLflow run)."""
-        storage = self.study._storage  # noqa: SLF001 (Optuna's public storage API needs the study's storage)
-        study_id = storage.get_study_id_from_name(self.study.study_name)
-        return optuna.trial.Trial(self.study, storage.get_trial_id_from_study_id_trial_number(study_id,
-                                                                                            self.orphans.pop(0)))
+        return optuna_trial(self.study, self.orphans.pop(0))
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         self._link(trial_id)
@@ -130,9 +127,8 @@ class PruneAwareOptunaSearch(Searcher):
         run = existing_run(MlflowClient(self.tracking_uri), self.experiment, trial.number)
         if run is None:
             return
-        with contextlib.suppress(UpdateFinishedTrialError):
-            trial.set_user_attr(OPTUNA_RUN_ATTR, run.info.run_id)
-            trial.set_user_attr(OPTUNA_RUN_NAME_ATTR, run.info.run_name)
+        with contextlib.suppress(UpdateFinishedTrialError):  # ended (and linked) under an earlier driver
+            link(trial, run)
         self.linked.add(trial_id)
 
     def save(self, checkpoint_path: str) -> None:
