@@ -11,6 +11,7 @@ equal to MLflow's, one parent run, FINISHED. The record file and
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -294,3 +295,38 @@ def test_a_full_disk_is_an_environment_failure_and_leaves_nothing(tmp_path):
     [line] = proc.stderr.strip().splitlines()
     assert "No space left on device" in line
     assert proc.stdout.strip() == ""  # the runs folder holds nothing: no study folder, no temporary file
+
+
+def test_ctrl_c_while_the_figures_are_made_says_the_study_finished(tmp_path, monkeypatch, capsys):
+    """Ctrl-C during the figures used to print "interrupted before any trial started; nothing to
+    resume" for a finished study. The study's run and the figures are stood in for (the path under
+    test is the command's); tests/test_crash.py's chain checks that `resume` then makes them."""
+    import study.__main__ as cli
+    from study.launch import Outcome
+
+    def figures(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    done = record("done", tmp_path)
+    monkeypatch.setattr(cli, "launch", lambda spec, **kwargs: (done, Outcome("finished", 3, 0, 3)))
+    monkeypatch.setattr(cli, "print_status", lambda *args: None)
+    monkeypatch.setattr(cli, "status", lambda *args, **kwargs: None)
+    monkeypatch.setattr(cli, "make_figures", figures)
+    spec = tmp_path / "crash.yaml"
+    spec.write_text(yaml.safe_dump(SPEC))
+    assert main(["--runs-dir", str(tmp_path / "runs"), "launch", str(spec), "--name", "done"]) == 0
+    err = capsys.readouterr().err
+    assert "done finished; its figures were interrupted: `python -m study resume done` makes them" in err
+    assert "nothing to resume" not in err
+
+
+def test_ctrl_c_before_the_trials_says_whether_there_is_a_study_to_resume(tmp_path, capsys):
+    from study.__main__ import interrupted_before_trials
+
+    runs = tmp_path / "runs"
+    assert interrupted_before_trials(runs, "none") == 130
+    assert "interrupted before the study was recorded; nothing to resume" in capsys.readouterr().err
+    (runs / "made").mkdir(parents=True)
+    dataclasses.replace(record("made", tmp_path), parent_run_id="abc").claim(runs / "made")
+    assert interrupted_before_trials(runs, "made") == 130
+    assert "`python -m study resume made` continues it" in capsys.readouterr().err
