@@ -188,11 +188,11 @@ def test_auto_takes_the_release_under_its_protocol_and_generates_under_another(t
 # --- re-evaluating a kept model under another protocol ---------------------------------------------------
 
 def test_evaluate_names_the_protocol_and_takes_its_table():
-    from trainables.reevaluate import EvaluateRequest, _metric_safe, _set_config, set_name
+    from trainables.reevaluate import EvaluateRequest, _set_config, set_label, set_name
 
     req = EvaluateRequest(run_id="r", data_root="/data/tiny-imagenet-200+copy", corruption_source="on_the_fly",
                           protocol="cifar")
-    assert _metric_safe(set_name(req)) == "tiny-imagenet-200_copy_on_the_fly_cifar-protocol"  # MLflow takes it
+    assert set_label(set_name(req)) == "tiny-imagenet-200_copy_on_the_fly_cifar-protocol"  # MLflow takes it
     trial = TrialConfig(dataset="tinyimagenet", corruption_table="tinyimagenet", corruption_source="auto",
                         corruption_path="data/corrupted")
     cfg = _set_config(trial, req)

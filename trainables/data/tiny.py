@@ -71,8 +71,8 @@ def tiny_missing_message(root: Path, problem: str) -> str:
     and the layout it unzips to."""
     where = Path(root).expanduser().resolve()
     return (f"Tiny ImageNet not found under {where}: {problem}; unzip {TINY_IMAGENET_URL} there, or point "
-            f"data_root at a {TINY_IMAGENET_FOLDER}/ folder (wnids.txt, train/<wnid>/images/*.JPEG, "
-            "val/images/*.JPEG, val/val_annotations.txt)")
+            f"data_root at a {TINY_IMAGENET_FOLDER}/ folder (wnids.txt, train/<wnid>/images/*.JPEG, which may "
+            "be partial, val/images/*.JPEG, val/val_annotations.txt)")
 
 
 def _tiny_files(root: Path, split: str, num_classes: int | None) -> _TinyFiles:
