@@ -96,6 +96,7 @@ def test_any_folder_name_makes_a_label_mlflow_accepts(name: str, label: str) -> 
     _validate_tag_name(EVAL_TAG + label)
 
 
+@pytest.mark.slow  # a re-evaluation through the command line (seconds); make test-quick leaves it out
 def test_evaluate_names_its_metrics_from_any_folder_quietly(trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                             capfd: pytest.CaptureFixture) -> None:
     """A data root whose folder has '+', spaces, accents, or is '..', used to name metrics MLflow

@@ -132,6 +132,7 @@ def test_an_undecodable_jpeg_is_named(tmp_path, capsys):
     assert code == 2 and f"cannot decode {victim}" in one_line(capsys)
 
 
+@pytest.mark.slow  # a whole trial and its re-run (seconds); make test-quick leaves it out
 def test_sigterm_ends_the_run_killed_and_the_same_command_continues_it(tmp_path, capsys, monkeypatch):
     """SIGTERM (a scheduler's stop, `kill`) used to leave the run RUNNING for ever. It lands here
     at the worst moment: epoch 2's checkpoint is saved, its metrics not yet logged. The run ends
