@@ -82,6 +82,7 @@ def test_an_unknown_condition_op_fails_wherever_a_rule_is_read():
         contract.rules_from_record({"active_when": {"beta": [["mollify", "equals", True]]}})
 
 
+@pytest.mark.slow  # a whole trial or a subprocess (seconds): make test-quick stays under 2 minutes
 def test_analysis_imports_without_torch_or_ray():
     """analysis reads a study where only the MLflow store is: the contract it shares is stdlib only."""
     code = """

@@ -147,6 +147,7 @@ def test_evaluate_again_on_the_trials_own_set_reproduces_its_figures(trained, tm
             assert row[metric] == pytest.approx(before[metric], abs=1e-6), (key(row), metric)
 
 
+@pytest.mark.slow  # a whole trial or a subprocess (seconds): make test-quick stays under 2 minutes
 def test_logged_model_loads_with_mlflow_alone_and_predicts_as_at_the_end_of_training(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cfg = TrialConfig(dataset="synthetic", train_size=256, epochs=1, batch_size=64, corruption_source="none",

@@ -49,6 +49,7 @@ def one_line(capsys) -> str:
     return err
 
 
+@pytest.mark.slow  # a whole trial or a subprocess (seconds): make test-quick stays under 2 minutes
 def test_resuming_with_another_config_is_refused_naming_the_keys(tmp_path, capsys):
     """A checkpoint of epochs=2, lr=0.05 continued with epochs=4, lr=0.5 used to go on under the old
     params and schedule; now it is refused before the MLflow run is reopened."""
@@ -66,6 +67,7 @@ def test_resuming_with_another_config_is_refused_naming_the_keys(tmp_path, capsy
     assert run.info.status == "FINISHED" and run.data.params["epochs"] == "2"
 
 
+@pytest.mark.slow  # a whole trial or a subprocess (seconds): make test-quick stays under 2 minutes
 def test_a_finished_run_is_never_reopened(tmp_path, capsys):
     folder = tmp_path / "ckpt"
     assert main(cli(tmp_path, "epochs=1", folder=folder)) == 0
@@ -122,6 +124,7 @@ def test_debug_shows_the_traceback(tmp_path):
         main(["--debug", *cli(tmp_path, "device=cuda")])
 
 
+@pytest.mark.slow  # a whole trial or a subprocess (seconds): make test-quick stays under 2 minutes
 def test_an_undecodable_jpeg_is_named(tmp_path, capsys):
     from test_data import make_tiny_tree
 

@@ -158,6 +158,7 @@ def test_resumed_trial_continues_exactly_where_it_stopped(tmp_path):
         assert resumed.metrics[key] == pytest.approx(straight.metrics[key], rel=1e-5), key
 
 
+@pytest.mark.slow  # a whole trial or a subprocess (seconds): make test-quick stays under 2 minutes
 def test_cli_logs_a_trial_into_a_sqlite_mlflow_store(tmp_path, capsys):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     config = tmp_path / "trial.yaml"
@@ -234,6 +235,7 @@ def mlflow_store(tmp_path, monkeypatch):
     mlflow.set_tracking_uri(previous)
 
 
+@pytest.mark.slow  # a whole trial or a subprocess (seconds): make test-quick stays under 2 minutes
 def test_logged_model_predicts_as_the_trained_network(mlflow_store):
     cfg = TrialConfig(**QUICK, epochs=1, limit_train_batches=4)
     logger = MlflowTrialLogger(cfg, experiment="models", tracking_uri=mlflow_store)
@@ -252,6 +254,7 @@ def test_logged_model_predicts_as_the_trained_network(mlflow_store):
     assert card["mean"] == list(test.mean) and card["std"] == list(test.std)
 
 
+@pytest.mark.slow  # a whole trial or a subprocess (seconds): make test-quick stays under 2 minutes
 def test_cli_trial_keeps_its_model_in_mlflow(mlflow_store, tmp_path):
     """`python -m trainables run` logs model/, and the loaded network reproduces the run's logged
     clean metrics on the clean test split."""
