@@ -196,6 +196,8 @@ class Progress(tune.Callback):
         self.durations.append(time.monotonic() - self.started.get(trial.trial_id, self.launched))
         state = update_parent(self.spec, self.tracking_uri, self.parent_run_id)
         running = sum(t.status == "RUNNING" for t in trials if t is not trial)  # `trial` is not marked yet
+        # A trial's run finishes just before its last report reaches Ray: count it done, not running.
+        running = min(running, max(self.spec.total_trials() - state.finished - state.stopped_early - state.failed, 0))
         say(self.line(state, running))
 
     def line(self, state: Tally, running: int) -> str:
