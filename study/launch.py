@@ -215,13 +215,18 @@ def check_stores(spec: StudySpec, record: StudyRecord) -> None:
     if spec.search.keeps_optuna_study:
         stores.append(("Optuna storage", record.optuna_storage))
     for what, uri in stores:
-        if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        if sqlite_gone(uri):
             raise StoreGoneError(f"the study's {what} {safe_uri(uri)} is gone; put it back to resume {spec.name!r}")
     probe_tracking(record.tracking_uri)
     experiment = MlflowClient(record.tracking_uri).get_experiment_by_name(spec.name)
     if experiment is None or experiment.lifecycle_stage == "deleted":
         raise StoreGoneError(f"the MLflow experiment {spec.name!r} is {'deleted' if experiment else 'gone'} from "
                              f"{safe_uri(record.tracking_uri)}; restore it (`mlflow experiments restore`) to resume")
+
+
+def sqlite_gone(uri: str) -> bool:
+    """A SQLite store whose file is not there (a server's store is probed instead)."""
+    return uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file()
 
 
 def already_ended(spec: StudySpec, record: StudyRecord) -> Outcome | None:
@@ -376,8 +381,7 @@ def unrecorded_status(spec: StudySpec, record: StudyRecord, live: bool, notes: t
 def optuna_notes(spec: StudySpec, record: StudyRecord) -> tuple[str, ...]:
     """A search's Optuna storage, if its SQLite file is gone (the trials' MLflow runs still read)."""
     uri = record.optuna_storage
-    if record.parent_run_id is not None and spec.search.keeps_optuna_study and uri.startswith("sqlite:///") and \
-            not Path(uri.removeprefix("sqlite:///")).is_file():
+    if record.parent_run_id is not None and spec.search.keeps_optuna_study and sqlite_gone(uri):
         return (f"its Optuna storage {uri} is gone: the search cannot be resumed, its MLflow runs still read",)
     return ()
 

@@ -22,7 +22,7 @@ from typing import Any
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from contract import STATUS_TAG, STOPPED_EARLY_TAG, TRIAL_NUMBER_TAG
+from contract import STOPPED_EARLY_TAG, TRIAL_NUMBER_TAG
 from study.record import OPTUNA_RUN_ATTR, OPTUNA_RUN_NAME_ATTR, trial_runs
 from study.search import POINT_KEY, TRIAL_NUMBER_KEY
 from trainables.tracking import EPOCH_KEY
@@ -220,7 +220,3 @@ def checkpoint_epoch(folder: Path, config: dict[str, Any]) -> int | None:
     except CheckpointError as err:
         logger.warning("skipping checkpoint %s: %s", folder, err)
         return None
-
-
-def status_words(run: Run) -> str:
-    return run.data.tags.get(STATUS_TAG, run.info.status.lower())

@@ -39,6 +39,24 @@ def study_env() -> dict:
     return {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
 
 
+def run_to_end(cmd: list[str], *, env: dict | None = None, cwd: Path | None = None,
+               timeout: float) -> "subprocess.CompletedProcess":
+    """Run a command (a study driver) to its end; past `timeout`, kill its whole process group (the
+    driver and the Ray cluster it started) and fail with the end of its output."""
+    import signal
+    import subprocess
+
+    proc = subprocess.Popen(cmd, env=env or study_env(), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"did not finish in {timeout:.0f} s:\n{out[-3000:]}{err[-3000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
 def trial_runs(uri: str, experiment: str):
     from mlflow.tracking import MlflowClient  # here: the GPU check collects files importing this module without MLflow
 

@@ -27,7 +27,7 @@ from mlflow.tracking import MlflowClient
 
 from study.__main__ import main
 from study.record import RECORD_FILE, StudyRecord
-from tests.helpers import study_cmd, study_env, trial_runs
+from helpers import study_cmd, study_env, trial_runs
 
 NAME = "crash"
 EPOCHS = 2

@@ -19,8 +19,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -30,7 +28,7 @@ import pytest
 import yaml
 
 from contract import absolute_location
-from helpers import Namespace, loopback_command, study_env, trial_runs, wait_for
+from helpers import Namespace, loopback_command, run_to_end, study_env, trial_runs, wait_for
 from study.guards import StudyError
 from study.stores import resolve_environment, resolve_stores
 from trainables.tracking import resolve_tracking_uri
@@ -156,19 +154,6 @@ def ray_tmp():
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def run_to_end(cmd: list[str], env: dict, cwd: Path, timeout: float) -> subprocess.CompletedProcess:
-    """Run a command to its end; past `timeout`, kill its process group (a driver and its Ray)."""
-    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"timed out after {timeout} s: {out[-2000:]}{err[-2000:]}")
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
-
-
 def study_in(*args: str) -> list[str]:
     """`python -m study` with a relative runs folder, on a loopback-only network."""
     return loopback_command([sys.executable, "-m", "study", "--runs-dir", "runs", *args])
@@ -191,7 +176,7 @@ def test_relative_sqlite_stores_keep_every_trial_in_the_one_store(tmp_path, ray_
     if given == "env":
         env["MLFLOW_TRACKING_URI"] = f"sqlite:///{db}"
     done = run_to_end(study_in("launch", "spec.yaml", "--name", "rel", *flags, "--storage",
-                               "sqlite:///optuna.db", "--no-figures"), env, tmp_path, timeout=240)
+                               "sqlite:///optuna.db", "--no-figures"), env=env, cwd=tmp_path, timeout=240)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
     uri = f"sqlite:///{tmp_path / db}"
@@ -203,7 +188,7 @@ def test_relative_sqlite_stores_keep_every_trial_in_the_one_store(tmp_path, ray_
     assert [t.state.name for t in trials] == ["COMPLETE"] * 2
     strays = [p for p in ray_tmp.rglob("*.db")] + [p for p in tmp_path.rglob("*.db") if p.parent != tmp_path]
     assert not strays, strays  # no store made in a trial's folder
-    status = run_to_end(study_in("status", "rel"), env, tmp_path, timeout=120)
+    status = run_to_end(study_in("status", "rel"), env=env, cwd=tmp_path, timeout=120)
     assert status.returncode == 0 and "finished; 2/2 finished" in status.stdout, status.stdout + status.stderr
 
 

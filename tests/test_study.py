@@ -20,7 +20,7 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
-from helpers import study_cmd, study_env, trial_runs
+from helpers import run_to_end, study_cmd, study_env, trial_runs
 from study.__main__ import main
 from study.record import start_parent_run
 from study.tuning import make_scheduler
@@ -451,20 +451,6 @@ AUTO_SPEC = {
 }
 
 
-def run_study(cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
-    """Run a study command to its end; past `timeout`, kill its whole process group (the driver and
-    the Ray cluster it started) and fail with the end of its output."""
-    proc = subprocess.Popen(cmd, env=study_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"the study did not finish in {timeout:.0f} s:\n{out[-3000:]}{err[-3000:]}")
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
-
-
 def generated_sets(root: Path) -> list[Path]:
     """The generated sets under a corruption_path, and fail on any staging folder left there."""
     entries = sorted((root / "generated").iterdir())
@@ -480,7 +466,7 @@ def test_auto_corrupted_set_is_made_once_before_the_trials(tmp_path):
     corrupted = tmp_path / "corrupted"
     path = tmp_path / "auto.yaml"
     path.write_text(yaml.safe_dump({**AUTO_SPEC, "trial": {**AUTO_SPEC["trial"], "corruption_path": str(corrupted)}}))
-    proc = run_study(study_cmd(tmp_path, "launch", str(path), "--name", "auto", "--tracking-uri", uri,
+    proc = run_to_end(study_cmd(tmp_path, "launch", str(path), "--name", "auto", "--tracking-uri", uri,
                                "--storage", f"sqlite:///{tmp_path / 'optuna.db'}", "--no-figures"), timeout=500)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     [folder] = generated_sets(corrupted)
@@ -510,7 +496,7 @@ def test_evidence_cpu_runs_end_to_end_at_a_tiny_size(tmp_path, tiny_imagenet_roo
     tiny = dict(data_root=tiny_imagenet_root, corruption_path=corrupted, num_classes=2, epochs=1,
                 limit_train_batches=1, limit_eval_images=20, limit_corrupt_images=10, corruptions="gaussian_noise",
                 severities=1, device="cpu")
-    proc = run_study(study_cmd(tmp_path, "launch", "evidence-cpu", "--tracking-uri", uri, "--storage", storage,
+    proc = run_to_end(study_cmd(tmp_path, "launch", "evidence-cpu", "--tracking-uri", uri, "--storage", storage,
                                "--no-figures", *[f"--set={k}={v}" for k, v in tiny.items()]), timeout=1500)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     client, [parent], children = trial_runs(uri, "evidence-cpu")
@@ -651,7 +637,7 @@ def test_ctrl_c_says_interrupted_and_resume_finishes(tmp_path, stop):
     if stop == signal.SIGTERM:
         return  # the same path on from here
 
-    proc = run_study(study_cmd(tmp_path, "resume", "ctrlc", "--no-figures"), timeout=600)
+    proc = run_to_end(study_cmd(tmp_path, "resume", "ctrlc", "--no-figures"), timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     client, [parent], children = trial_runs(uri, "ctrlc")
     assert len(children) == 4 and parent.info.status == "FINISHED" and parent.data.tags["mollify.state"] == "finished"
@@ -678,7 +664,7 @@ def test_failed_trials_fail_the_study_and_never_score(tmp_path):
     uri, storage = f"sqlite:///{tmp_path / 'mlflow.db'}", f"sqlite:///{tmp_path / 'optuna.db'}"
     path = tmp_path / "failing.yaml"
     path.write_text(yaml.safe_dump(FAILING_SPEC))
-    proc = run_study(study_cmd(tmp_path, "launch", str(path), "--name", "failing", "--tracking-uri", uri,
+    proc = run_to_end(study_cmd(tmp_path, "launch", str(path), "--name", "failing", "--tracking-uri", uri,
                                "--storage", storage), timeout=400)
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "[study] failing failed: 0/2 trials ended, 2 failed" in proc.stdout
@@ -693,7 +679,7 @@ def test_failed_trials_fail_the_study_and_never_score(tmp_path):
 
     # The same name from another runs folder, on the same MLflow store: refused, nothing created.
     other = tmp_path / "elsewhere"
-    refused = run_study(study_cmd(other, "launch", str(path), "--name", "failing", "--tracking-uri", uri,
+    refused = run_to_end(study_cmd(other, "launch", str(path), "--name", "failing", "--tracking-uri", uri,
                                   "--storage", f"sqlite:///{tmp_path / 'optuna2.db'}"), timeout=120)
     assert refused.returncode == 2 and "already holds a study" in refused.stderr
     assert not (other / "runs" / "failing").exists() and len(trial_runs(uri, "failing")[1]) == 1
@@ -755,7 +741,7 @@ def test_mistakes_fail_before_ray_runs_a_trial_and_leave_nothing(tmp_path, args,
     path.write_text(yaml.safe_dump(TINY_SPEC))
     started = time.monotonic()
     defaults = ["--storage", f"sqlite:///{tmp_path / 'o.db'}"] if "--storage" not in args else []
-    proc = run_study(study_cmd(tmp_path, "launch", str(path), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}",
+    proc = run_to_end(study_cmd(tmp_path, "launch", str(path), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}",
                                *defaults, *args), timeout=120)
     assert time.monotonic() - started < 90
     assert proc.returncode == 2 and says in proc.stderr, proc.stdout[-2000:] + proc.stderr[-2000:]
