@@ -6,12 +6,12 @@ STAMP := $(VENV)/.installed-stamp
 SHARED_TINY := ../shared/data/tiny-imagenet-200
 TINY := data/tiny-imagenet-200
 
-.PHONY: install quickstart quickstart-offline evidence-cpu evidence-cpu-32 evidence-gpu evidence-gpu-reduced trial test test-quick test-cluster benchmark gpu-check tiny-imagenet clean
+.PHONY: install dashboard mlflow-ui quickstart quickstart-offline evidence-cpu evidence-cpu-32 evidence-gpu evidence-gpu-reduced trial test test-quick test-cluster benchmark gpu-check tiny-imagenet clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[test]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[test,dashboard]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -35,6 +35,15 @@ quickstart-offline: $(STAMP) $(TINY)/wnids.txt
 ## machine (about 25 GPU-hours), evidence-gpu-reduced a smaller version of it
 evidence-cpu evidence-cpu-32 evidence-gpu evidence-gpu-reduced: $(STAMP) $(TINY)/wnids.txt
 	$(PY) -m study launch $@ --name $@-$(STAMP_NAME)
+
+## Watch studies: MLflow's UI on ./mlflow.db, and optuna-dashboard on a search's Optuna storage
+## (STORAGE=postgresql://... for another), both on 127.0.0.1 only
+STORAGE ?= sqlite:///optuna.db
+TRACKING ?= sqlite:///mlflow.db
+mlflow-ui: $(STAMP)
+	$(VENV)/bin/mlflow ui --backend-store-uri $(TRACKING) --host 127.0.0.1 --port 5000
+dashboard: $(STAMP)
+	$(VENV)/bin/optuna-dashboard $(STORAGE) --host 127.0.0.1 --port 8080
 
 ## One trial without Ray
 trial: $(STAMP)

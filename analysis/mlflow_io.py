@@ -9,7 +9,9 @@ trial tagged `mollify.kind=trial`, `mlflow.parentRunId`, `mollify.trial_number`,
 (and `mollify.stopped_early` when the scheduler stopped it, status KILLED); params = the trial
 config's knobs that acted, as strings; metrics logged per epoch (the latest value is the final
 one); reliability bins as `reliability/<set>.json` artifacts; the corruption grid's cells as the
-table `corrupt/cells.json` (runs logged before it have them as metrics `corrupt/<c>/s<k>/<m>`).
+table `corrupt/cells.json` (runs logged before it have them as metrics `corrupt/<c>/s<k>/<m>`),
+from which the per-corruption and per-severity means that MLflow no longer keeps as metrics
+(`contract.charted`) are rebuilt with the trial's own function, `contract.summarize_cells`.
 """
 
 from __future__ import annotations
@@ -26,11 +28,12 @@ import numpy as np
 import pandas as pd
 from mlflow.entities import Run, ViewType
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS
 
 from contract import (CELLS_ARTIFACT, ENDPOINTS_KEY, KIND_TAG, LEGACY_SEARCH_SPACE_TAG, OBJECTIVES_TAG, PARENT_TAG,
                       PRESET_TAG, RECORD_ARTIFACT, RELIABILITY_DIR, REPORT_DIR, SEARCH_TAG, SEED_TAG,
-                      SELECT_ON_TEST_TAG, STOPPED_EARLY_TAG, STUDY_TAG, TRIAL_NUMBER_TAG, Rule,
-                      rules_from_record, tracking_uri)
+                      SELECT_ON_TEST_TAG, STOPPED_EARLY_TAG, STUDY_TAG, TRIAL_NUMBER_TAG, BENCHMARK, METRICS,
+                      Rule, corruption_metric, rules_from_record, summarize_cells, tracking_uri)
 
 META_COLUMNS = ("run_id", "run_name", "status", "stopped_early", "study", "trial_number", "seed", "start_time")
 METRIC_PREFIX = "metrics."  # for metric names without a '/', which could clash with a param (`lr`)
@@ -99,10 +102,49 @@ def _int_or_none(text: str | None) -> int | None:
         return None
 
 
-def _row(run: Run, experiment: str) -> dict[str, Any]:
+def _cell_tables(run: Run) -> list[str]:
+    """The run's corruption-grid tables (`corrupt/cells.json`, `eval/<set>/corrupt/cells.json`), as
+    MLflow's own tag lists the tables `log_table` wrote."""
+    try:
+        logged = json.loads(run.data.tags.get(MLFLOW_LOGGED_ARTIFACTS, "[]"))
+    except json.JSONDecodeError:
+        return []
+    return [item["path"] for item in logged
+            if item.get("type") == "table" and item.get("path", "").endswith(f"corrupt/{CELLS_ARTIFACT}")]
+
+
+def _read_table(client: MlflowClient, run_id: str, path: str, scratch: Path) -> pd.DataFrame:
+    table = json.loads(Path(client.download_artifacts(run_id, path, str(scratch))).read_text())
+    return pd.DataFrame(table["data"], columns=table["columns"])  # mlflow.log_table's JSON
+
+
+def summaries_from_cells(table: pd.DataFrame, prefix: str = "") -> dict[str, float]:
+    """A cells table (columns corruption, severity, one per metric) -> every summary of it, named
+    as a trial names them (`prefix` + `corrupt/<c>/<m>`, `corrupt/s<k>/<m>`, ...)."""
+    metrics = [m for m in METRICS if m in table]
+    cells = {(str(r["corruption"]), int(r["severity"])): {m: float(r[m]) for m in metrics if pd.notna(r[m])}
+             for r in table.to_dict("records")}
+    return {prefix + name: value for name, value in summarize_cells(cells).items()}
+
+
+def _from_cells(client: MlflowClient, run: Run, scratch: Path) -> dict[str, float]:
+    """The summaries a run keeps only in its cells tables (its metrics win where both have one);
+    nothing to read for runs that logged them as metrics (before `contract.charted`)."""
+    out: dict[str, float] = {}
+    for path in _cell_tables(run):
+        prefix = path.removesuffix(f"corrupt/{CELLS_ARTIFACT}")
+        if any(prefix + corruption_metric(c) in run.data.metrics for c in BENCHMARK):
+            continue
+        folder = scratch / run.info.run_id / prefix
+        folder.mkdir(parents=True, exist_ok=True)
+        out.update(summaries_from_cells(_read_table(client, run.info.run_id, path, folder), prefix))
+    return out
+
+
+def _row(run: Run, experiment: str, derived: Mapping[str, float] | None = None) -> dict[str, Any]:
     tags, params = run.data.tags, run.data.params
     row: dict[str, Any] = {key: parse_param(value) for key, value in params.items()}
-    row.update({_metric_column(k): v for k, v in run.data.metrics.items()})
+    row.update({_metric_column(k): v for k, v in {**(derived or {}), **run.data.metrics}.items()})
     seed = row.pop("seed", None)
     row.update(
         run_id=run.info.run_id,
@@ -133,12 +175,16 @@ def load_runs(experiment: str, tracking_uri: str | None = None) -> pd.DataFrame:
     seed, start_time; then one per config param,
     typed back from MLflow's strings (see `parse_param`; a param a run lacks is missing, NaN);
     then one per metric holding its last logged value, named as logged (`clean/error`,
-    `corrupt/gaussian_noise/s3/ece`, ...). Metric names without a '/' (only `lr`) become
-    `metrics.<name>`, because the config has a param of the same name."""
+    `corrupt/gaussian_noise/s3/ece`, ...), and the corruption summaries a run keeps in its cells
+    table (`corrupt/gaussian_noise/error`, `corrupt/s3/nll`, the cells), rebuilt from it. Metric
+    names without a '/' (only `lr`) become `metrics.<name>`, because the config has a param of the
+    same name."""
     client = _client(tracking_uri)
     runs = _search_all(client, _experiment_id(client, experiment))
     parent_ids = {r.data.tags[PARENT_TAG] for r in runs if PARENT_TAG in r.data.tags}
-    rows = [_row(run, experiment) for run in runs if not _is_parent(run, parent_ids)]
+    trials = [run for run in runs if not _is_parent(run, parent_ids)]
+    with _no_progress_bars(), tempfile.TemporaryDirectory(prefix="mollify-cells-") as tmp:
+        rows = [_row(run, experiment, _from_cells(client, run, Path(tmp))) for run in trials]
     if not rows:
         return pd.DataFrame(columns=list(META_COLUMNS))
     frame = _order_columns(pd.DataFrame(rows))
@@ -277,8 +323,7 @@ TRIAL_CELLS = f"corrupt/{CELLS_ARTIFACT}"  # a trial's test-set corruption grid
 def _run_cells(client: MlflowClient, run_id: str, scratch: Path) -> pd.DataFrame | None:
     if not any(a.path == TRIAL_CELLS for a in client.list_artifacts(run_id, "corrupt")):
         return None
-    table = json.loads(Path(client.download_artifacts(run_id, TRIAL_CELLS, str(scratch))).read_text())
-    return pd.DataFrame(table["data"], columns=table["columns"])  # mlflow.log_table's JSON
+    return _read_table(client, run_id, TRIAL_CELLS, scratch)
 
 
 def load_cells(run_ids: Iterable[str], tracking_uri: str | None = None) -> dict[str, pd.DataFrame]:

@@ -9,6 +9,7 @@ bars = 95% t-intervals over seeds (none for a single seed) unless a figure says 
 from __future__ import annotations
 
 import functools
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, ParamSpec, Sequence
@@ -51,6 +52,9 @@ def metric_label(metric: str) -> str:
     last = metric.rsplit("/", 1)[-1]
     unit = " (%)" if last in PERCENT_METRICS else " (nats)" if last == "nll" else ""
     return words + unit
+
+
+CHARS_PER_INCH = 11  # title characters of the module's font size that fit in an inch, with a margin
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -348,7 +352,9 @@ def importance_figure(values: Mapping[str, Mapping[str, float]], n_trials: int, 
     ax.set_yticks(y, params)
     ax.invert_yaxis()
     ax.set_xlabel("importance (fANOVA; sums to 1 per objective)")
-    ax.set_title(f"Parameter importances from {n_trials} trials" + (f"\n{caution}" if caution else ""),
+    # Wrapped to the figure's width: a long caution on one line runs past the figure's edge, clipped.
+    wrapped = textwrap.fill(caution, width=int(CHARS_PER_INCH * fig.get_figwidth())) if caution else ""
+    ax.set_title(f"Parameter importances from {n_trials} trials" + (f"\n{wrapped}" if wrapped else ""),
                  color="black")
     ax.grid(axis="x", alpha=0.3)
     if len(values) > 1:

@@ -5,7 +5,8 @@ without torch or Ray (`trainables/__init__.py` imports nothing); nothing here ma
 - tags and artifact names of the study's parent run and of each trial run;
 - which knobs act (`ACTIVE_WHEN`) and the one evaluator of its rules (`rule_holds`, `is_active`),
   which a study also stores as data in its record (`record.json`, key `active_when`);
-- the metric names a trial logs (`METRICS`, the corruption groups, the name builders);
+- the metric names a trial logs (`METRICS`, the corruption groups, the name builders), their
+  summaries of the corruption grid (`summarize_cells`) and which of them MLflow charts (`charted`);
 - the command lines' one-line error (`one_line`), `--debug` on every command (`debug_anywhere`),
   where the MLflow store is (`tracking_uri`), a local store's location made absolute
   (`absolute_location`), a URI fit to store or show (`safe_uri`, without credentials) and a file
@@ -15,6 +16,7 @@ without torch or Ray (`trainables/__init__.py` imports nothing); nothing here ma
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import sys
@@ -207,11 +209,75 @@ def validation_metric_names() -> tuple[str, ...]:
             *(f"{VALID}/corrupt/{c}/{m}" for c in EXTRA for m in METRICS))
 
 
+@functools.cache
 def trial_metric_names() -> frozenset[str]:
     """Every metric a trial can report (the corruption grid's for every corruption and severity):
     what a study may optimise or stop on."""
     return frozenset({"epoch", "lr", *TRAIN_METRICS, *(clean_metric(m) for m in METRICS),
                       *corruption_metric_names(BENCHMARK + EXTRA, SEVERITIES), *validation_metric_names()})
+
+
+
+def summarize_cells(cells: Mapping[tuple[str, int], Mapping[str, float]]) -> dict[str, float]:
+    """Per-cell metrics {(corruption, severity): {metric: value}} -> every named summary: each cell
+    `corrupt/<c>/s<k>/<m>`, each corruption's mean over its severities `corrupt/<c>/<m>`, and over
+    the benchmark's cells only (the extra corruptions never enter them) the per-severity
+    `corrupt/s<k>/<m>`, per-group and overall means. Plain means, so that a trial (which computes
+    them) and the analysis (which rebuilds the ones MLflow keeps only as the cells table) agree."""
+    out: dict[str, float] = {}
+    for (name, severity), metrics in cells.items():
+        for m in METRICS:
+            if m in metrics:
+                out[corruption_metric(name, m, severity)] = metrics[m]
+    benchmark = {key: v for key, v in cells.items() if key[0] in BENCHMARK}
+    subsets = [(corruption_metric(n, "{m}"), [v for (c, _), v in cells.items() if c == n])
+               for n in dict.fromkeys(n for n, _ in cells)]
+    subsets += [(severity_metric(s, "{m}"), [v for (_, k), v in benchmark.items() if k == s])
+                for s in sorted({s for _, s in benchmark})]
+    subsets += [(group_metric(g, "{m}"), [v for (n, _), v in benchmark.items() if n in members])
+                for g, members in GROUPS.items()]
+    subsets += [(corrupt_metric("{m}"), list(benchmark.values()))]
+    for template, values in subsets:
+        for m in METRICS:
+            present = [v[m] for v in values if m in v]
+            if present:
+                out[template.format(m=m)] = sum(present) / len(present)
+    return out
+
+
+# --- what MLflow keeps as metrics -----------------------------------------------------------------
+# A trial reports every name above to Ray and Optuna (what a study may select or stop on). MLflow
+# keeps as metrics only what is worth a chart or a runs-table column, about 37 per trial: the
+# per-epoch curves (train/*, lr, clean/*, valid/<m>, valid/corrupt/<m>) and the final summaries
+# (corrupt/<m>, per group error/NLL/ECE, per severity error). The rest are tables: the grid's cells
+# in `corrupt/cells.json`, from which `summarize_cells` rebuilds each corruption's and severity's
+# means, and the validation's per-corruption means in `valid/corrupt/corruptions.json` (a row per
+# evaluated epoch and extra corruption). A study's own objectives are always metrics as well.
+CHARTED_GROUP_METRICS = ("error", "nll", "ece")
+CHARTED_SEVERITY_METRICS = ("error",)
+VALID_TABLE = f"{VALID}/corrupt/corruptions.json"
+EVAL_PREFIX = "eval/"  # `trainables evaluate` logs eval/<set>/<the names above>
+
+
+def charted(name: str) -> bool:
+    """Whether MLflow keeps `name` as a metric (see above); names outside the trial's (a
+    re-evaluation's `eval/<set>/` prefix aside) always are."""
+    if name.startswith(EVAL_PREFIX) and name.count("/") >= 2:
+        name = name.split("/", 2)[2]
+    if name not in trial_metric_names():
+        return True
+    parts = name.split("/")
+    if parts[0] == VALID:
+        return len(parts) == 2 or parts[1:2] == ["corrupt"] and len(parts) == 3
+    if parts[0] != "corrupt":
+        return True
+    if len(parts) == 2:
+        return True
+    if parts[1] == "group":
+        return parts[3] in CHARTED_GROUP_METRICS
+    if len(parts) == 3 and parts[1][:1] == "s" and parts[1][1:].isdigit():
+        return parts[2] in CHARTED_SEVERITY_METRICS
+    return False
 
 
 # --- the command lines and the store ---------------------------------------------------------------

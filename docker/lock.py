@@ -32,8 +32,9 @@ def applies(req: Requirement, extras: set[str]) -> bool:
 
 def requires(name: str | None) -> list[str]:
     """The requirements of an installed distribution, or (None) of the project's pyproject.toml."""
-    if name is None:
-        return tomllib.loads(PYPROJECT.read_text())["project"]["dependencies"]
+    if name is None:  # the image installs the project with its `dashboard` extra (optuna-dashboard)
+        project = tomllib.loads(PYPROJECT.read_text())["project"]
+        return project["dependencies"] + project["optional-dependencies"]["dashboard"]
     return metadata.distribution(name).requires or []
 
 

@@ -23,7 +23,8 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from contract import STOPPED_EARLY_TAG, TRIAL_NUMBER_TAG
-from study.record import OPTUNA_RUN_ATTR, OPTUNA_RUN_NAME_ATTR, trial_runs
+from study.record import (OPTUNA_RUN_ATTR, OPTUNA_RUN_NAME_ATTR, OPTUNA_RUN_URL_ATTR, save_dashboard_note,
+                          trial_note, trial_runs, ui_link)
 from study.search import POINT_KEY, TRIAL_NUMBER_KEY
 from trainables.tracking import EPOCH_KEY
 from trainables.checkpoint import CHECKPOINT_FILE, CheckpointError, read_checkpoint
@@ -144,7 +145,7 @@ def reconcile_optuna(study: Any, runs: dict[int, Run], metrics: list[str], clien
         run = runs.get(trial.number)
         ran = run_state(run) if run is not None else None
         if trial.state == states.RUNNING and run is not None:
-            link(optuna_trial(study, trial.number), run)  # before it ends: Optuna freezes an ended trial
+            link(optuna_trial(study, trial.number), run, client.tracking_uri)  # before it ends: Optuna freezes an ended trial
         if trial.state == states.RUNNING and ran in ENDED:
             tell_from_run(study, trial.number, run, ran, metrics)
             told.append(trial.number)
@@ -167,10 +168,13 @@ def optuna_trial(study: Any, number: int) -> Any:
     return optuna.trial.Trial(study, storage.get_trial_id_from_study_id_trial_number(study_id, number))
 
 
-def link(trial: Any, run: Run) -> None:
-    """Name the trial's MLflow run in its Optuna trial (what optuna-dashboard shows)."""
+def link(trial: Any, run: Run, tracking_uri: str) -> None:
+    """Name the trial's MLflow run in its Optuna trial (what optuna-dashboard shows): its id, name
+    and UI address as attributes, and a link in the trial's note (attributes show as plain text)."""
     trial.set_user_attr(OPTUNA_RUN_ATTR, run.info.run_id)
     trial.set_user_attr(OPTUNA_RUN_NAME_ATTR, run.info.run_name)
+    trial.set_user_attr(OPTUNA_RUN_URL_ATTR, ui_link(tracking_uri, run.info.experiment_id, run.info.run_id))
+    save_dashboard_note(trial, trial_note(run, tracking_uri))
 
 
 def tell_from_run(study: Any, number: int, run: Run, ran: str, metrics: list[str]) -> None:

@@ -29,7 +29,7 @@ from mlflow.entities import Metric, Param, Run, RunStatus
 from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
-from contract import (ACTIVE_WHEN, CORRUPTION_SETS_TAG, DESCRIPTION_TAG, GIT_COMMIT_TAG,  # noqa: F401
+from contract import (ACTIVE_WHEN, CONFIG_ARTIFACT, CORRUPTION_SETS_TAG, DESCRIPTION_TAG, GIT_COMMIT_TAG,  # noqa: F401
                       KIND_TAG, LAUNCH_TAG, MOLLIFYING, OBJECTIVES_TAG, PRESET_TAG, RECORD_ARTIFACT, RECORD_SCHEMA,
                       SEARCH_TAG, SELECT_ON_TEST_TAG, SPEC_ARTIFACT, STATE_TAG, STOPPED_EARLY_TAG,
                       STUDY_TAG, TOTAL_TRIALS_TAG, ENDPOINTS_KEY, TRIAL_ID_TAG, TRIAL_NUMBER_TAG, is_active, rules_data,
@@ -43,6 +43,7 @@ BEST_PREFIX = "best/"  # parent-run metric best/<objective>: the best value so f
 COUNT_METRICS = ("trials/finished", "trials/failed", "trials/stopped_early")
 OPTUNA_RUN_ATTR = "mlflow_run_id"  # Optuna trial user attribute
 OPTUNA_RUN_NAME_ATTR = "mlflow_run_name"
+OPTUNA_RUN_URL_ATTR = "mlflow_run_url"  # where the MLflow UI shows the run
 
 RECORD_FILE = "study.json"
 
@@ -140,10 +141,13 @@ def record_data(spec: StudySpec) -> dict[str, Any]:
 def flat_params(spec: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     """The effective spec as MLflow params: nested mappings flattened with dots (trial.dataset,
     scheduler.type); lists and search domains as JSON (search.space.beta). A value longer than
-    MLflow's limit points to the spec artifact instead."""
+    MLflow's limit points to the spec artifact instead. An unset value (None) is no param: the UI
+    would show the string 'None'."""
     out: dict[str, str] = {}
     for key, value in spec.items():
         name = f"{prefix}{key}"
+        if value is None:
+            continue
         if isinstance(value, Mapping) and prefix != "search.space.":  # a search domain is one value
             out |= flat_params(value, name + ".")
             continue
@@ -170,12 +174,42 @@ def _name_part(key: str, value: Any) -> str:
 
 
 def trial_run_name(number: int, values: Mapping[str, Any], keys: Iterable[str]) -> str:
-    """`0003 xn beta=4 s0`: the trial's number, the values of the study's `label_keys` that acted in
-    this trial, and its seed. `mollify` on is named only when no mollification knob says it."""
+    """`beta=9.2 npow=0.851 xnb s0 #5`: what tells the trial apart first, so that the runs table,
+    which cuts names short, shows a difference: the values of the study's `label_keys` that acted
+    in this trial (real numbers first, as they differ in every trial of a search), its seed, and its
+    number last (also the tag `mollify.trial_number`). `mollify` on is named only when no
+    mollification knob says it."""
     shown = [k for k in keys if k in values and is_active(k, values)]
     mollifying = any(MOLLIFYING[0] in ACTIVE_WHEN.get(k, ()) for k in shown)
-    parts = [_name_part(k, values[k]) for k in shown if not (k == "mollify" and values[k] and mollifying)]
-    return " ".join([f"{number:04d}", *parts, f"s{values.get('seed', 0)}"])
+    shown = [k for k in shown if not (k == "mollify" and values[k] and mollifying)]
+    shown.sort(key=lambda k: not isinstance(values[k], float))  # stable: the study's order otherwise
+    return " ".join([*(_name_part(k, values[k]) for k in shown), f"s{values.get('seed', 0)}", f"#{number}"])
+
+
+ROLE_WORDS = {"n": "noise", "b": "blur", "e": "pure noise"}
+KEY_WORDS = {"beta": "mollification amount beta", "alpha": "alpha of t ~ Beta(alpha, beta)",
+             "npow": "noise label-schedule power npow", "bpow": "blur label-schedule power bpow",
+             "smooth_labels": "label smoothing", "label_mode": "label mode", "augment": "augmentation",
+             "lr": "learning rate", "sigma_min": "smallest blur sigma", "sigma_max": "largest blur sigma"}
+
+
+def describe_trial(number: int, values: Mapping[str, Any], keys: Iterable[str], study: str) -> str:
+    """A trial run's description (Markdown, shown above its metrics): its arm in words."""
+    if not values.get("mollify", True):
+        arm = "without mollification"
+    else:
+        roles = str(values.get("roles", ""))
+        arm = "mollified with " + " and ".join(ROLE_WORDS[r] for r in roles if r in ROLE_WORDS) + f" (`{roles}`)"
+    shown = [k for k in keys if k in values and is_active(k, values) and k not in ("mollify", "roles")]
+    words = [f"{KEY_WORDS.get(k, k)} {_word_value(values[k])}" for k in shown]
+    return (f"Trial {number} of study **{study}**: {arm}" + (f"; {', '.join(words)}" if words else "")
+            + f"; seed {values.get('seed', 0)}. Every setting: `{CONFIG_ARTIFACT}`.")
+
+
+def _word_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def ui_link(tracking_uri: str, experiment_id: str, run_id: str | None = None) -> str:
@@ -270,7 +304,10 @@ def describe_study(spec: StudySpec, state: Tally | None = None) -> str:
              f"augmentation {t['augment']}.",
              f"Search: {spec.algorithm} over {varied}; {spec.total_trials()} trials; "
              f"{'selects on' if spec.search.selects else 'reports'} {metric} ({mode}).",
-             f"Effective spec: `{SPEC_ARTIFACT}`; figures: `figures/report.html` (written when the study ends)."]
+             f"Effective spec: `{SPEC_ARTIFACT}`; figures: `figures/report.html` (written when the study ends).",
+             "Runs table: under **Columns**, show " + ", ".join(f"`{m}`" for m in table_columns(spec))
+             + "; each trial's **Model metrics** tab charts its epochs, and `corrupt/cells.json` holds its "
+             "corruption x severity grid."]
     if state is not None:
         lines.append(f"Trials: {state.finished} finished, {state.failed} failed, {state.stopped_early} stopped "
                      f"early, of {spec.total_trials()}.")
@@ -278,6 +315,11 @@ def describe_study(spec: StudySpec, state: Tally | None = None) -> str:
             value = state.best.data.metrics[metric]
             lines.append(f"Best {metric} so far: {value:.4g}, trial run `{state.best.info.run_name}`.")
     return "\n\n".join(lines)
+
+
+def table_columns(spec: StudySpec) -> list[str]:
+    """The metrics to show in the runs table: the objectives, then clean and corrupted error and ECE."""
+    return list(dict.fromkeys([*(m for m, _ in spec.objectives), "clean/error", "corrupt/error", "corrupt/ece"]))
 
 
 def update_parent(spec: StudySpec, tracking_uri: str, parent_run_id: str) -> Tally:
@@ -301,3 +343,46 @@ def optuna_study_attrs(spec: StudySpec, tracking_uri: str, parent_run_id: str) -
     """User attributes of a search's Optuna study: where its MLflow record is."""
     return {"mollify.preset": spec.preset, "mlflow.experiment": spec.name, "mlflow.parent_run_id": parent_run_id,
             "mlflow.tracking_uri": safe_uri(tracking_uri)}
+
+
+IMPORTANCE_TRIALS = 10  # under this many trials per key, parameter importances are indicative only
+
+
+def optuna_study_note(spec: StudySpec, tracking_uri: str, parent_run_id: str) -> str:
+    """optuna-dashboard's note on the study (Markdown): where its MLflow record is, and how far to
+    trust the importances the dashboard shows."""
+    client = MlflowClient(tracking_uri)
+    experiment_id = ensure_experiment(client, spec.name)
+    n = spec.total_trials()
+    conditional = [k for k, d in spec.search_space_description().items() if d.get("active_when")]
+    lines = [f"## {spec.name}", f"MLflow: [the study's run]({ui_link(tracking_uri, experiment_id, parent_run_id)}), "
+             f"[its trials]({ui_link(tracking_uri, experiment_id)})" + _served_by(tracking_uri) + "; each trial's "
+             "note links its run.",
+             f"**Parameter importances**: this study has {n} trials. "
+             + (f"Under {IMPORTANCE_TRIALS} trials per key they are indicative only. " if n < IMPORTANCE_TRIALS else "")
+             + (f"The dashboard computes those of conditional keys ({', '.join(conditional)}) on the trials that hold "
+                "every key; the study's own figure (`figures/report.html`) on the trials where each acted, so the two "
+                "can disagree." if conditional else "")]
+    return "\n\n".join(lines)
+
+
+def trial_note(run: Run, tracking_uri: str) -> str:
+    """optuna-dashboard's note on a trial: its MLflow run, as a link."""
+    url = ui_link(tracking_uri, run.info.experiment_id, run.info.run_id)
+    return f"MLflow run: [{run.info.run_name}]({url}){_served_by(tracking_uri)}"
+
+
+def _served_by(tracking_uri: str) -> str:
+    """A SQLite store has no server: the links are for `mlflow ui` on its default port."""
+    return "" if tracking_uri.startswith("http") else f" (with `mlflow ui --backend-store-uri {safe_uri(tracking_uri)}` running)"
+
+
+def save_dashboard_note(study_or_trial: Any, body: str) -> None:
+    """Put `body` in optuna-dashboard's note of a study or live trial, where optuna-dashboard is
+    installed (the `dashboard` extra); an equal note is left as it is (each save is a new version)."""
+    try:
+        from optuna_dashboard import get_note, save_note  # noqa: PLC0415 (optional: the dashboard extra)
+    except ImportError:
+        return
+    if get_note(study_or_trial) != body:
+        save_note(study_or_trial, body)

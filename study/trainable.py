@@ -23,9 +23,10 @@ from mlflow.entities import Run, RunStatus
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from contract import KIND_TAG, STATUS_TAG, STOPPED_EARLY_TAG, STUDY_TAG, TRIAL_ID_TAG, TRIAL_NUMBER_TAG
+from contract import (DESCRIPTION_TAG, KIND_TAG, STATUS_TAG, STOPPED_EARLY_TAG, STUDY_TAG, TRIAL_ID_TAG,
+                      TRIAL_NUMBER_TAG)
 from study.reconcile import final_result, find_checkpoint, run_of, run_state
-from study.record import trial_run_name
+from study.record import describe_trial, trial_run_name
 from study.search import TRIAL_NUMBER_KEY
 from trainables.config import TrialConfig
 from trainables.corruptions.provision import resolve_corruption_set
@@ -60,10 +61,13 @@ def start_logger(cfg: TrialConfig, study: dict[str, Any], trial_id: str, number:
     run_id = run.info.run_id if run is not None else None
     if run_id is not None and run.data.tags.get(TRIAL_ID_TAG) != trial_id:  # continued under a new Ray trial
         MlflowClient(study["tracking_uri"]).set_tag(run_id, TRIAL_ID_TAG, trial_id)
-    tags = {STUDY_TAG: study["name"], KIND_TAG: "trial", TRIAL_ID_TAG: trial_id, TRIAL_NUMBER_TAG: str(number)}
+    values, keys = cfg.to_dict(), study.get("label_keys", ())
+    tags = {STUDY_TAG: study["name"], KIND_TAG: "trial", TRIAL_ID_TAG: trial_id, TRIAL_NUMBER_TAG: str(number),
+            DESCRIPTION_TAG: describe_trial(number, values, keys, study["name"])}
     return MlflowTrialLogger(cfg, experiment=study["name"], tracking_uri=study["tracking_uri"],
-                             run_name=trial_run_name(number, cfg.to_dict(), study.get("label_keys", ())),
-                             parent_run_id=study["parent_run_id"], run_id=run_id, tags=tags)
+                             run_name=trial_run_name(number, values, keys),
+                             parent_run_id=study["parent_run_id"], run_id=run_id, tags=tags,
+                             keep=study.get("keep_metrics", ()))
 
 
 def restore_checkpoint(folder: Path, study: dict[str, Any], number: int, cfg: TrialConfig) -> None:

@@ -21,7 +21,8 @@ from ray.tune.search import Searcher
 
 from study.console import say
 from study.record import (StudyRecord, Tally, label_keys,
-                          optuna_study_attrs, study_dir, update_parent)
+                          optuna_study_attrs, optuna_study_note, save_dashboard_note, study_dir,
+                          update_parent)
 from study.reconcile import Plan, link, optuna_trial, trial_number_of
 from study.search import POINT_KEY, DefineByRun
 from study.spec import StudySpec
@@ -46,7 +47,8 @@ class PruneAwareOptunaSearch(Searcher):
 
     def __init__(self, *, space: DefineByRun, metric: str | list[str], mode: str | list[str],
                  sampler: optuna.samplers.BaseSampler, storage: optuna.storages.BaseStorage, study_name: str,
-                 max_epochs: int, study_attrs: dict[str, str], tracking_uri: str, experiment: str) -> None:
+                 max_epochs: int, study_attrs: dict[str, str], note: str, tracking_uri: str,
+                 experiment: str) -> None:
         super().__init__(metric=metric, mode=mode)
         modes = mode if isinstance(mode, list) else [mode]
         self.space = space
@@ -56,6 +58,7 @@ class PruneAwareOptunaSearch(Searcher):
         self.study.set_metric_names(metric if isinstance(metric, list) else [metric])
         for key, value in study_attrs.items():
             self.study.set_user_attr(key, value)
+        save_dashboard_note(self.study, note)
         self.trials: dict[str, optuna.Trial] = {}  # Ray's trial id -> its Optuna trial
         self.told: set[str] = set()  # trials whose end Optuna knows
         self.linked: set[str] = set()  # trials whose MLflow run Optuna knows
@@ -128,7 +131,7 @@ class PruneAwareOptunaSearch(Searcher):
         if run is None:
             return
         with contextlib.suppress(UpdateFinishedTrialError):  # ended (and linked) under an earlier driver
-            link(trial, run)
+            link(trial, run, self.tracking_uri)
         self.linked.add(trial_id)
 
     def save(self, checkpoint_path: str) -> None:
@@ -236,6 +239,7 @@ def make_searcher(spec: StudySpec, record: StudyRecord) -> PruneAwareOptunaSearc
         study_name=spec.name,
         max_epochs=spec.max_epochs,
         study_attrs=optuna_study_attrs(spec, record.tracking_uri, record.parent_run_id),
+        note=optuna_study_note(spec, record.tracking_uri, record.parent_run_id),
         tracking_uri=record.tracking_uri, experiment=spec.name,
     )
 
@@ -253,7 +257,9 @@ def make_scheduler(spec: StudySpec):
 
 def param_space(spec: StudySpec, record: StudyRecord, runs_dir: Path, ended: frozenset[int]) -> dict[str, Any]:
     context = {"name": spec.name, "tracking_uri": record.tracking_uri, "parent_run_id": record.parent_run_id,
-               "label_keys": label_keys(spec), "experiment_dir": str(study_dir(runs_dir, spec.name) / TUNE_DIR)}
+               "label_keys": label_keys(spec), "experiment_dir": str(study_dir(runs_dir, spec.name) / TUNE_DIR),
+               # what the study reads back from each run (objectives, ASHA's metric) stays a metric
+               "keep_metrics": sorted({m for m, _ in spec.objectives} | {m for m, _ in spec.selection_metrics})}
     return spec.search.param_space({STUDY_KEY: context}, ended)
 
 

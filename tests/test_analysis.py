@@ -665,3 +665,20 @@ def test_out_that_is_a_file_is_refused_in_one_line(store, tmp_path, capsys):
     assert main(["figures", "--experiment", TYPE_STUDY, "--tracking-uri", store["uri"], "--out", str(target)]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "is a file" in err and target.read_text() == "keep me"
+
+
+def test_the_importance_caution_is_wrapped_inside_the_figure():
+    """The caution under the importance figure's title is read whole, not clipped at the edge."""
+    from analysis import plots
+
+    caution = ("Caution: 4 trials for 4 params; a stable ranking needs about 40. Indicative only, and "
+               "optuna-dashboard computes conditional keys otherwise.")
+    fig = plots.importance_figure({"valid/error": {"beta": 0.6, "roles": 0.3, "npow": 0.1}}, 4, caution)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    title = fig.axes[0].title
+    box, frame = title.get_window_extent(renderer), fig.bbox
+    assert box.x0 >= frame.x0 and box.x1 <= frame.x1, (box, frame)
+    assert title.get_text().replace("\n", " ").endswith(caution.split()[-1]) and "Indicative only" in title.get_text()

@@ -166,10 +166,30 @@ def test_trial_run_names_say_what_the_trial_is():
     spec = load_spec("evidence-cpu")
     names = [record.trial_run_name(i, TrialConfig.from_dict(c).to_dict(), record.label_keys(spec))
              for i, c in enumerate(spec.trial_configs())]
-    assert names[:4] == ["0000 no-moll s0", "0001 no-moll s1", "0002 no-moll s2", "0003 xn ls s0"]
-    assert "0012 xnb no-ls s0" in names and len(set(names)) == len(names)
+    assert names[:4] == ["no-moll s0 #0", "no-moll s1 #1", "no-moll s2 #2", "xn ls s0 #3"]
+    assert "xnb no-ls s0 #12" in names and len(set(names)) == len(names)
     beta = {"mollify": True, "roles": "xn", "beta": 4.0, "npow": 1.5, "smooth_labels": False, "seed": 2}
-    assert record.trial_run_name(7, beta, ["roles", "beta", "npow"]) == "0007 xn beta=4 s2"  # npow did not act
+    assert record.trial_run_name(7, beta, ["roles", "beta", "npow"]) == "beta=4 xn s2 #7"  # npow did not act
+
+
+def test_run_names_differ_where_the_runs_table_cuts_them():
+    """MLflow's runs table shows a name's first characters: trials of a search differ there."""
+    spec = load_spec("hpo")
+    keys = record.label_keys(spec)
+    trials = [{**TrialConfig().to_dict(), "roles": "xnb", "beta": beta, "npow": 0.5, "bpow": 1.5, "seed": 0}
+              for beta in (2.13, 5.7, 9.24)]
+    names = [record.trial_run_name(i, t, keys) for i, t in enumerate(trials)]
+    assert len({n[:9] for n in names}) == 3, names
+    assert all(n.endswith(f"#{i}") for i, n in enumerate(names))
+
+
+def test_a_trial_run_describes_its_arm_in_words():
+    values = {**TrialConfig().to_dict(), "roles": "xnb", "beta": 9.2, "npow": 0.851, "bpow": 1.5, "seed": 3}
+    text = record.describe_trial(5, values, ["roles", "beta", "npow", "bpow"], "hpo")
+    assert text.startswith("Trial 5 of study **hpo**: mollified with noise and blur (`xnb`)")
+    assert "mollification amount beta 9.2" in text and "seed 3" in text
+    off = record.describe_trial(0, {**values, "mollify": False}, ["mollify", "roles", "beta"], "hpo")
+    assert "without mollification" in off and "beta" not in off
 
 
 def test_a_grid_search_space_lists_the_values_its_trials_take():
@@ -226,18 +246,32 @@ def test_smoke_study_trials_and_metrics(smoke):
     for run in children:
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert run.info.status == "FINISHED"
-        for key in ("clean/error", "clean/nll", "clean/ece", "clean/ece_batch100", "train/loss", "train/error", "lr",
-                    "corrupt/error", "corrupt/nll", "corrupt/ece", "corrupt/group/weather/error",
-                    "corrupt/glass_blur/error", "corrupt/s5/ece", "valid/error",
-                    "valid/corrupt/error", "valid/corrupt/spatter/nll"):
-            assert key in run.data.metrics, (key, run.data.metrics)
-        assert len(run.data.metrics) < 150  # summaries; the 300 grid cells are one table
-        cells = smoke["client"].list_artifacts(run.info.run_id, "corrupt")
-        assert [a.path for a in cells] == ["corrupt/cells.json"]
+        charted = {n for n in trial_metric_names() if contract.charted(n)} - {"epoch"}
+        assert set(run.data.metrics) == charted, set(run.data.metrics) ^ charted  # about 37: each worth a chart
+        assert len(run.data.metrics) <= 40
+        assert "None" not in run.data.params.values(), run.data.params  # unset knobs are not params
+        tables = {a.path for folder in ("corrupt", "valid/corrupt") for a in smoke["client"].list_artifacts(run.info.run_id, folder)}
+        assert tables == {"corrupt/cells.json", contract.VALID_TABLE}
+        assert run.data.tags["mlflow.note.content"].startswith(f"Trial {run.data.tags['mollify.trial_number']} of study")
         assert run.data.params["dataset"] == "synthetic" and run.data.params["limit_eval_images"] == "150"
     assert sorted(int(r.data.tags["mollify.trial_number"]) for r in children) == [0, 1, 2, 3]
     trials = smoke["optuna"].trials
     assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 4
+
+
+@pytest.mark.slow
+def test_the_analysis_reads_the_summaries_kept_as_tables(smoke):
+    """Per-corruption and per-severity means are rebuilt from each run's cells table, and equal
+    the means of its cells (the trial computed them with the same function)."""
+    runs = load_runs("smoke", smoke["uri"]).set_index("run_id")
+    for run in smoke["children"]:
+        row = runs.loc[run.info.run_id]
+        for corruption in ("glass_blur", "gaussian_noise"):
+            cells = [row[f"corrupt/{corruption}/s{k}/error"] for k in SEVERITIES]
+            assert row[f"corrupt/{corruption}/error"] == pytest.approx(sum(cells) / len(cells), rel=1e-6)
+        at5 = [row[f"corrupt/{c}/s5/ece"] for c in CORRUPTIONS]
+        assert row["corrupt/s5/ece"] == pytest.approx(sum(at5) / len(at5), rel=1e-6)
+        assert row["corrupt/error"] == run.data.metrics["corrupt/error"]  # a logged metric wins
     by_number = {int(r.data.tags["mollify.trial_number"]): r for r in children}
     for t in trials:  # Optuna's values are the runs' metrics (the same digits), its params the runs' params
         assert t.value == by_number[t.number].data.metrics["valid/error"]
@@ -276,7 +310,7 @@ def test_smoke_study_reads_well_in_the_mlflow_ui(smoke):
         p = run.data.params
         values = {**TrialConfig().to_dict(), **{k: parse_param(v) for k, v in p.items()}}
         name = record.trial_run_name(int(run.data.tags["mollify.trial_number"]), values, ["roles", "beta", "npow", "bpow"])
-        assert run.info.run_name == name and re.fullmatch(r"\d{4} x[nb]+ beta=\S+( npow=\S+)?( bpow=\S+)? s0", name)
+        assert run.info.run_name == name and re.fullmatch(r"beta=\S+( npow=\S+)?( bpow=\S+)? x[nb]+ s0 #\d+", name)
     best = min(r.data.metrics["valid/error"] for r in children)
     assert parent.data.metrics["best/valid/error"] == best
     assert (parent.data.metrics["trials/finished"], parent.data.metrics["trials/failed"]) == (4, 0)

@@ -69,8 +69,8 @@ def test_evaluate_on_a_second_clean_set_and_a_generated_corrupted_set(trained, t
     assert f"under {EVAL_PREFIX}/second/" in capsys.readouterr().out
     run = client.get_run(run_id)
     logged = {k: v for k, v in run.data.metrics.items() if k.startswith(f"{EVAL_PREFIX}/second/")}
-    assert {"eval/second/clean/error", "eval/second/corrupt/gaussian_noise/error", "eval/second/corrupt/s5/error",
-            "eval/second/corrupt/error"} <= set(logged)
+    assert {"eval/second/clean/error", "eval/second/corrupt/s5/error", "eval/second/corrupt/error"} <= set(logged)
+    assert "eval/second/corrupt/gaussian_noise/error" not in logged  # a mean of its cells: in the table below
     cells = _cells(client, run_id, f"{EVAL_PREFIX}/second/corrupt/cells.json", tmp_path)
     assert sorted((r["corruption"], r["severity"]) for r in cells) == [
         ("defocus_blur", 1), ("defocus_blur", 5), ("gaussian_noise", 1), ("gaussian_noise", 5)]
@@ -135,7 +135,7 @@ def test_evaluate_again_on_the_trials_own_set_reproduces_its_figures(trained, tm
     assert cli.main(["evaluate", "--run-id", run_id, "--tracking-uri", uri, "--name", "same"]) == 0
     client = MlflowClient(uri)
     metrics = client.get_run(run_id).data.metrics
-    for key in ("clean/error", "clean/nll", "corrupt/error", "corrupt/defocus_blur/nll", "corrupt/s5/nll"):
+    for key in ("clean/error", "clean/nll", "corrupt/error", "corrupt/group/blur/nll", "corrupt/s5/error"):
         assert metrics[f"eval/same/{key}"] == pytest.approx(metrics[key], abs=1e-6), key
     trained_cells = _cells(client, run_id, "corrupt/cells.json", tmp_path / "a")
     again = _cells(client, run_id, f"{EVAL_PREFIX}/same/corrupt/cells.json", tmp_path / "b")

@@ -12,12 +12,14 @@ from pathlib import Path
 import mlflow
 import mlflow.pytorch
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import yaml
 from mlflow.models import Model
 from mlflow.tracking import MlflowClient
 
+from analysis.mlflow_io import summaries_from_cells
 from trainables.__main__ import main
 from trainables.config import TrialConfig, active_params
 from trainables.corruptions import EXTRA
@@ -194,8 +196,9 @@ def test_cli_logs_a_trial_into_a_sqlite_mlflow_store(tmp_path, capsys):
 
 
 def test_a_run_records_only_the_knobs_that_acted_and_the_grid_as_one_table(tmp_path):
-    """No mollification: no roles, beta, npow... params; the corruption grid's cells as one table
-    artifact (corrupt/cells.json) beside the summaries, which stay metrics; no float32 noise."""
+    """No mollification: no roles, beta, npow... params, and no unset knob as 'None'; the corruption
+    grid's cells as one table artifact (corrupt/cells.json) beside the summaries worth a chart, which
+    stay metrics, while the per-corruption means are rebuilt from the table; no float32 noise."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cfg = TrialConfig.from_dict({**QUICK, "epochs": 1, "mollify": False, "corruption_source": "on_the_fly",
                                  "corruptions": "gaussian_noise,fog", "severities": "1,3",
@@ -209,8 +212,11 @@ def test_a_run_records_only_the_knobs_that_acted_and_the_grid_as_one_table(tmp_p
     assert run.data.params["mollify"] == "False"
     assert not [k for k in run.data.metrics if CELL.match(k)]  # no corrupt/<c>/s<k>/<m> cell metrics
     assert CELL.match("corrupt/fog/s3/error") and not CELL.match("corrupt/group/noise/error")
-    for key in ("corrupt/error", "corrupt/fog/error", "corrupt/group/noise/error", "corrupt/s3/ece"):
+    assert "None" not in run.data.params.values() and "corruption_path" not in run.data.params  # unset: no param
+    for key in ("corrupt/error", "corrupt/group/noise/error", "corrupt/group/noise/ece", "corrupt/s3/error"):
         assert key in run.data.metrics, key
+    for key in ("corrupt/fog/error", "corrupt/s3/ece", "corrupt/group/noise/ece_batch100"):
+        assert key not in run.data.metrics, key  # in the table: summaries_from_cells rebuilds them
     for key, value in run.data.metrics.items():
         assert value == float(str(np.float32(value))), (key, value)  # the shortest float32 digits
     table = json.loads(Path(client.download_artifacts(run.info.run_id, "corrupt/cells.json", str(tmp_path))).read_text())
@@ -218,7 +224,10 @@ def test_a_run_records_only_the_knobs_that_acted_and_the_grid_as_one_table(tmp_p
     assert sorted((r["corruption"], r["severity"]) for r in rows) == [("fog", 1), ("fog", 3),
                                                                       ("gaussian_noise", 1), ("gaussian_noise", 3)]
     fog = [r["error"] for r in rows if r["corruption"] == "fog"]
-    assert run.data.metrics["corrupt/fog/error"] == pytest.approx(sum(fog) / 2, abs=1e-6)
+    rebuilt = summaries_from_cells(pd.DataFrame(rows))
+    assert rebuilt["corrupt/fog/error"] == pytest.approx(sum(fog) / 2, abs=1e-6)
+    assert rebuilt["corrupt/fog/error"] == pytest.approx(result.metrics["corrupt/fog/error"], abs=1e-6)
+    assert rebuilt["corrupt/s3/ece"] == pytest.approx(result.metrics["corrupt/s3/ece"], abs=1e-6)
     assert result.metrics["corrupt/fog/s3/error"] == [r["error"] for r in rows if r["corruption"] == "fog"
                                                       and r["severity"] == 3][0]
 

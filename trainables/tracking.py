@@ -2,11 +2,13 @@
 per-epoch metrics, final metrics, tags (git commit, seed), the whole config as `config.yaml`, the
 corruption grid as a table and the final network as an MLflow model.
 
-What is a metric and what an artifact: per-epoch series and the summaries (clean, corrupted mean,
-per group, per corruption, per severity, validation) are metrics, charted by the MLflow UI and
-read by `analysis`. The grid's cells (`corrupt/<corruption>/s<k>/<metric>`: 75 cells x 4 metrics,
-one value each) would be 300 one-point charts: they go into one table, `corrupt/cells.json`
-(`mlflow.log_table` format), instead.
+What is a metric and what an artifact (`contract.charted`): the per-epoch curves and the summaries
+a researcher compares (clean and corrupted error/NLL/ECE, per group, per severity's error,
+validation), about 37, are metrics, charted by the MLflow UI and read by `analysis`. The grid's
+cells (`corrupt/<corruption>/s<k>/<metric>`: 75 cells x 4 metrics, one value each) go into one
+table, `corrupt/cells.json` (`mlflow.log_table` format), from which `contract.summarize_cells`
+rebuilds the per-corruption and per-severity means (a hundred one-point charts otherwise); the
+validation's per-corruption means go into `valid/corrupt/corruptions.json`, a row per epoch.
 
 It uses an explicit `MlflowClient` bound to one tracking URI rather than MLflow's fluent API, whose
 active run and tracking URI are process-wide state: a trial must not depend on, or change, what
@@ -25,7 +27,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Mapping
+from typing import Iterable, Mapping
 
 import mlflow.pytorch
 import pandas as pd
@@ -36,7 +38,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from contract import (CELLS_ARTIFACT, CONFIG_ARTIFACT, GIT_COMMIT_TAG, MODEL_ARTIFACT,  # noqa: F401
-                      PARENT_TAG, RELIABILITY_DIR, SEED_TAG, STATUS_TAG, absolute_location, tracking_uri)
+                      PARENT_TAG, RELIABILITY_DIR, SEED_TAG, STATUS_TAG, VALID, VALID_TABLE, absolute_location,
+                      charted, tracking_uri)
 from trainables.config import TrialConfig, active_params
 from trainables.evaluate import float32_digits
 
@@ -44,6 +47,7 @@ DEFAULT_EXPERIMENT = "mollify-lab"
 BATCH_LIMIT = 1000  # MLflow's log_batch accepts at most 1000 metrics per call
 EPOCH_KEY = "train/loss"  # logged once per epoch: its history tells which epochs a run holds
 CELL = re.compile(r"^(?P<prefix>(?:.+/)?corrupt)/(?P<corruption>[a-z_]+)/s(?P<severity>\d+)/(?P<metric>\w+)$")
+VALID_CORRUPTION = re.compile(rf"^{VALID}/corrupt/(?P<corruption>[a-z_]+)/(?P<metric>\w+)$")
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
@@ -122,15 +126,38 @@ def split_cells(values: Mapping[str, float]) -> tuple[dict[str, float], dict[str
     return rest, tables
 
 
-def log_metrics(client: MlflowClient, run_id: str, values: Mapping[str, float], step: int) -> None:
-    """`values` into the run at `step`, in batches of MLflow's per-call limit (`epoch` left out);
-    corruption-grid cells as one table per prefix (see the module docstring). Values are stored as
-    their float32 digits (`float32_digits`, a no-op on what `run_trial` already rounded)."""
-    rest, tables = split_cells(float32_digits(values))
-    metrics = _metrics(rest, step)
+def split_validation(values: Mapping[str, float], step: int) -> tuple[dict[str, float], dict[str, pd.DataFrame]]:
+    """(the rest, {VALID_TABLE: a row per extra corruption at this epoch}) for the validation's
+    per-corruption means `valid/corrupt/<corruption>/<metric>`."""
+    rest: dict[str, float] = {}
+    rows: dict[str, dict[str, float]] = {}
+    for key, value in values.items():
+        match = VALID_CORRUPTION.match(key)
+        if match is None:
+            rest[key] = value
+        else:
+            rows.setdefault(match["corruption"], {})[match["metric"]] = value
+    table = pd.DataFrame([{"epoch": step, "corruption": c, **m} for c, m in rows.items()])
+    return rest, ({VALID_TABLE: table} if rows else {})
+
+
+def log_metrics(client: MlflowClient, run_id: str, values: Mapping[str, float], step: int,
+                keep: frozenset[str] = frozenset()) -> None:
+    """`values` into the run at `step`: the names `contract.charted` keeps, and those in `keep`
+    (a study's objectives), as metrics in batches of MLflow's per-call limit (`epoch` left out);
+    grid cells as one table per prefix and the validation's per-corruption means as a table (see
+    the module docstring); the other summaries not at all (`contract.summarize_cells` rebuilds
+    them from the cells). Values are stored as their float32 digits (`float32_digits`, a no-op on
+    what `run_trial` already rounded)."""
+    values = float32_digits(values)
+    rest, tables = split_cells(values)
+    rest, valid_tables = split_validation(rest, step)
+    kept = {k: v for k, v in rest.items() if charted(k) or k in keep}
+    kept.update({k: v for k, v in values.items() if k in keep})
+    metrics = _metrics(kept, step)
     for start in range(0, len(metrics), BATCH_LIMIT):
         client.log_batch(run_id, metrics=metrics[start : start + BATCH_LIMIT])
-    for path, table in tables.items():
+    for path, table in {**tables, **valid_tables}.items():
         client.log_table(run_id, data=table, artifact_file=path)
 
 
@@ -141,13 +168,16 @@ class FinishedRunError(ValueError):
 class MlflowTrialLogger:
     """One trial's MLflow run. `report` is the trial's per-epoch callback; `finish`, `fail` and
     `interrupt` end the run. Pass `run_id` to continue a run after a restart instead of starting a
-    second one."""
+    second one; `keep`: metric names kept as metrics though `contract.charted` puts them in a
+    table (a study's objectives, which its status and Optuna read back from the run)."""
 
     def __init__(self, cfg: TrialConfig, *, experiment: str = DEFAULT_EXPERIMENT,
                  tracking_uri: str | None = None, run_name: str | None = None,
                  parent_run_id: str | None = None, run_id: str | None = None,
-                 tags: Mapping[str, str] | None = None, refuse_finished: bool = False) -> None:
+                 tags: Mapping[str, str] | None = None, refuse_finished: bool = False,
+                 keep: Iterable[str] = ()) -> None:
         self.client = MlflowClient(resolve_tracking_uri(tracking_uri))
+        self.keep = frozenset(keep)
         if run_id is not None and refuse_finished and self.client.get_run(run_id).info.status == "FINISHED":
             raise FinishedRunError(f"MLflow run {run_id} already finished; a finished record is never reopened "
                                    "(start a new trial without that --checkpoint-dir)")
@@ -162,12 +192,13 @@ class MlflowTrialLogger:
         experiment_id = ensure_experiment(self.client, experiment)
         run = self.client.create_run(experiment_id, run_name=run_name, tags=all_tags)
         self.run_id = run.info.run_id
-        params = [Param(key, str(value)) for key, value in active_params(cfg).items()]
+        # A knob left unset (None: "the image width", "no folder") is not a value: no 'None' strings.
+        params = [Param(key, str(value)) for key, value in active_params(cfg).items() if value is not None]
         self.client.log_batch(self.run_id, params=params)
         self.client.log_dict(self.run_id, cfg.to_dict(), CONFIG_ARTIFACT)
 
     def log_metrics(self, values: Mapping[str, float], step: int) -> None:
-        log_metrics(self.client, self.run_id, values, step)
+        log_metrics(self.client, self.run_id, values, step, self.keep)
 
     def _last_logged_epoch(self) -> int:
         history = self.client.get_metric_history(self.run_id, EPOCH_KEY)

@@ -8,22 +8,22 @@ under a protocol with the JPEG round trip, cells go through it), "generated" (ou
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from torch import Tensor, nn
 
-from contract import corruption_metric_names  # noqa: F401 (its names: the contract's)
+from contract import corruption_metric_names, summarize_cells  # noqa: F401 (its names and summaries: the contract's)
 from trainables.corruptions.cells import cell_generator, corrupt_cell
 from trainables.corruptions.registry import (
-    BENCHMARK, GROUPS, SEVERITIES, validate_corruptions, validate_severities, validate_table,
+    BENCHMARK, SEVERITIES, validate_corruptions, validate_severities, validate_table,
 )
 from trainables.corruptions.protocols import effective_jpeg
 from trainables.corruptions.releases import load_corrupted_cell
 from trainables.data import ImageSet
-from trainables.evaluate import METRICS, classification_metrics, predict_logits, reliability_bins
+from trainables.evaluate import classification_metrics, predict_logits, reliability_bins
 
 SOURCES = ("on_the_fly", "generated", "official")
 
@@ -96,30 +96,6 @@ def evaluate_corruptions(
     return summarize_cells(cells), {f"corrupt_s{top}": merge_reliability(pooled)}
 
 
-def summarize_cells(cells: dict[tuple[str, int], dict[str, float]]) -> dict[str, float]:
-    """Per-cell metrics -> the named metrics (see evaluate_corruptions)."""
-    out: dict[str, float] = {}
-    for (name, severity), metrics in cells.items():
-        for m in METRICS:
-            out[f"corrupt/{name}/s{severity}/{m}"] = metrics[m]
-    for name in dict.fromkeys(n for n, _ in cells):
-        for m in METRICS:
-            out[f"corrupt/{name}/{m}"] = _mean(v[m] for (n, _), v in cells.items() if n == name)
-    benchmark = {key: v for key, v in cells.items() if key[0] in BENCHMARK}
-    for severity in sorted({s for _, s in benchmark}):
-        for m in METRICS:
-            out[f"corrupt/s{severity}/{m}"] = _mean(v[m] for (_, s), v in benchmark.items() if s == severity)
-    for group, members in GROUPS.items():
-        in_group = [v for (n, _), v in benchmark.items() if n in members]
-        for m in METRICS:
-            if in_group:
-                out[f"corrupt/group/{group}/{m}"] = _mean(v[m] for v in in_group)
-    for m in METRICS:
-        if benchmark:
-            out[f"corrupt/{m}"] = _mean(v[m] for v in benchmark.values())
-    return out
-
-
 def merge_reliability(parts: Sequence[dict[str, list[float]]]) -> dict[str, list[float]]:
     """Pool reliability bins of several sets: counts add, means are count-weighted."""
     count = np.sum([p["count"] for p in parts], axis=0)
@@ -127,11 +103,6 @@ def merge_reliability(parts: Sequence[dict[str, list[float]]]) -> dict[str, list
     conf = np.sum([np.multiply(p["confidence"], p["count"]) for p in parts], axis=0) / safe
     acc = np.sum([np.multiply(p["accuracy"], p["count"]) for p in parts], axis=0) / safe
     return {"count": count.tolist(), "confidence": conf.tolist(), "accuracy": acc.tolist()}
-
-
-def _mean(values: Iterable[float]) -> float:
-    values = list(values)
-    return float(sum(values) / len(values))
 
 
 def _cell_logits(model: nn.Module, test: ImageSet, spec: CorruptionSpec, name: str, severity: int, *,

@@ -89,12 +89,25 @@ def _cifar_missing(cls: CifarClass, root: Path) -> list[str]:
 def _download_cifar(cls: CifarClass, root: Path, train: bool, download: bool) -> None:
     if not download:
         raise DatasetNotFoundError(cifar_missing_message(cls, root))
+    made = _missing_folders(root)
     try:
         with _socket_timeout(DOWNLOAD_SOCKET_TIMEOUT_S):
             cls(root, train=train, download=True)
     except Exception as err:  # any failure (DNS, timeout, md5, tar) means: the files are not there
         reason = f"{type(err).__name__}: {err}"
+        for folder in made:  # the download made them: a failed one leaves no empty data/ behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if empty
         raise DatasetNotFoundError(cifar_missing_message(cls, root, reason)) from err
+
+
+def _missing_folders(root: Path) -> list[Path]:
+    """`root` and those of its parents that do not exist yet, deepest first."""
+    missing, folder = [], Path(root).absolute()
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    return missing
 
 
 def _read_cifar(cls: CifarClass, root: Path, train: bool) -> torchvision.datasets.CIFAR10:
