@@ -385,7 +385,7 @@ def test_the_entrypoint_survives_kuberays_and_rays_shells_and_resumes(tmp_path):
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_worker_resources_hold_the_specs_trials(case, generated, tmp_path_factory):
+def test_worker_resources_hold_the_specs_trials(case, generated):
     """The worker pods ask Kubernetes for what Ray is told they have, hold at least one trial of
     the spec as it will run (the command line's changes folded in), and follow the options."""
     argv = CASES[case][0]
