@@ -21,6 +21,7 @@ from pathlib import Path
 
 from contract import debug_anywhere, one_line
 from study import estimate_cli, estimate_record  # issue 21: `estimate`, the estimate in status
+from study import kuberay  # issue 17: `kuberay`
 from study.guards import StoreGoneError, unauthenticated, unauthenticated_error
 from study.launch import LOG_FILE, Status, StudyError, launch, list_studies, read_record, resume, status, study_dir
 from study.spec import SpecError, StudySpec, parse_spec, preset_names, read_source
@@ -61,6 +62,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     show.add_argument("--json", action="store_true")
     commands.add_parser("list", help="the studies under --runs-dir")
     estimate_cli.add_parser(commands)  # issue 21
+    kuberay.add_parser(commands)  # issue 17
     debug_anywhere(commands)
     return parser.parse_args(argv)
 
@@ -156,6 +158,8 @@ def command(args: argparse.Namespace) -> int:
     resolve_environment()  # a credentialed $MLFLOW_TRACKING_URI gives its credentials to the environment
     if args.command == "estimate":  # issue 21
         return estimate_cli.run(args, spec_from_args)
+    if args.command == "kuberay":  # issue 17
+        return kuberay.run(args, spec_from_args)
     if args.command == "status":
         info = status(args.name, runs_dir=args.runs_dir)
         estimate = estimate_record.progress(read_record(args.runs_dir, args.name),  # issue 21

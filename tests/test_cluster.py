@@ -283,12 +283,14 @@ def test_the_image_pins_every_python_dependency():
         import lock as locker
     finally:
         sys.path.remove(str(REPO / "docker"))
-    missing = set(locker.closure()) - set(lock)
+    run_time = locker.closure()
+    missing = set(run_time) - set(lock)
     assert not missing, f"run `python docker/lock.py > docker/requirements.lock`: {sorted(missing)} unpinned"
     for line in (REPO / "constraints.txt").read_text().splitlines():
         if "==" in line and not line.startswith("#"):
             name, pinned = line.split("==")
-            assert lock[name.strip().lower()] == pinned.strip(), line
+            if name.strip().lower() in run_time:  # a pin of the test extra only (kubernetes-validate) is not in the image
+                assert lock[name.strip().lower()] == pinned.strip(), line
 
 
 def test_datasets_are_mounted_read_only_on_the_ray_nodes(compose):
