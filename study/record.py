@@ -354,7 +354,9 @@ def optuna_study_note(spec: StudySpec, tracking_uri: str, parent_run_id: str) ->
     client = MlflowClient(tracking_uri)
     experiment_id = ensure_experiment(client, spec.name)
     n = spec.total_trials()
-    conditional = [k for k, d in spec.search_space_description().items() if d.get("active_when")]
+    space = spec.search_space_description()
+    # conditional: acting only under some values of another searched key (npow: roles with noise)
+    conditional = [k for k, d in space.items() if any(c["key"] in space for c in d.get("active_when", ()))]
     lines = [f"## {spec.name}", f"MLflow: [the study's run]({ui_link(tracking_uri, experiment_id, parent_run_id)}), "
              f"[its trials]({ui_link(tracking_uri, experiment_id)})" + _served_by(tracking_uri) + "; each trial's "
              "note links its run.",
