@@ -83,3 +83,34 @@ def _extract_once(archives: list[Path], cache: Path) -> Path:
         os.replace(Path(tmp) / "tiny-imagenet-200", target)
     marker.write_text(stamp)
     return target
+
+
+README_LAUNCH = ".venv/bin/python -m study launch smoke"  # README.md's command, as a new user runs it
+
+
+@pytest.fixture(scope="session")
+def readme_study(tmp_path_factory):
+    """README.md's `launch smoke`, run once from a copy of the checkout (`helpers.copy_checkout`)
+    inside a loopback-only network namespace that later README commands (the two UIs) use too:
+    (checkout root, namespace, the launch's CompletedProcess). tests/test_readme.py goes on with
+    the README's next commands; tests/test_record.py reads the study's record."""
+    import sys
+
+    from helpers import Namespace, copy_checkout
+
+    if os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("make") is None:
+        pytest.skip("needs root, unshare and make (a loopback-only network namespace for the study and the UIs)")
+    if not (Path(sys.prefix) / "bin" / "mlflow").exists():
+        pytest.skip("needs the project's virtualenv (make install)")
+    base = tmp_path_factory.mktemp("readme")
+    root = copy_checkout(base / "clone")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "OPTUNA_"))}
+    env.update(RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1", PYTHONPATH=str(root))
+    (base / "logs").mkdir()
+    ns = Namespace(env, base / "logs")
+    try:
+        launched = ns.run(["bash", "-c", README_LAUNCH], cwd=root, timeout=900)
+        assert launched.returncode == 0, f"{README_LAUNCH}\n{launched.stdout[-3000:]}\n{launched.stderr[-3000:]}"
+        yield root, ns, launched
+    finally:
+        ns.close()

@@ -22,6 +22,25 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 
 
+
+def copy_checkout(dest: Path) -> Path:
+    """A fresh checkout as a new user has it: the files git tracks or would track (what is not
+    committed yet too), with their times (so that make sees the install as done), this test run's
+    virtualenv as `.venv`, and a git repository of its own, so that `git status` shows what
+    commands run in it leave behind."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                            capture_output=True, text=True, check=True).stdout.split("\0")
+    for name in filter(None, listed):
+        source = REPO / name
+        if source.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / name)
+    (dest / ".venv").symlink_to(Path(sys.prefix))
+    git = ["git", "-c", "user.name=readme", "-c", "user.email=readme@localhost"]
+    for step in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "the checkout"]):
+        subprocess.run([*git, *step], cwd=dest, check=True, capture_output=True)
+    return dest
+
 # --- real studies (Ray, Optuna, MLflow) ------------------------------------------------------------
 
 def loopback_command(args: list[str]) -> list[str]:

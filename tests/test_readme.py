@@ -13,15 +13,14 @@ the README shows (a study name, a timestamped study) are replaced by the study t
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import README_LAUNCH
 from helpers import REPO, Namespace, wait_for
 
 README = REPO / "README.md"
@@ -79,46 +78,11 @@ def test_every_readme_command_is_run_or_says_why_not():
 
 # --- the commands, run -----------------------------------------------------------------------------
 
-def copy_checkout(dest: Path) -> Path:
-    """The files git tracks or would track (a fresh clone plus what is not committed yet), with their
-    times (so that make sees the install as done), and this test's virtualenv as `.venv`."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                            capture_output=True, text=True, check=True).stdout.split("\0")
-    for name in filter(None, listed):
-        source = REPO / name
-        if source.is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, dest / name)
-    (dest / ".venv").symlink_to(Path(sys.prefix))
-    git = ["git", "-c", "user.name=readme", "-c", "user.email=readme@localhost"]
-    for step in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "the checkout"]):  # to see what commands leave
-        subprocess.run([*git, *step], cwd=dest, check=True, capture_output=True)
-    return dest
-
-
 def http_get(ns: Namespace, url: str) -> str:
     """GET `url` from inside the namespace; '' while nothing answers."""
     code = f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=5).read().decode())"
     done = ns.run([sys.executable, "-c", code], timeout=30)
     return done.stdout if done.returncode == 0 else ""
-
-
-@pytest.fixture(scope="module")
-def checkout(tmp_path_factory) -> tuple[Path, Namespace]:
-    if os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("make") is None:
-        pytest.skip("needs root, unshare and make (a loopback-only network namespace for the two UIs)")
-    if not (Path(sys.prefix) / "bin" / "mlflow").exists():
-        pytest.skip("needs the project's virtualenv (make install)")
-    base = tmp_path_factory.mktemp("readme")
-    root = copy_checkout(base / "clone")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "OPTUNA_"))}
-    env.update(RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1", PYTHONPATH=str(root))
-    (base / "logs").mkdir()
-    ns = Namespace(env, base / "logs")
-    try:
-        yield root, ns
-    finally:
-        ns.close()
 
 
 def run(ns: Namespace, root: Path, command: str, timeout: float = 900) -> subprocess.CompletedProcess:
@@ -130,21 +94,22 @@ def run(ns: Namespace, root: Path, command: str, timeout: float = 900) -> subpro
 
 
 @pytest.mark.slow
-def test_the_readme_commands_do_what_it_says(checkout):
-    root, ns = checkout
-    out = run(ns, root, f"{PY} -m study launch smoke").stdout
-    assert "4/4 finished" in out, out[-2000:]
+def test_the_readme_commands_do_what_it_says(readme_study):
+    """The README's commands in its order; the first, `launch smoke`, ran in the shared fixture
+    (conftest.py: tests/test_record.py reads the same study)."""
+    root, ns, launched = readme_study
+    assert README_LAUNCH in RUN and "4/4 finished" in launched.stdout, launched.stdout[-2000:]
     assert (root / "mlflow.db").is_file() and (root / "optuna.db").is_file()  # the embedded defaults
-    assert (root / "runs" / "smoke" / "figures" / "report.html").is_file()
+    report = root / "runs" / "smoke" / "figures" / "report.html"
+    assert report.is_file()
     assert "finished; 4/4 finished" in run(ns, root, f"{PY} -m study status try2").stdout
     resumed = run(ns, root, f"{PY} -m study resume try2")
     assert "nothing to run, nothing changed" in resumed.stdout + resumed.stderr
     assert run(ns, root, f"{PY} -m study list").stdout.startswith("smoke (smoke, tpe): finished")
-    report = root / "runs" / "smoke" / "figures" / "report.html"
-    report.unlink()
+    drawn = report.stat().st_mtime_ns
     run(ns, root, f"{PY} -m analysis figures --experiment {FIGURES_EXAMPLE} --out runs/{FIGURES_EXAMPLE}/figures "
                   "--log-to-mlflow")
-    assert report.is_file()
+    assert report.stat().st_mtime_ns > drawn  # drawn again, where the study drew it
     trial = run(ns, root, f"{PY} -m trainables run --set dataset=synthetic --set epochs=1").stdout
     assert re.search(r"MLflow run [0-9a-f]{32} at sqlite:///.*/mlflow\.db", trial), trial[-2000:]
     left = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, check=True)
@@ -154,7 +119,7 @@ def test_the_readme_commands_do_what_it_says(checkout):
 
 def check_the_uis(ns: Namespace, root: Path) -> None:
     """`make mlflow-ui` and `make dashboard` serve the study on their ports; each Optuna trial's
-    note links its MLflow run."""
+    note links its MLflow run, and the study's note cautions about importances."""
     ns.start("mlflow-ui", ["make", "-o", ".venv/.installed-stamp", "mlflow-ui"], cwd=root)  # installed: this venv
     ns.start("dashboard", ["make", "-o", ".venv/.installed-stamp", "dashboard"], cwd=root)
     try:

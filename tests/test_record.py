@@ -225,17 +225,14 @@ def _refs(page: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory) -> dict:
-    """`python -m study launch smoke` with a --set override and figures on."""
-    tmp = tmp_path_factory.mktemp("smoke")
-    uri, storage = f"sqlite:///{tmp / 'mlflow.db'}", f"sqlite:///{tmp / 'optuna.db'}"
-    proc = subprocess.run(study_cmd(tmp, "launch", "smoke", "--tracking-uri", uri, "--storage", storage,
-                                    "--set", "limit_eval_images=150"),
-                          env=study_env(), capture_output=True, text=True, timeout=900, cwd=tmp)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+def smoke(readme_study) -> dict:
+    """README.md's `launch smoke`, from a copy of the checkout (conftest.py's `readme_study`, which
+    tests/test_readme.py's README commands continue)."""
+    root, _, proc = readme_study
+    uri, storage = f"sqlite:///{root / 'mlflow.db'}", f"sqlite:///{root / 'optuna.db'}"
     client, parents, children = trial_runs(uri, "smoke")
     assert len(parents) == 1 and len(children) == 4
-    return {"tmp": tmp, "uri": uri, "storage": storage, "proc": proc, "client": client, "parent": parents[0],
+    return {"tmp": root, "uri": uri, "storage": storage, "proc": proc, "client": client, "parent": parents[0],
             "children": children, "optuna": optuna.load_study(study_name="smoke", storage=storage)}
 
 
@@ -253,10 +250,14 @@ def test_smoke_study_trials_and_metrics(smoke):
         tables = {a.path for folder in ("corrupt", "valid/corrupt") for a in smoke["client"].list_artifacts(run.info.run_id, folder)}
         assert tables == {"corrupt/cells.json", contract.VALID_TABLE}
         assert run.data.tags["mlflow.note.content"].startswith(f"Trial {run.data.tags['mollify.trial_number']} of study")
-        assert run.data.params["dataset"] == "synthetic" and run.data.params["limit_eval_images"] == "150"
+        assert run.data.params["dataset"] == "synthetic" and run.data.params["limit_eval_images"] == "200"
     assert sorted(int(r.data.tags["mollify.trial_number"]) for r in children) == [0, 1, 2, 3]
     trials = smoke["optuna"].trials
     assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 4
+    by_number = {int(r.data.tags["mollify.trial_number"]): r for r in children}
+    for t in trials:  # Optuna's values are the runs' metrics (the same digits), its params the runs' params
+        assert t.value == by_number[t.number].data.metrics["valid/error"]
+        assert t.params["roles"] == by_number[t.number].data.params["roles"]
 
 
 @pytest.mark.slow
@@ -272,10 +273,6 @@ def test_the_analysis_reads_the_summaries_kept_as_tables(smoke):
         at5 = [row[f"corrupt/{c}/s5/ece"] for c in CORRUPTIONS]
         assert row["corrupt/s5/ece"] == pytest.approx(sum(at5) / len(at5), rel=1e-6)
         assert row["corrupt/error"] == run.data.metrics["corrupt/error"]  # a logged metric wins
-    by_number = {int(r.data.tags["mollify.trial_number"]): r for r in children}
-    for t in trials:  # Optuna's values are the runs' metrics (the same digits), its params the runs' params
-        assert t.value == by_number[t.number].data.metrics["valid/error"]
-        assert t.params["roles"] == by_number[t.number].data.params["roles"]
 
 
 @pytest.mark.slow
@@ -291,13 +288,13 @@ def test_smoke_study_records_only_the_knobs_that_acted(smoke):
 
 
 @pytest.mark.slow
-def test_smoke_study_record_is_the_effective_spec(smoke):
+def test_smoke_study_record_is_the_effective_spec(smoke, tmp_path):
     client, parent = smoke["client"], smoke["parent"]
-    spec_text = Path(client.download_artifacts(parent.info.run_id, record.SPEC_ARTIFACT, str(smoke["tmp"]))).read_text()
+    spec_text = Path(client.download_artifacts(parent.info.run_id, record.SPEC_ARTIFACT, str(tmp_path))).read_text()
     ran = parse_spec(yaml.safe_load(spec_text), preset="smoke")
-    expected = absolute_paths(load_spec("smoke", overrides={"limit_eval_images": 150}))
+    expected = absolute_paths(load_spec("smoke"))
     assert dataclasses.replace(ran, source={}) == dataclasses.replace(expected, source={})
-    assert parent.data.params["trial.limit_eval_images"] == "150" and parent.data.params["search.algorithm"] == "tpe"
+    assert parent.data.params["trial.limit_eval_images"] == "200" and parent.data.params["search.algorithm"] == "tpe"
     info = load_study_info("smoke", smoke["uri"])
     assert info.objectives == (("valid/error", "min"),) and info.label_keys == ("roles", "beta", "npow", "bpow")
     assert info.search_space["npow"]["active_when"][1] == {"key": "roles", "op": "contains", "value": "n"}
@@ -365,4 +362,4 @@ def test_smoke_study_html_report_stands_alone(smoke):
     info = json.loads(status.stdout)
     assert (info["finished"], info["total"], info["failed"]) == (4, 4, 0)
     assert info["best"]["value"] == min(r.data.metrics["valid/error"] for r in smoke["children"])
-    assert info["best"]["run_name"].startswith("000")
+    assert re.search(r" s0 #\d$", info["best"]["run_name"]), info["best"]
