@@ -115,6 +115,7 @@ def submit_study(args: argparse.Namespace, spec: StudySpec) -> int:
     serve = serves_mlflow(args.serve_mlflow, job.nodes, stores.tracking_uri)
     script = render(job, spec.name, args.runs_dir.resolve(), launch_args(args, spec.name, stores), serve,
                     stores.tracking_uri)
+    sbatch = None if args.dry_run else sbatch_path()  # no sbatch: refused before anything is written
     made = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     write_atomic(folder / SCRIPT_FILE, script)
@@ -122,7 +123,7 @@ def submit_study(args: argparse.Namespace, spec: StudySpec) -> int:
         print(script, end="")
         print(f"[slurm] wrote {folder / SCRIPT_FILE} (--dry-run: nothing submitted; `sbatch` it to run)")
         return EXIT_SUBMITTED
-    job_id = submit_claimed(folder, made)
+    job_id = submit_claimed(sbatch, folder, made)
     announce(job_id, spec.name, folder, args.runs_dir)
     return EXIT_SUBMITTED
 
@@ -210,10 +211,9 @@ def sbatch_path() -> str:
     return path
 
 
-def submit_claimed(folder: Path, made: bool) -> str:
+def submit_claimed(sbatch: str, folder: Path, made: bool) -> str:
     """Claim the name by its job file (one submission wins), submit, record the job id; a refusal
     removes what this call made."""
-    sbatch = sbatch_path()
     claim = folder / JOB_FILE
     try:
         fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
