@@ -192,7 +192,8 @@ def render(job: Job, name: str, runs_dir: Path, launch: list[str], serve: bool, 
     """The template with this study's values, every one quoted for bash."""
     values = {"SBATCH": "\n".join(sbatch_lines(job, name, runs_dir / name)), "STUDY_NAME": shlex.quote(name),
               "RUNS_DIR": shlex.quote(str(runs_dir)), "PYTHON": shlex.quote(sys.executable),
-              "LAUNCH": " ".join(shlex.quote(a) for a in launch), "SERVE_MLFLOW": "1" if serve else "0",
+              "LAUNCH": " ".join(shlex.quote(a) for a in launch),
+              "RESUME": "--no-figures" if "--no-figures" in launch else "", "SERVE_MLFLOW": "1" if serve else "0",
               "MLFLOW_STORE": shlex.quote(tracking_uri if serve else ""), "GRACE": str(job.grace),
               "NODES": str(job.nodes)}
     text = TEMPLATE.read_text()

@@ -73,6 +73,7 @@ def test_dry_run_writes_the_script_and_submits_nothing(spec_file, monkeypatch, c
         assert re.search(rf"^#SBATCH .*{re.escape(line)}", script, re.M), line
     assert f"LAUNCH=({spec_file / 's.yaml'} --name s --tracking-uri sqlite:///{spec_file / 'mlflow.db'}" in script
     assert "--set lr=0.1" in script and "--address" not in script.split("LAUNCH=(")[1].split(")")[0]
+    assert "RESUME=()" in script  # the figures are made when the study ends, launched or resumed
     assert "SERVE_MLFLOW=1" in script  # two nodes, a SQLite store: served from the head node
     assert "RAY_AUTH_TOKEN=" not in script.split("# --- end of what")[0]  # the token is made in the job
     assert subprocess.run([BASH, "-n", str(folder / SCRIPT_FILE)]).returncode == 0
