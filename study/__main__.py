@@ -7,6 +7,7 @@
     python -m study status try2
     python -m study list
     python -m study estimate paper-baselines --gpus 8 --json
+    python -m study slurm smoke --name s1 --nodes 2 --partition gpu --time 01:00:00
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 from contract import debug_anywhere, one_line
 from study import estimate_cli, estimate_record  # issue 21: `estimate`, the estimate in status
 from study import kuberay  # issue 17: `kuberay`
+from study import slurm  # issue 17: `slurm`, the job's state in status
 from study.guards import StoreGoneError, unauthenticated, unauthenticated_error
 from study.launch import LOG_FILE, Status, StudyError, launch, list_studies, read_record, resume, status, study_dir
 from study.spec import SpecError, StudySpec, parse_spec, preset_names, read_source
@@ -63,6 +65,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     commands.add_parser("list", help="the studies under --runs-dir")
     estimate_cli.add_parser(commands)  # issue 21
     kuberay.add_parser(commands)  # issue 17
+    slurm.add_parser(commands)  # issue 17
     debug_anywhere(commands)
     return parser.parse_args(argv)
 
@@ -102,7 +105,7 @@ def make_figures(name: str, tracking_uri: str, runs_dir: Path, verbose: bool) ->
         print(f"[study] the figures failed: see {folder / LOG_FILE}; rerun `python {' '.join(cmd[1:])}`", flush=True)
 
 
-def print_status(info: Status, estimate: dict | None = None) -> None:
+def print_status(info: Status, estimate: dict | None = None, job: dict | None = None) -> None:
     counts = [f"{info.finished}/{info.total} finished"] + [
         f"{getattr(info, k)} {k.replace('_', ' ')}"
         for k in ("stopped_early", "failed", "running", "interrupted", "never_started") if getattr(info, k)]
@@ -114,6 +117,9 @@ def print_status(info: Status, estimate: dict | None = None) -> None:
     for note in info.notes:
         print(f"  note: {note}")
     line = estimate_record.status_line({"estimate": estimate})  # issue 21
+    if line:
+        print(line)
+    line = slurm.status_line(job)  # issue 17
     if line:
         print(line)
 
@@ -160,11 +166,17 @@ def command(args: argparse.Namespace) -> int:
         return estimate_cli.run(args, spec_from_args)
     if args.command == "kuberay":  # issue 17
         return kuberay.run(args, spec_from_args)
+    if args.command == "slurm":  # issue 17
+        return slurm.run(args, spec_from_args)
     if args.command == "status":
+        if slurm.submitted_only(args.runs_dir, args.name):  # issue 17: the job has not started its driver
+            return slurm.print_submitted(args.runs_dir, args.name, args.json)
         info = status(args.name, runs_dir=args.runs_dir)
         estimate = estimate_record.progress(read_record(args.runs_dir, args.name),  # issue 21
                                             study_dir(args.runs_dir, args.name))
-        print(json.dumps({**info.to_dict(), "estimate": estimate}, indent=2)) if args.json else print_status(info, estimate)
+        job = slurm.job_state(args.runs_dir, args.name)  # issue 17: None unless run through Slurm
+        extra = {"estimate": estimate} | ({"slurm": job} if job is not None else {})
+        print(json.dumps({**info.to_dict(), **extra}, indent=2)) if args.json else print_status(info, estimate, job)
         return 0
     if args.command == "list":
         return list_command(args.runs_dir)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import pickle
 import time
 from pathlib import Path
@@ -29,6 +30,7 @@ from study.spec import StudySpec
 from study.trainable import STUDY_KEY, existing_run, mark_failed, mark_stopped_early, train_trial
 
 TUNE_DIR = "tune"
+TRIALS_TRACKING_VAR = "MOLLIFY_TRIALS_TRACKING_URI"  # where the trials log, if not the study's store
 RUNNING = optuna.trial.TrialState.RUNNING
 logger = logging.getLogger(__name__)
 
@@ -256,7 +258,10 @@ def make_scheduler(spec: StudySpec):
 
 
 def param_space(spec: StudySpec, record: StudyRecord, runs_dir: Path, ended: frozenset[int]) -> dict[str, Any]:
-    context = {"name": spec.name, "tracking_uri": record.tracking_uri, "parent_run_id": record.parent_run_id,
+    # A Slurm job on several nodes serves the study's SQLite store over HTTP for its trials
+    # (study/slurm.py); the driver keeps the store itself, which its record names.
+    trials_uri = os.environ.get(TRIALS_TRACKING_VAR) or record.tracking_uri
+    context = {"name": spec.name, "tracking_uri": trials_uri, "parent_run_id": record.parent_run_id,
                "label_keys": label_keys(spec), "experiment_dir": str(study_dir(runs_dir, spec.name) / TUNE_DIR),
                # what the study reads back from each run (objectives, ASHA's metric) stays a metric
                "keep_metrics": sorted({m for m, _ in spec.objectives} | {m for m, _ in spec.selection_metrics})}

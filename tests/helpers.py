@@ -88,6 +88,43 @@ def trial_runs(uri: str, experiment: str):
     return client, parents, [r for r in runs if r.data.tags.get("mollify.kind") == "trial"]
 
 
+def optuna_trials(storage: str, name: str) -> list:
+    """The Optuna study's trials, none where the storage or the study is not there yet."""
+    import optuna
+
+    path = storage.removeprefix("sqlite:///")
+    if storage.startswith("sqlite:///") and not Path(path).exists() or name not in optuna.get_all_study_names(storage):
+        return []
+    return optuna.load_study(study_name=name, storage=storage).trials
+
+
+def assert_whole_study(uri: str, storage: str, name: str, trials: int, epochs: int,
+                       objective: str = "valid/error") -> None:
+    """A search that ended whole: exactly `trials` trials and as many MLflow runs, all FINISHED,
+    every epoch logged once, Optuna's states and values equal MLflow's, one parent run, FINISHED."""
+    import optuna
+
+    client, parents, children = trial_runs(uri, name)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED", [p.info.status for p in parents]
+    assert parents[0].data.tags["mollify.state"] == "finished"
+    numbers = sorted(int(r.data.tags["mollify.trial_number"]) for r in children)
+    assert numbers == list(range(trials)), numbers
+    for run in children:
+        assert run.info.status == "FINISHED", (run.info.run_name, run.data.tags.get("mollify.status"))
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
+        assert steps == list(range(1, epochs + 1)), (run.info.run_name, steps)
+    found = optuna_trials(storage, name)
+    assert len(found) == trials and [t.number for t in found] == list(range(trials))
+    by_number = {int(r.data.tags["mollify.trial_number"]): r for r in children}
+    for trial in found:
+        run = by_number[trial.number]
+        assert trial.state == optuna.trial.TrialState.COMPLETE, (trial.number, trial.state)
+        assert trial.value == pytest.approx(run.data.metrics[objective])
+        assert trial.user_attrs.get("mlflow_run_id") == run.info.run_id
+        assert {k: str(v) for k, v in trial.params.items()} == \
+            {k: run.data.params[k] for k in trial.params}  # the run trained what Optuna drew
+
+
 # --- services on a loopback-only network, stopped by process group ----------------------------------
 
 def wait_for(check, timeout: float, what: str, interval: float = 0.5):

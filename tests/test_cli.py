@@ -20,7 +20,7 @@ from trainables import __main__ as trainables_cli
 # Every command of each command line, with the arguments it requires.
 COMMANDS = {
     study_cli: [["launch", "smoke"], ["resume", "s"], ["status", "s"], ["list"], ["estimate", "smoke"],
-                ["kuberay", "smoke", "--name", "s"]],
+                ["kuberay", "smoke", "--name", "s"], ["slurm", "smoke", "--nodes", "1"]],
     trainables_cli: [["run"], ["evaluate", "--run-id", "r"]],
     analysis_cli: [["figures", "--experiment", "e", "--out", "o"], ["paired", "--experiment", "e"]],
 }

@@ -27,7 +27,7 @@ from mlflow.tracking import MlflowClient
 
 from study.__main__ import main
 from study.record import RECORD_FILE, StudyRecord
-from helpers import study_cmd, study_env, trial_runs
+from helpers import assert_whole_study, optuna_trials, study_cmd, study_env, trial_runs
 
 NAME = "crash"
 EPOCHS = 2
@@ -73,9 +73,7 @@ class Study:
         return trial_runs(self.uri, NAME)
 
     def optuna_trials(self) -> list[optuna.trial.FrozenTrial]:
-        if not (self.tmp / "optuna.db").exists() or NAME not in optuna.get_all_study_names(self.storage):
-            return []
-        return optuna.load_study(study_name=NAME, storage=self.storage).trials
+        return optuna_trials(self.storage, NAME)
 
 
 # --- the moments a driver is killed at: each a condition on what the study has written -------------
@@ -148,25 +146,7 @@ def assert_consistent(s: Study, kept: dict[str, tuple]) -> None:
 
 def assert_whole(s: Study) -> None:
     """Exactly N trials and N runs, every epoch once, Optuna's states equal MLflow's, one parent."""
-    client, parents, children = s.runs()
-    assert len(parents) == 1 and parents[0].info.status == "FINISHED", [p.info.status for p in parents]
-    assert parents[0].data.tags["mollify.state"] == "finished"
-    numbers = sorted(int(r.data.tags["mollify.trial_number"]) for r in children)
-    assert numbers == list(range(TRIALS)), numbers
-    for run in children:
-        assert run.info.status == "FINISHED", (run.info.run_name, run.data.tags.get("mollify.status"))
-        steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
-        assert steps == list(range(1, EPOCHS + 1)), (run.info.run_name, steps)
-    trials = s.optuna_trials()
-    assert len(trials) == TRIALS and [t.number for t in trials] == list(range(TRIALS))
-    by_number = {int(r.data.tags["mollify.trial_number"]): r for r in children}
-    for trial in trials:
-        run = by_number[trial.number]
-        assert trial.state == optuna.trial.TrialState.COMPLETE, (trial.number, trial.state)
-        assert trial.value == pytest.approx(run.data.metrics["valid/error"])
-        assert trial.user_attrs.get("mlflow_run_id") == run.info.run_id
-        assert {k: str(v) for k, v in trial.params.items()} == \
-            {k: run.data.params[k] for k in trial.params}  # the run trained what Optuna drew
+    assert_whole_study(s.uri, s.storage, NAME, TRIALS, EPOCHS)
 
 
 # One study killed again and again, each driver at the next moment of its life: the launch right
