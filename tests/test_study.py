@@ -481,7 +481,7 @@ def test_auto_corrupted_set_is_made_once_before_the_trials(tmp_path):
         assert run.info.status == "FINISHED"
         assert (run.data.params["corruption_source"], run.data.params["corruption_path"]) == ("generated", str(folder))
         assert made_ms < run.info.start_time  # made before the trials, never again by them
-        assert {"corrupt/error", "corrupt/contrast/error", "corrupt/s1/nll"} <= set(run.data.metrics)
+        assert {"corrupt/error", "corrupt/group/digital/nll", "corrupt/s1/error"} <= set(run.data.metrics)
         assert [a.path for a in client.list_artifacts(run.info.run_id, "corrupt")] == ["corrupt/cells.json"]
     assert sorted(r.data.params["roles"] for r in children) == ["xb", "xn"]
 

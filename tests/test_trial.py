@@ -25,7 +25,7 @@ from trainables.config import TrialConfig, active_params
 from trainables.corruptions import EXTRA
 from trainables.evaluate import METRICS, classification_metrics, predict_logits
 from trainables.pipeline import normalize, to_unit
-from trainables.tracking import CELL, MODEL_ARTIFACT, MlflowTrialLogger
+from trainables.tracking import CELL, MODEL_ARTIFACT, MlflowTrialLogger, ensure_experiment, log_metrics
 from trainables.train import CHECKPOINT_FILE, load_test_split, run_trial, validation_metric_names
 
 REPO = Path(__file__).resolve().parents[1]
@@ -175,13 +175,17 @@ def test_cli_logs_a_trial_into_a_sqlite_mlflow_store(tmp_path, capsys):
     assert run.info.status == "FINISHED" and run.info.run_name == "one-epoch"
     assert run.data.params["beta"] == "4.0" and run.data.params["dataset"] == "synthetic"
     # params: the knobs that acted (valid_seed and valid_corrupt_images need a validation split,
-    # limit_corrupt_images an on-the-fly corrupted set, jsd_weight jsd, ipmix_mixing_set ipmix);
-    # config.yaml keeps every value
+    # limit_corrupt_images an on-the-fly corrupted set, jsd_weight jsd, ipmix_mixing_set ipmix) and
+    # were set (an unset knob, None, is no param: no 'None' strings); config.yaml keeps every value
     cfg = TrialConfig.from_dict({**QUICK, "epochs": 1, "beta": 4})
-    assert set(run.data.params) == set(active_params(cfg))
+    acted = active_params(cfg)
+    assert set(run.data.params) == {k for k, v in acted.items() if v is not None}
+    assert "None" not in run.data.params.values()
+    unset = {k for k, v in acted.items() if v is None}
+    assert {"corruption_path", "num_classes", "image_size"} <= unset
     assert set(TrialConfig().to_dict()) - set(run.data.params) == {"valid_seed", "valid_corrupt_images",
                                                                    "limit_corrupt_images", "jsd_weight",
-                                                                   "ipmix_mixing_set"}
+                                                                   "ipmix_mixing_set"} | unset
     for key in ("clean/error", "clean/nll", "clean/ece", "clean/ece_batch100", "train/loss", "train/error", "lr"):
         assert key in run.data.metrics, key
         assert 0 <= run.data.metrics[key] < 10
@@ -401,3 +405,16 @@ def test_compiled_trial_trains_and_checkpoints_the_plain_model(tmp_path):
     assert 0 <= result.metrics["clean/error"] <= 1 and result.metrics["train/loss"] > 0
     state = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)
     assert not any(key.startswith("_orig_mod.") for key in state["model"])
+
+
+def test_a_studys_objectives_stay_metrics_though_a_table_holds_them(tmp_path):
+    """`keep` (a study's objectives and ASHA's metric, which status and Optuna read back from the
+    run) overrides `contract.charted`; what is not kept goes only into the tables."""
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_id = client.create_run(ensure_experiment(client, "keep")).info.run_id
+    values = {"corrupt/gaussian_noise/error": 0.5, "corrupt/fog/error": 0.25, "corrupt/gaussian_noise/s1/error": 0.4,
+              "corrupt/error": 0.3, "valid/corrupt/spatter/nll": 1.5}
+    log_metrics(client, run_id, values, step=1, keep=frozenset({"corrupt/gaussian_noise/error"}))
+    assert set(client.get_run(run_id).data.metrics) == {"corrupt/gaussian_noise/error", "corrupt/error"}
+    tables = {a.path for folder in ("corrupt", "valid/corrupt") for a in client.list_artifacts(run_id, folder)}
+    assert tables == {"corrupt/cells.json", "valid/corrupt/corruptions.json"}
