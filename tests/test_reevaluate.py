@@ -30,9 +30,11 @@ TRIAL = ["dataset=tinyimagenet", "epochs=1", "batch_size=4", "model=smallcnn", "
          "device=cpu"]
 
 
-@pytest.fixture
-def trained(tmp_path: Path) -> tuple[str, str, Path]:
-    """(tracking URI, run id, data root) of one finished trial on a small Tiny ImageNet tree."""
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, Path]:
+    """(tracking URI, run id, data root) of one finished trial on a small Tiny ImageNet tree, shared
+    by the module's tests: each evaluates it under a set name of its own."""
+    tmp_path = tmp_path_factory.mktemp("trained")
     root = make_tiny_tree(tmp_path / "data")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     args = ["run", "--tracking-uri", uri, "--experiment", "re"]
@@ -188,7 +190,9 @@ def test_a_set_with_other_classes_fails_clearly(trained, tmp_path: Path, capsys:
     other = tmp_path / "other" / "tiny-imagenet-200"
     shutil.copytree(root, other)
     (other / "wnids.txt").write_text("\n".join(reversed(TINY_WNIDS)) + "\n")  # same classes, other order
-    assert cli.main(["evaluate", "--run-id", run_id, "--tracking-uri", uri, "--data-root", str(other)]) == 2
+    assert cli.main(["evaluate", "--run-id", run_id, "--tracking-uri", uri, "--data-root", str(other),
+                     "--name", "other-order"]) == 2
     err = capsys.readouterr().err
     assert "does not have the model's classes" in err and "first difference at class 0" in err
-    assert not any(k.startswith(EVAL_PREFIX) for k in MlflowClient(uri).get_run(run_id).data.metrics)
+    metrics = MlflowClient(uri).get_run(run_id).data.metrics
+    assert not any(k.startswith(f"{EVAL_PREFIX}/other-order/") for k in metrics)
