@@ -34,6 +34,7 @@ import yaml
 
 from contract import one_line, write_atomic
 from study.guards import StudyError, check_name
+from study.settings import passed_through
 from study.spec import StudySpec, preset_names, read_source
 
 REPO = Path(__file__).resolve().parents[1]
@@ -186,13 +187,7 @@ def launch_argv(spec_arg: str, args: argparse.Namespace, cluster: Cluster, runs_
     settings passed through unchanged."""
     argv = ["python", "-m", "study", "--runs-dir", runs_dir, "launch", spec_arg, "--name", args.name,
             "--address", "auto", "--tracking-uri", cluster.mlflow_uri, "--storage", cluster.database("optuna")]
-    for flag, value in (("--num-samples", args.num_samples), ("--gpus-per-trial", args.gpus_per_trial),
-                        ("--cpus-per-trial", args.cpus_per_trial), ("--max-concurrent", args.max_concurrent)):
-        if value is not None:
-            argv += [flag, str(value)]
-    for override in args.overrides:
-        argv += ["--set", override]
-    return argv
+    return argv + passed_through(args)
 
 
 def driver_script(launch: list[str], name: str, workdir: str = WORKDIR, runs_dir: str = RUNS_DIR) -> str:

@@ -32,6 +32,7 @@ from typing import Any, Callable
 from contract import one_line, write_atomic
 from study.guards import StudyError, check_name
 from study.record import RECORD_FILE, study_dir
+from study.settings import passed_through
 from study.spec import StudySpec, preset_names
 from study.stores import Stores, resolve_stores
 
@@ -167,13 +168,7 @@ def launch_args(args: argparse.Namespace, name: str, stores: Stores) -> list[str
     $RAY_ADDRESS, which a requeued job's `resume` reads too (the address changes per job)."""
     source = args.preset if Path(args.preset).suffix not in (".yaml", ".yml") else str(Path(args.preset).resolve())
     out = [source, "--name", name, "--tracking-uri", stores.tracking_uri, "--storage", stores.optuna_storage]
-    for flag, value in (("--num-samples", args.num_samples), ("--gpus-per-trial", args.gpus_per_trial),
-                        ("--cpus-per-trial", args.cpus_per_trial), ("--max-concurrent", args.max_concurrent)):
-        if value is not None:
-            out += [flag, str(value)]
-    for item in args.overrides:
-        out += ["--set", item]
-    return out + (["--no-figures"] if args.no_figures else [])
+    return out + passed_through(args) + (["--no-figures"] if args.no_figures else [])
 
 
 # --- the script ----------------------------------------------------------------------------------
