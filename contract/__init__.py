@@ -252,7 +252,7 @@ def summarize_cells(cells: Mapping[tuple[str, int], Mapping[str, float]]) -> dic
 # (corrupt/<m>, per group error/NLL/ECE, per severity error). The rest are tables: the grid's cells
 # in `corrupt/cells.json`, from which `summarize_cells` rebuilds each corruption's and severity's
 # means, and the validation's per-corruption means in `valid/corrupt/corruptions.json` (a row per
-# evaluated epoch and extra corruption). A study's own objectives are always metrics as well.
+# evaluated epoch and extra corruption, written when the trial finishes). A study's own objectives are always metrics as well.
 CHARTED_GROUP_METRICS = ("error", "nll", "ece")
 CHARTED_SEVERITY_METRICS = ("error",)
 VALID_TABLE = f"{VALID}/corrupt/corruptions.json"

@@ -25,7 +25,8 @@ from trainables.config import TrialConfig, active_params
 from trainables.corruptions import EXTRA
 from trainables.evaluate import METRICS, classification_metrics, predict_logits
 from trainables.pipeline import normalize, to_unit
-from trainables.tracking import CELL, MODEL_ARTIFACT, MlflowTrialLogger, ensure_experiment, log_metrics
+from trainables.tracking import (CELL, MODEL_ARTIFACT, MlflowTrialLogger, ensure_experiment, log_metrics,
+                                 validation_table)
 from trainables.train import CHECKPOINT_FILE, load_test_split, run_trial, validation_metric_names
 
 REPO = Path(__file__).resolve().parents[1]
@@ -409,7 +410,8 @@ def test_compiled_trial_trains_and_checkpoints_the_plain_model(tmp_path):
 
 def test_a_studys_objectives_stay_metrics_though_a_table_holds_them(tmp_path):
     """`keep` (a study's objectives and ASHA's metric, which status and Optuna read back from the
-    run) overrides `contract.charted`; what is not kept goes only into the tables."""
+    run) overrides `contract.charted`; what is not kept goes only into the tables, or nowhere
+    (the validation's per-corruption means: into their table from the history, at the end)."""
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     run_id = client.create_run(ensure_experiment(client, "keep")).info.run_id
     values = {"corrupt/gaussian_noise/error": 0.5, "corrupt/fog/error": 0.25, "corrupt/gaussian_noise/s1/error": 0.4,
@@ -417,4 +419,16 @@ def test_a_studys_objectives_stay_metrics_though_a_table_holds_them(tmp_path):
     log_metrics(client, run_id, values, step=1, keep=frozenset({"corrupt/gaussian_noise/error"}))
     assert set(client.get_run(run_id).data.metrics) == {"corrupt/gaussian_noise/error", "corrupt/error"}
     tables = {a.path for folder in ("corrupt", "valid/corrupt") for a in client.list_artifacts(run_id, folder)}
-    assert tables == {"corrupt/cells.json", "valid/corrupt/corruptions.json"}
+    assert tables == {"corrupt/cells.json"}  # the validation's table: when the run finishes
+
+
+def test_the_validation_table_has_a_row_per_evaluated_epoch_and_extra_corruption():
+    history = [{"epoch": 1, "train/loss": 2.0},  # not evaluated (eval_every)
+               {"epoch": 2, "valid/corrupt/spatter/error": 0.5, "valid/corrupt/spatter/nll": 1.5,
+                "valid/corrupt/saturate/error": 0.25, "valid/corrupt/error": 0.375},
+               {"epoch": 3, "valid/corrupt/spatter/error": 0.4, "valid/corrupt/saturate/error": 0.2}]
+    table = validation_table(history)
+    assert sorted(zip(table["epoch"], table["corruption"])) == [(2, "saturate"), (2, "spatter"),
+                                                                 (3, "saturate"), (3, "spatter")]
+    assert table.set_index(["epoch", "corruption"]).loc[(2, "spatter"), "nll"] == 1.5
+    assert validation_table([{"epoch": 1, "train/loss": 2.0}]).empty

@@ -8,7 +8,8 @@ validation), about 37, are metrics, charted by the MLflow UI and read by `analys
 cells (`corrupt/<corruption>/s<k>/<metric>`: 75 cells x 4 metrics, one value each) go into one
 table, `corrupt/cells.json` (`mlflow.log_table` format), from which `contract.summarize_cells`
 rebuilds the per-corruption and per-severity means (a hundred one-point charts otherwise); the
-validation's per-corruption means go into `valid/corrupt/corruptions.json`, a row per epoch.
+validation's per-corruption means go into `valid/corrupt/corruptions.json` when the run
+finishes, a row per evaluated epoch.
 
 It uses an explicit `MlflowClient` bound to one tracking URI rather than MLflow's fluent API, whose
 active run and tracking URI are process-wide state: a trial must not depend on, or change, what
@@ -126,38 +127,35 @@ def split_cells(values: Mapping[str, float]) -> tuple[dict[str, float], dict[str
     return rest, tables
 
 
-def split_validation(values: Mapping[str, float], step: int) -> tuple[dict[str, float], dict[str, pd.DataFrame]]:
-    """(the rest, {VALID_TABLE: a row per extra corruption at this epoch}) for the validation's
-    per-corruption means `valid/corrupt/<corruption>/<metric>`."""
-    rest: dict[str, float] = {}
-    rows: dict[str, dict[str, float]] = {}
-    for key, value in values.items():
-        match = VALID_CORRUPTION.match(key)
-        if match is None:
-            rest[key] = value
-        else:
-            rows.setdefault(match["corruption"], {})[match["metric"]] = value
-    table = pd.DataFrame([{"epoch": step, "corruption": c, **m} for c, m in rows.items()])
-    return rest, ({VALID_TABLE: table} if rows else {})
+def validation_table(history: list[Mapping[str, float]]) -> pd.DataFrame:
+    """The validation's per-corruption means `valid/corrupt/<corruption>/<metric>` of every
+    evaluated epoch: a row per epoch and extra corruption (empty without a validation split)."""
+    rows: dict[tuple[int, str], dict[str, float]] = {}
+    for metrics in history:
+        for key, value in metrics.items():
+            match = VALID_CORRUPTION.match(key)
+            if match is not None:
+                rows.setdefault((int(metrics["epoch"]), match["corruption"]), {})[match["metric"]] = value
+    return pd.DataFrame([{"epoch": e, "corruption": c, **m} for (e, c), m in rows.items()])
 
 
 def log_metrics(client: MlflowClient, run_id: str, values: Mapping[str, float], step: int,
                 keep: frozenset[str] = frozenset()) -> None:
     """`values` into the run at `step`: the names `contract.charted` keeps, and those in `keep`
     (a study's objectives), as metrics in batches of MLflow's per-call limit (`epoch` left out);
-    grid cells as one table per prefix and the validation's per-corruption means as a table (see
-    the module docstring); the other summaries not at all (`contract.summarize_cells` rebuilds
-    them from the cells). Values are stored as their float32 digits (`float32_digits`, a no-op on
-    what `run_trial` already rounded)."""
+    grid cells as one table per prefix (see the module docstring); the other summaries not at all
+    (`contract.summarize_cells` rebuilds them from the cells; the validation's per-corruption
+    means go into their table when the run finishes). One request per epoch: a table logged per
+    epoch would cost five (MLflow appends by downloading and uploading it whole). Values are stored
+    as their float32 digits (`float32_digits`, a no-op on what `run_trial` already rounded)."""
     values = float32_digits(values)
     rest, tables = split_cells(values)
-    rest, valid_tables = split_validation(rest, step)
     kept = {k: v for k, v in rest.items() if charted(k) or k in keep}
     kept.update({k: v for k, v in values.items() if k in keep})
     metrics = _metrics(kept, step)
     for start in range(0, len(metrics), BATCH_LIMIT):
         client.log_batch(run_id, metrics=metrics[start : start + BATCH_LIMIT])
-    for path, table in {**tables, **valid_tables}.items():
+    for path, table in tables.items():
         client.log_table(run_id, data=table, artifact_file=path)
 
 
@@ -219,6 +217,9 @@ class MlflowTrialLogger:
         last = result.history[-1] if result.history else {}
         fresh = {k: v for k, v in result.metrics.items() if last.get(k) != v}
         self.log_metrics(fresh, step=int(last.get("epoch", 0)))
+        validation = validation_table(result.history)
+        if not validation.empty:
+            self.client.log_table(self.run_id, data=validation, artifact_file=VALID_TABLE)
         for name, bins in result.reliability.items():
             self.client.log_dict(self.run_id, bins, f"{RELIABILITY_DIR}/{name}.json")
         if result.model is not None:
