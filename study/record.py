@@ -351,8 +351,7 @@ IMPORTANCE_TRIALS = 10  # under this many trials per key, parameter importances 
 def optuna_study_note(spec: StudySpec, tracking_uri: str, parent_run_id: str) -> str:
     """optuna-dashboard's note on the study (Markdown): where its MLflow record is, and how far to
     trust the importances the dashboard shows."""
-    client = MlflowClient(tracking_uri)
-    experiment_id = ensure_experiment(client, spec.name)
+    experiment_id = MlflowClient(tracking_uri).get_run(parent_run_id).info.experiment_id
     n = spec.total_trials()
     space = spec.search_space_description()
     # conditional: acting only under some values of another searched key (npow: roles with noise)

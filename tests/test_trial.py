@@ -432,3 +432,18 @@ def test_the_validation_table_has_a_row_per_evaluated_epoch_and_extra_corruption
                                                                  (3, "saturate"), (3, "spatter")]
     assert table.set_index(["epoch", "corruption"]).loc[(2, "spatter"), "nll"] == 1.5
     assert validation_table([{"epoch": 1, "train/loss": 2.0}]).empty
+
+
+def test_a_finish_logged_twice_keeps_each_table_row_once(tmp_path):
+    """A trial killed after logging its end but before its run was closed logs its end again when
+    it continues: the cells and validation tables keep each row once (MLflow's log_table appends)."""
+    cfg = TrialConfig.from_dict({**QUICK, "epochs": 1, "corruption_source": "on_the_fly",
+                                 "corruptions": "gaussian_noise", "severities": "1", "limit_corrupt_images": 32,
+                                 "limit_train_batches": 2, "valid_per_class": 4, "valid_corrupt_images": 8})
+    logger = MlflowTrialLogger(cfg, experiment="twice", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    result = run_trial(cfg, report=logger.report)
+    logger.finish(result)
+    logger.finish(result)
+    for path, rows in (("corrupt/cells.json", 1), ("valid/corrupt/corruptions.json", 4)):
+        table = json.loads(Path(logger.client.download_artifacts(logger.run_id, path, str(tmp_path))).read_text())
+        assert len(table["data"]) == rows, (path, table["data"])

@@ -150,13 +150,22 @@ def log_metrics(client: MlflowClient, run_id: str, values: Mapping[str, float], 
     as their float32 digits (`float32_digits`, a no-op on what `run_trial` already rounded)."""
     values = float32_digits(values)
     rest, tables = split_cells(values)
-    kept = {k: v for k, v in rest.items() if charted(k) or k in keep}
-    kept.update({k: v for k, v in values.items() if k in keep})
-    metrics = _metrics(kept, step)
+    metrics = _metrics({k: v for k, v in values.items() if k in keep or k in rest and charted(k)}, step)
     for start in range(0, len(metrics), BATCH_LIMIT):
         client.log_batch(run_id, metrics=metrics[start : start + BATCH_LIMIT])
     for path, table in tables.items():
-        client.log_table(run_id, data=table, artifact_file=path)
+        log_table_once(client, run_id, table, path)
+
+
+def log_table_once(client: MlflowClient, run_id: str, table: pd.DataFrame, path: str) -> None:
+    """`table` as the run's artifact `path`, unless the run has it: MLflow's `log_table` appends to
+    an existing table, so a trial restarted after logging its end (killed before its run was
+    closed) would otherwise hold every row twice. What a run logs there at its end is the same
+    each time (its cells, its checkpointed history)."""
+    folder = path.rsplit("/", 1)[0] if "/" in path else None
+    if any(item.path == path for item in client.list_artifacts(run_id, folder)):
+        return
+    client.log_table(run_id, data=table, artifact_file=path)
 
 
 class FinishedRunError(ValueError):
@@ -219,7 +228,7 @@ class MlflowTrialLogger:
         self.log_metrics(fresh, step=int(last.get("epoch", 0)))
         validation = validation_table(result.history)
         if not validation.empty:
-            self.client.log_table(self.run_id, data=validation, artifact_file=VALID_TABLE)
+            log_table_once(self.client, self.run_id, validation, VALID_TABLE)
         for name, bins in result.reliability.items():
             self.client.log_dict(self.run_id, bins, f"{RELIABILITY_DIR}/{name}.json")
         if result.model is not None:
