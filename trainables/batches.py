@@ -5,7 +5,9 @@ image. What a trial does to make its batches (`Batches`) is built once per trial
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -16,8 +18,15 @@ from trainables.augment.registry import chain
 from trainables.config import ConfigError, TrialConfig
 from trainables.consistency import mollify_views, three_views
 from trainables.data import ImageSet
+from trainables.distributed import Workers
 from trainables.mollify import mollify
 from trainables.pipeline import normalize, to_unit
+from trainables.seeds import generator
+
+if TYPE_CHECKING:
+    from trainables.data.files import FileSplit
+
+STREAM_IMAGE_SIZE = 224  # a streamed split's training crop when the config sets no image_size
 
 
 def build_augmentation(cfg: TrialConfig) -> tuple[Augmentation, Augmentation | None]:
@@ -54,7 +63,13 @@ class Batches:
     def __call__(self, train: ImageSet, index: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """(x, soft labels): (B, C, H, W) and (B, K), or under `jsd` the views (3B, C, H, W) and
         the clean view's labels (B, K)."""
-        x, y = draw(train, index)
+        return self.prepare(train.images[index], train.labels[index], train, generator)
+
+    def prepare(self, images: Tensor, labels: Tensor, train: ImageSet | FileSplit,
+                generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """`__call__` for a uint8 batch already drawn (B, C, H, W) and its labels (B,), from a split
+        in memory or streamed (`train` gives the class count and the normalisation)."""
+        x, y = to_unit(images), F.one_hot(labels, train.num_classes).float()
         jsd = self.mixer is not None
         x, y = three_views(x, y, generator, self.augment, self.mixer) if jsd else self.augment(x, y, generator)
         x = normalize(x, train.mean, train.std)
@@ -62,6 +77,25 @@ class Batches:
             x, y = (mollify_views(x, y, generator, **self.mollify) if jsd
                     else mollify(x, y, generator=generator, **self.mollify)[:2])
         return device_layout(x), y
+
+
+def epoch_batches(cfg: TrialConfig, train: ImageSet | FileSplit, epoch: int, steps: int, device: torch.device,
+                  workers: Workers = Workers()) -> Iterator[tuple[Tensor, Tensor]]:
+    """The uint8 images (b, C, H, W) and labels (b,) of each of an epoch's `steps` batches, on
+    `device`, b = batch_size / workers: this worker's part of each global batch. The global
+    order is drawn from the trial seed and the epoch alone, so every worker (and a resumed trial)
+    sees the same one. A split in memory is indexed on its device; a streamed one
+    (`trainables.data.stream`) is decoded, cropped and flipped by its pipeline."""
+    if not isinstance(train, ImageSet):
+        from trainables.data.stream import train_batches  # DALI is imported only by streamed trials
+        yield from train_batches(train, image_size=cfg.image_size or STREAM_IMAGE_SIZE, batch_size=cfg.batch_size,
+                                 steps=steps, seed=cfg.seed, epoch=epoch, rank=workers.rank, world=workers.world,
+                                 device=device)
+        return
+    order = torch.randperm(len(train), generator=generator(cfg.seed, "order", epoch)).to(device)
+    for step in range(steps):
+        index = workers.shard(order[step * cfg.batch_size:(step + 1) * cfg.batch_size])
+        yield train.images[index], train.labels[index]
 
 
 def draw(train: ImageSet, index: Tensor) -> tuple[Tensor, Tensor]:

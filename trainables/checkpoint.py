@@ -32,6 +32,11 @@ class TrainState:
     epoch: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
 
+    @property
+    def device(self) -> torch.device:
+        """The device the model trains on."""
+        return next(self.model.parameters()).device
+
     def save(self, folder: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / (CHECKPOINT_FILE + ".tmp")

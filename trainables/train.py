@@ -16,25 +16,29 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import Tensor, nn
 
 from contract import VALID, trial_metric_names, validation_metric_names  # noqa: F401 (their old home)
-from trainables.batches import Batches
+from trainables.batches import Batches, epoch_batches
 from trainables.checkpoint import (CHECKPOINT_FILE, CheckpointError, TrainState, has_checkpoint,  # noqa: F401
                                    read_checkpoint)
 from trainables.config import ConfigError, TrialConfig
 from trainables.consistency import consistency_loss
 from trainables.corruptions.provision import resolve_corruption_set
 from trainables.data import ImageSet
+from trainables.distributed import Workers
 from trainables.evaluate import float32_digits
 from trainables.evaluation import evaluate_clean, evaluate_corrupted, evaluate_validation
 from trainables.losses import create_loss
 from trainables.models import create_model
 from trainables.pipeline import autocast, resolve_device
 from trainables.splits import load_splits, load_test_split  # noqa: F401 (load_test_split: its old home)
+
+if TYPE_CHECKING:
+    from trainables.data.files import FileSplit
 
 
 class TrialDivergedError(RuntimeError):
@@ -113,31 +117,32 @@ def forward_loss(cfg: TrialConfig, net: nn.Module, x: Tensor, y: Tensor, loss_fn
     return consistency_loss(logits, y, loss_fn, cfg.jsd_weight), logits[: y.shape[0]]
 
 
-def train_epoch(cfg: TrialConfig, state: TrainState, net: nn.Module, train: ImageSet, steps: int,
-                batches: Batches, loss_fn: Callable) -> dict[str, float]:
-    device, k = train.images.device, train.num_classes
+def train_epoch(cfg: TrialConfig, state: TrainState, net: nn.Module, train: ImageSet | FileSplit, steps: int,
+                batches: Batches, loss_fn: Callable, workers: Workers = Workers()) -> dict[str, float]:
+    """One epoch of `steps` SGD steps on this worker's part of each global batch; the epoch's
+    loss, error and throughput, over all workers."""
+    device, k = state.device, train.num_classes
     net.train()
-    order = torch.randperm(len(train), device=device, generator=state.generator)
     loss_sum = torch.zeros((), device=device)
     wrong = torch.zeros((), device=device)
     start = time.perf_counter()
-    for step in range(steps):
-        index = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-        x, y = batches(train, index, state.generator)
+    for images, labels in epoch_batches(cfg, train, state.epoch, steps, device, workers):
+        x, y = batches.prepare(images, labels, train, state.generator)
         loss, logits = forward_loss(cfg, net, x, y, loss_fn)
         state.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         state.optimizer.step()
         state.scheduler.step()
         loss_sum += loss.detach()
-        wrong += (logits[:, :k].argmax(dim=1) != train.labels[index]).sum()
+        wrong += (logits[:, :k].argmax(dim=1) != labels).sum()
+    loss_sum, wrong = workers.sum(loss_sum) / workers.world, workers.sum(wrong)
     mean_loss, n_wrong = (loss_sum / steps).item(), wrong.item()  # the epoch's only device sync
     if not math.isfinite(mean_loss):
         raise TrialDivergedError(f"the training loss became {mean_loss} in epoch {state.epoch + 1} (lr {cfg.lr}): "
                                  "the trial failed and has no score; lower lr or check the inputs")
     seconds = time.perf_counter() - start  # after the sync, so it covers all queued device work
     # Training images, not forward passes: under `jsd` each is three (see docs/augmentations.md).
-    images = steps * min(cfg.batch_size, len(train))
+    images = steps * min(cfg.batch_size, len(train))  # over all workers: the global batches
     return {"train/loss": mean_loss, "train/error": n_wrong / images, "train/images_per_s": images / seconds}
 
 

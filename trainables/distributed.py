@@ -1,0 +1,67 @@
+"""Where a process sits among a trial's data-parallel workers (METHOD.md's trial, spread over W
+processes by Ray Train): its rank, and the few collective operations the loop needs.
+
+One trial with W workers computes what one process with the same global batch computes: every
+worker draws the same global batch order (seeded by the trial seed and the epoch), takes its
+contiguous `1/W` of each global batch, and averages gradients with the others (DDP), with batch
+norm statistics over the global batch (SyncBatchNorm). What differs per worker is the random
+stream of its augmentation and mollification draws: worker 0 draws the single-process stream,
+worker r one derived from the trial seed and r. A single process is `Workers()`: rank 0 of 1,
+and every collective is then the identity, so single-process trials run exactly as before.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from trainables.seeds import derive_seed
+
+
+@dataclass(frozen=True)
+class Workers:
+    """This process's rank among `world` workers of one trial."""
+
+    rank: int = 0
+    world: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.rank < self.world:
+            raise ValueError(f"rank {self.rank} outside a world of {self.world}")
+
+    @classmethod
+    def current(cls) -> "Workers":
+        """The torch.distributed process group's view (Ray Train sets it up), else one process."""
+        if dist.is_available() and dist.is_initialized():
+            return cls(dist.get_rank(), dist.get_world_size())
+        return cls()
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the worker that logs, checkpoints and keeps the model."""
+        return self.rank == 0
+
+    def seed(self, seed: int) -> int:
+        """The seed of this worker's draws: the trial seed itself on rank 0 (a one-worker trial draws
+        what a single process draws), a stream of its own on every other rank."""
+        return seed if self.rank == 0 else derive_seed(seed, "worker", self.rank)
+
+    def part(self, batch_size: int) -> int:
+        """Images per worker in one global batch of `batch_size`."""
+        if batch_size % self.world:
+            raise ValueError(f"batch_size {batch_size} does not split evenly over {self.world} workers")
+        return batch_size // self.world
+
+    def shard(self, rows: Tensor) -> Tensor:
+        """This worker's contiguous part of a global batch (its first dimension)."""
+        part = self.part(rows.shape[0])
+        return rows[self.rank * part:(self.rank + 1) * part]
+
+    def sum(self, value: Tensor) -> Tensor:
+        """The sum over workers of a tensor on this worker's device (in place on several)."""
+        if self.world > 1:
+            dist.all_reduce(value, op=dist.ReduceOp.SUM)
+        return value
