@@ -12,7 +12,7 @@ from torch import nn
 from trainables.models import MODELS, create_model
 
 # Trained on a smaller batch to keep the tests fast.
-BIG = {"preactresnet50", "preactresnet50_textbook", "wrn28_10"}
+BIG = {"preactresnet50", "preactresnet50_textbook", "resnet50", "wrn28_10"}
 
 
 def _params(model: nn.Module) -> int:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -18,15 +17,12 @@ from trainables.augment.registry import chain
 from trainables.config import ConfigError, TrialConfig
 from trainables.consistency import mollify_views, three_views
 from trainables.data import ImageSet
+from trainables.data.streamed import Split
 from trainables.distributed import Workers
 from trainables.mollify import mollify
 from trainables.pipeline import normalize, to_unit
 from trainables.seeds import generator
 
-if TYPE_CHECKING:
-    from trainables.data.files import FileSplit
-
-STREAM_IMAGE_SIZE = 224  # a streamed split's training crop when the config sets no image_size
 
 
 def build_augmentation(cfg: TrialConfig) -> tuple[Augmentation, Augmentation | None]:
@@ -65,7 +61,7 @@ class Batches:
         the clean view's labels (B, K)."""
         return self.prepare(train.images[index], train.labels[index], train, generator)
 
-    def prepare(self, images: Tensor, labels: Tensor, train: ImageSet | FileSplit,
+    def prepare(self, images: Tensor, labels: Tensor, train: Split,
                 generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """`__call__` for a uint8 batch already drawn (B, C, H, W) and its labels (B,), from a split
         in memory or streamed (`train` gives the class count and the normalisation)."""
@@ -79,7 +75,7 @@ class Batches:
         return device_layout(x), y
 
 
-def epoch_batches(cfg: TrialConfig, train: ImageSet | FileSplit, epoch: int, steps: int, device: torch.device,
+def epoch_batches(cfg: TrialConfig, train: Split, epoch: int, steps: int, device: torch.device,
                   workers: Workers = Workers()) -> Iterator[tuple[Tensor, Tensor]]:
     """The uint8 images (b, C, H, W) and labels (b,) of each of an epoch's `steps` batches, on
     `device`, b = batch_size / workers: this worker's part of each global batch. The global
@@ -88,7 +84,7 @@ def epoch_batches(cfg: TrialConfig, train: ImageSet | FileSplit, epoch: int, ste
     (`trainables.data.stream`) is decoded, cropped and flipped by its pipeline."""
     if not isinstance(train, ImageSet):
         from trainables.data.stream import train_batches  # DALI is imported only by streamed trials
-        yield from train_batches(train, image_size=cfg.image_size or STREAM_IMAGE_SIZE, batch_size=cfg.batch_size,
+        yield from train_batches(train.files, image_size=train.image_size, batch_size=cfg.batch_size,
                                  steps=steps, seed=cfg.seed, epoch=epoch, rank=workers.rank, world=workers.world,
                                  device=device)
         return

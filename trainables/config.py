@@ -18,7 +18,7 @@ from contract import ACTIVE_WHEN, is_active  # noqa: F401 (ACTIVE_WHEN: its old 
 from trainables.augment import AUGMENTATIONS, LABEL_MIXING
 from trainables.corruptions import EXTRA, SEVERITIES, SOURCES, CorruptionSpec, expand_corruptions
 from trainables.corruptions.protocols import PROTOCOLS, RELEASE_PROTOCOL
-from trainables.data import DATASETS
+from trainables.data import DATASETS, STREAMED
 from trainables.losses import LOSSES
 from trainables.models import MODELS
 from trainables.mollify import LABEL_MODES, Mollification, check_roles
@@ -33,7 +33,7 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class TrialConfig:
     # --- data ---
-    dataset: str = "synthetic"  # DATASETS
+    dataset: str = "synthetic"  # DATASETS (loaded whole) or STREAMED (imagenet)
     data_root: str = "data"  # folder holding the dataset in its official layout
     num_classes: int | None = None  # keep the first N classes; None = all
     image_size: int | None = None  # resize once at load time; None = native
@@ -236,7 +236,11 @@ def _choice(key: str, value: str, valid: Any) -> None:
 
 
 def _check_choices(cfg: TrialConfig) -> None:
-    _choice("dataset", cfg.dataset, DATASETS)
+    _choice("dataset", cfg.dataset, {**DATASETS, **STREAMED})
+    if cfg.dataset in STREAMED and cfg.corruption_source in ("generated", "auto"):
+        raise ConfigError(f"corruption_source {cfg.corruption_source!r}: a generated corrupted set of {cfg.dataset} "
+                          "is not supported (it would be written whole); use on_the_fly (the release's protocol, "
+                          "streamed) or official (the release's files, streamed), or none")
     _choice("model", cfg.model, MODELS)
     _choice("loss", cfg.loss, LOSSES)
     _choice("label_mode", cfg.label_mode, LABEL_MODES)

@@ -6,7 +6,7 @@ over batches of 100 images, which inflates it; that variant is kept under its ow
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -39,16 +39,39 @@ def predict_logits(
     """Logits (N, K) in float32 for uint8 images (N, C, H, W) on the model's device; a network
     with a sink class emits K+1 outputs, and predictions use the first K."""
     model.eval()
-    channels_last = images.device.type == "cuda"
-    chunks = []
-    for start in range(0, len(images), batch_size):
-        x = to_unit(images[start : start + batch_size])
-        x = normalize(transform(x) if transform else x, mean, std)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(images.device, precision):
-            chunks.append(model(x)[:, :num_classes].float())
-    return torch.cat(chunks)
+    return torch.cat([batch_logits(model, images[start:start + batch_size], mean, std, num_classes, precision,
+                                   transform) for start in range(0, len(images), batch_size)])
+
+
+@torch.no_grad()
+def predict_batches(
+    model: nn.Module,
+    batches: Iterable[tuple[Tensor, Tensor]],
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    num_classes: int,
+    precision: str = "auto",
+    transform: Transform | None = None,
+) -> tuple[Tensor, Tensor]:
+    """`predict_logits` for (uint8 images (b, C, H, W), labels (b,)) batches as they come, e.g.
+    streamed from files: (logits (N, K), labels (N,))."""
+    model.eval()
+    logits, labels = [], []
+    for images, y in batches:
+        logits.append(batch_logits(model, images, mean, std, num_classes, precision, transform))
+        labels.append(y)
+    return torch.cat(logits), torch.cat(labels)
+
+
+def batch_logits(model: nn.Module, images: Tensor, mean: Sequence[float], std: Sequence[float], num_classes: int,
+                 precision: str, transform: Transform | None) -> Tensor:
+    x = to_unit(images)
+    x = normalize(transform(x) if transform else x, mean, std)
+    if images.device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)
+    with autocast(images.device, precision):
+        return model(x)[:, :num_classes].float()
 
 
 def expected_calibration_error(probs: Tensor, labels: Tensor) -> Tensor:

@@ -1,4 +1,5 @@
-"""Image classifiers for small RGB inputs (CIFAR 32x32, Tiny ImageNet 64x64; any side >= 16).
+"""Image classifiers for small RGB inputs (CIFAR 32x32, Tiny ImageNet 64x64; any side >= 16), and
+ImageNet's ResNet-50.
 
 Every network ends in adaptive average pooling, so the input size only changes the cost.
 `MODELS` maps a name to a constructor taking `num_classes`; `create_model` looks one up.
@@ -13,6 +14,10 @@ Every network ends in adaptive average pooling, so the input size only changes t
   2016 ("Identity Mappings in Deep Residual Networks") on the same stages: the projection sees
   the pre-activated input, final BN-ReLU before pooling, torchvision's kaiming init.
 - `resnet18`: torchvision's `resnet18` with the usual CIFAR stem (3x3 stride-1 conv, no max-pool).
+- `resnet50`: torchvision's `resnet50` as it is (the ImageNet stem: 7x7 stride-2 conv and max-pool),
+  randomly initialised with torchvision's defaults. The authors' repository has no
+  ImageNet network of its own: its torchvision ResNets (`src/networks/resnet_tv.py`) are this one,
+  loaded with ImageNet-pretrained weights, which an ImageNet study cannot use.
 - `wrn40_2`, `wrn28_10`: Wide ResNets (Zagoruyko & Komodakis 2016, "Wide Residual Networks"),
   depth 40 width 2 (AugMix's model) and depth 28 width 10, pre-activation blocks, no dropout.
 - `smallcnn`: a small conv-BN-ReLU network (about 0.29M parameters) in the style of KellerJordan's
@@ -349,6 +354,7 @@ MODELS: dict[str, Callable[[int], nn.Module]] = {
         TextbookPreActBottleneck, (3, 4, 6, 3), k
     ),
     "resnet18": _cifar_resnet18,
+    "resnet50": lambda k: torchvision.models.resnet50(num_classes=k),
     "wrn40_2": lambda k: WideResNet(40, 2, k),
     "wrn28_10": lambda k: WideResNet(28, 10, k),
     "smallcnn": lambda k: SmallCNN(k),

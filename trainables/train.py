@@ -16,7 +16,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -28,17 +28,13 @@ from trainables.checkpoint import (CHECKPOINT_FILE, CheckpointError, TrainState,
 from trainables.config import ConfigError, TrialConfig
 from trainables.consistency import consistency_loss
 from trainables.corruptions.provision import resolve_corruption_set
-from trainables.data import ImageSet
 from trainables.distributed import Workers
 from trainables.evaluate import float32_digits
 from trainables.evaluation import evaluate_clean, evaluate_corrupted, evaluate_validation
 from trainables.losses import create_loss
 from trainables.models import create_model
 from trainables.pipeline import autocast, resolve_device
-from trainables.splits import load_splits, load_test_split  # noqa: F401 (load_test_split: its old home)
-
-if TYPE_CHECKING:
-    from trainables.data.files import FileSplit
+from trainables.splits import Split, image_shape, load_splits, load_test_split  # noqa: F401 (load_test_split: its old home)
 
 
 class TrialDivergedError(RuntimeError):
@@ -58,12 +54,12 @@ class TrialResult:
     model_card: dict = field(default_factory=dict)  # what using the network needs (`model_card`)
 
 
-def model_card(cfg: TrialConfig, test: ImageSet) -> dict:
+def model_card(cfg: TrialConfig, test: Split) -> dict:
     """What a user of the saved network needs besides its weights: its input (size, value range,
     normalisation) and its outputs (classes, in order; a sink class is an extra last output)."""
     return {"dataset": cfg.dataset, "model": cfg.model, "num_classes": test.num_classes,
             "classes": list(test.class_names), "outputs": test.num_classes + cfg.sink_class,
-            "image_size": list(test.images.shape[-2:]), "mean": list(test.mean), "std": list(test.std),
+            "image_size": list(image_shape(test)[-2:]), "mean": list(test.mean), "std": list(test.std),
             "input": "float32 (B, 3, H, W): RGB in [0, 1], then (x - mean) / std per channel"}
 
 
@@ -83,18 +79,18 @@ def build_state(cfg: TrialConfig, num_classes: int, steps: int, device: torch.de
     return TrainState(model, optimizer, scheduler, generator, config=cfg.to_dict())
 
 
-def check_input_size(cfg: TrialConfig, model: nn.Module, train: ImageSet) -> None:
+def check_input_size(cfg: TrialConfig, model: nn.Module, train: Split) -> None:
     """One image through the fresh network before any training: an image size too small for the
     model (its pooling would shrink the maps below one pixel) fails here, in one line, instead
     of in the first step."""
-    x = torch.zeros((1, *train.images.shape[1:]), device=train.images.device)
+    x = torch.zeros((1, *image_shape(train)), device=next(model.parameters()).device)
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             model(x)
     except RuntimeError as err:
-        side = train.images.shape[-1]
+        side = image_shape(train)[-1]
         raise ConfigError(f"images of {side} px are too small for model {cfg.model!r} ({str(err).splitlines()[0]}); "
                           "use a larger image_size") from None
     finally:
@@ -117,7 +113,7 @@ def forward_loss(cfg: TrialConfig, net: nn.Module, x: Tensor, y: Tensor, loss_fn
     return consistency_loss(logits, y, loss_fn, cfg.jsd_weight), logits[: y.shape[0]]
 
 
-def train_epoch(cfg: TrialConfig, state: TrainState, net: nn.Module, train: ImageSet | FileSplit, steps: int,
+def train_epoch(cfg: TrialConfig, state: TrainState, net: nn.Module, train: Split, steps: int,
                 batches: Batches, loss_fn: Callable, workers: Workers = Workers()) -> dict[str, float]:
     """One epoch of `steps` SGD steps on this worker's part of each global batch; the epoch's
     loss, error and throughput, over all workers."""

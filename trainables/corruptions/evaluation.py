@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch import Tensor, nn
 
 from contract import corruption_metric_names, summarize_cells  # noqa: F401 (its names and summaries: the contract's)
@@ -21,9 +22,10 @@ from trainables.corruptions.registry import (
     BENCHMARK, SEVERITIES, validate_corruptions, validate_severities, validate_table,
 )
 from trainables.corruptions.protocols import effective_jpeg
-from trainables.corruptions.releases import load_corrupted_cell
-from trainables.data import ImageSet
-from trainables.evaluate import classification_metrics, predict_logits, reliability_bins
+from trainables.corruptions.releases import load_corrupted_cell, tree_cell_files
+from trainables.data.base import FileSplit
+from trainables.data.streamed import Split, StreamedSplit, eval_batches_of, interleave_classes
+from trainables.evaluate import classification_metrics, predict_batches, predict_logits, reliability_bins
 
 SOURCES = ("on_the_fly", "generated", "official")
 
@@ -64,7 +66,7 @@ class CorruptionSpec:
 
 def evaluate_corruptions(
     model: nn.Module,
-    test: ImageSet,
+    test: Split,
     spec: CorruptionSpec,
     *,
     dataset: str,
@@ -105,19 +107,26 @@ def merge_reliability(parts: Sequence[dict[str, list[float]]]) -> dict[str, list
     return {"count": count.tolist(), "confidence": conf.tolist(), "accuracy": acc.tolist()}
 
 
-def _cell_logits(model: nn.Module, test: ImageSet, spec: CorruptionSpec, name: str, severity: int, *,
+def _cell_logits(model: nn.Module, test: Split, spec: CorruptionSpec, name: str, severity: int, *,
                  dataset: str, batch_size: int, precision: str,
                  data_root: str | Path | None) -> tuple[Tensor, Tensor]:
     if spec.source == "on_the_fly":
-        g = cell_generator(spec.seed, name, severity, test.images.device)
+        g = cell_generator(spec.seed, name, severity, test.labels.device)
         jpeg = effective_jpeg(dataset, spec.jpeg)
 
         def transform(x: Tensor) -> Tensor:
             return corrupt_cell(x, name, severity, g, table=spec.table, jpeg=jpeg)
 
-        logits = predict_logits(model, test.images, test.mean, test.std, num_classes=test.num_classes,
-                                batch_size=batch_size, precision=precision, transform=transform)
-        return logits, test.labels
+        return predict_batches(model, eval_batches_of(test, batch_size), test.mean, test.std,
+                               num_classes=test.num_classes, precision=precision, transform=transform)
+    if isinstance(test, StreamedSplit):  # a release too large to hold: its files, streamed like the test split
+        files = tree_cell_files(dataset, spec.path, name, severity, source=spec.source, wnids=test.files.wnids)
+        # The release's files are the test split's images, already resized and centre-cropped: they
+        # are only resized to the trial's image size (`resize` = image_size: no second crop).
+        cell = StreamedSplit(first_files(interleave_classes(files), len(test)), test.image_size, test.device,
+                             resize=test.image_size)
+        return predict_batches(model, eval_batches_of(cell, batch_size), test.mean, test.std,
+                               num_classes=test.num_classes, precision=precision)
     cell = load_corrupted_cell(dataset, spec.path, name, severity, source=spec.source,
                                num_classes=test.num_classes, image_size=test.images.shape[-1],
                                device=test.images.device, data_root=data_root)
@@ -126,3 +135,7 @@ def _cell_logits(model: nn.Module, test: ImageSet, spec: CorruptionSpec, name: s
     logits = predict_logits(model, images, test.mean, test.std, num_classes=test.num_classes,
                             batch_size=batch_size, precision=precision)
     return logits, labels
+
+
+def first_files(files: FileSplit, n: int) -> FileSplit:
+    return files.subset(torch.arange(min(n, len(files))))

@@ -12,6 +12,7 @@ sets `generate.py` writes in the same formats).
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +26,7 @@ from torchvision.io import ImageReadMode, decode_jpeg, read_file
 from trainables.corruptions.protocols import TREE_DATASETS
 from trainables.corruptions.registry import validate_corruptions, validate_severities
 from trainables.data import DATASET_STATS, ImageSet
+from trainables.data.base import FileSplit
 
 NPY_DATASETS = ("cifar10", "cifar100", "synthetic")  # stored as <corruption>.npy + labels.npy
 # TREE_DATASETS: their releases are stored as <corruption>/<severity>/<wnid>/*.JPEG (protocols.py)
@@ -120,6 +122,40 @@ def _read_tree_cell(dataset: str, path: Path, corruption: str, severity: int, so
         side = max(im.shape[-1] for im in decoded)
         decoded = [TF.resize(im, [side, side], antialias=True) for im in decoded]
     return torch.stack(decoded), torch.tensor(labels, dtype=torch.int64)
+
+
+def tree_cell_files(dataset: str, path: str | Path, corruption: str, severity: int, *, source: str,
+                    wnids: Sequence[str]) -> FileSplit:
+    """One cell of a release too large to decode whole (ImageNet-C): its files, class by class in
+    `wnids` order (the clean split's), by name within a class, as the clean split lists its own,
+    nothing decoded. Every class asked for must have its folder: a partial download would
+    otherwise be scored on the classes it happens to hold."""
+    validate_corruptions([corruption])
+    validate_severities([severity])
+    folder = release_folder(dataset, Path(path)) / corruption / str(severity)
+    if not folder.is_dir():
+        raise OfficialSetNotFoundError(missing_message(dataset, folder, Path(path), source, corruption))
+    paths: list[str] = []
+    labels: list[int] = []
+    for label, wnid in enumerate(wnids):
+        names = _jpeg_names(os.path.join(folder, wnid))
+        if not names:
+            problem = f"holds no {wnid}/*.JPEG (class {label} of the {len(wnids)} asked for)"
+            raise OfficialSetNotFoundError(missing_message(dataset, folder, Path(path), source, corruption, problem))
+        paths += [os.path.join(folder, wnid, name) for name in names]
+        labels += [label] * len(names)
+    mean, std = DATASET_STATS[dataset]
+    return FileSplit(root=folder, paths=tuple(paths), labels=torch.tensor(labels, dtype=torch.int64),
+                     class_names=tuple(wnids), wnids=tuple(wnids), mean=mean, std=std)
+
+
+def _jpeg_names(folder: str) -> list[str]:
+    """The JPEG files' names in `folder`, sorted ([] if it is absent); one scandir, no Path per file."""
+    try:
+        with os.scandir(folder) as entries:
+            return sorted(e.name for e in entries if e.name.lower().endswith((".jpeg", ".jpg")) and e.is_file())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
 
 
 def _natural(path: Path) -> list:
