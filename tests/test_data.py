@@ -28,7 +28,9 @@ from trainables.config import ConfigError, TrialConfig
 from trainables.data import (
     DATASET_STATS,
     DATASETS,
+    STREAMED,
     DatasetChecksumWarning,
+    DatasetError,
     DatasetNotFoundError,
     ImageSet,
     TINY_IMAGENET_URL,
@@ -583,12 +585,18 @@ def test_synthetic_learnable_but_not_trivial() -> None:
 
 def test_registry_names() -> None:
     assert set(DATASETS) == {"synthetic", "cifar10", "cifar100", "tinyimagenet"}
-    assert set(DATASET_STATS) == set(DATASETS)
+    assert set(STREAMED) == {"imagenet"} and not set(STREAMED) & set(DATASETS)
+    assert set(DATASET_STATS) == set(DATASETS) | set(STREAMED)
 
 
 def test_unknown_dataset_lists_valid_ones() -> None:
-    with pytest.raises(ValueError, match="unknown dataset 'imagenet'.*cifar10, cifar100, synthetic, "
+    with pytest.raises(ValueError, match="unknown dataset 'imagenet21k'.*cifar10, cifar100, imagenet, synthetic, "
                                          "tinyimagenet"):
+        load_dataset("imagenet21k", ".", "train")
+
+
+def test_a_streamed_dataset_is_never_loaded_whole() -> None:
+    with pytest.raises(DatasetError, match=r"dataset 'imagenet' is streamed .*trainables\.data\.stream"):
         load_dataset("imagenet", ".", "train")
 
 

@@ -1,5 +1,5 @@
-"""What every loader shares: the split in memory (`ImageSet`), the request a loader serves
-(`LoadRequest`), the errors, the datasets' normalisation statistics and the helpers for class
+"""What every loader shares: the split in memory (`ImageSet`), a split as a list of files for the
+streamed datasets (`FileSplit`), the request a loader serves (`LoadRequest`), the errors, the datasets' normalisation statistics and the helpers for class
 subsets and resizing."""
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ DATASET_STATS: dict[str, tuple[Stats, Stats]] = {
     "cifar10": ((0.491, 0.482, 0.446), (0.247, 0.243, 0.261)),
     "cifar100": ((0.507, 0.487, 0.441), (0.267, 0.256, 0.276)),
     "tinyimagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
 
 # Images are decoded, resized and generated in chunks so peak memory stays near the final tensor.
@@ -73,6 +74,39 @@ class ImageSet:
         return dataclasses.replace(self, images=self.images.to(device), labels=self.labels.to(device))
 
 
+@dataclass(frozen=True, eq=False)
+class FileSplit:
+    """A split as a list of image files, nothing decoded: what a streamed dataset (too large to hold
+    decoded, e.g. ImageNet) hands to `trainables.data.stream`. Labels are int64 (N,) on the CPU."""
+
+    root: Path
+    paths: tuple[str, ...]  # absolute; str, not Path: a Path per file costs seconds at ImageNet's 1.28M
+    labels: Tensor
+    class_names: tuple[str, ...]
+    wnids: tuple[str, ...]
+    mean: Stats
+    std: Stats
+
+    def __post_init__(self) -> None:
+        if self.labels.dtype != torch.int64 or tuple(self.labels.shape) != (len(self.paths),):
+            raise ValueError(f"labels must be int64 ({len(self.paths)},), got {self.labels.dtype} "
+                             f"{tuple(self.labels.shape)}")
+        if len(self.wnids) != len(self.class_names):
+            raise ValueError(f"{len(self.wnids)} wnids but {len(self.class_names)} class names")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def subset(self, index: Tensor) -> FileSplit:
+        """The rows at `index`, in that order (classes and statistics unchanged)."""
+        index = index.cpu()
+        return dataclasses.replace(self, paths=tuple(self.paths[i] for i in index.tolist()), labels=self.labels[index])
+
+
 @dataclass(frozen=True)
 class LoadRequest:
     """Everything a registered loader is asked for; `split` is already canonical ("train"/"test")."""
@@ -91,7 +125,7 @@ class LoadRequest:
 Loader = Callable[[LoadRequest], ImageSet]
 
 
-SPLIT_ALIASES: dict[str, dict[str, str]] = {"tinyimagenet": {"val": "test"}}
+SPLIT_ALIASES: dict[str, dict[str, str]] = {"tinyimagenet": {"val": "test"}, "imagenet": {"val": "test"}}
 
 
 def canonical_split(name: str, split: str) -> str:
