@@ -197,26 +197,36 @@ def test_two_ranks_read_exactly_the_one_worker_batches(colour_root: Path) -> Non
     assert [a + b for a, b in zip(*ranks)] == one
 
 
-def test_an_epoch_is_reproducible_and_the_next_differs(colour_root: Path) -> None:
-    files = imagenet_files(colour_root, "train")
-    first, again, second = _epoch(files), _epoch(files), _epoch(files, epoch=1)
-    for (a, la), (b, lb) in zip(first, again):
-        assert torch.equal(a, b) and torch.equal(la, lb)
-    assert [_identify(a)[1] for a, _ in first] != [_identify(a)[1] for a, _ in second]
-
-
-def test_crops_are_random_resized_and_flipped(tmp_path: Path) -> None:
-    """A left/right gradient: flipped crops run right to left, and the crops cover different windows."""
-    root = tmp_path / "grad"
+@pytest.fixture(scope="module")
+def ramp_files(tmp_path_factory):
+    """32 copies of a left-to-right ramp: a crop's window and flip show in its pixels."""
+    root = tmp_path_factory.mktemp("ramp")
     ramp = np.broadcast_to(np.linspace(0, 255, 128, dtype=np.float32)[None, :, None], (96, 128, 3))
+    (root / "train" / "n01").mkdir(parents=True)
     for i in range(32):
-        (root / "train" / "n01").mkdir(parents=True, exist_ok=True)
         Image.fromarray(ramp.astype(np.uint8)).save(root / "train" / "n01" / f"{i:02d}.JPEG", quality=95)
     (root / "val").mkdir()
-    images, _ = _epoch(imagenet_files(root, "train"), batch_size=32, steps=1, image_size=32)[0]
+    return imagenet_files(root, "train")
+
+
+def test_crops_are_random_resized_and_flipped(ramp_files) -> None:
+    images, _ = _epoch(ramp_files, batch_size=32, steps=1, image_size=32)[0]
     slope = images[:, 0, 16, -4].float() - images[:, 0, 16, 3].float()  # (B,) right minus left, red row
     assert 6 <= (slope < 0).sum() <= 26  # flipped with p=0.5: 16 expected of 32
     assert len({(round(float(images[b, 0, 16, 3]) / 8), round(float(s) / 8)) for b, s in enumerate(slope)}) > 8
+
+
+def test_an_epoch_is_reproducible_and_the_next_differs(colour_root: Path, ramp_files) -> None:
+    files = imagenet_files(colour_root, "train")
+    assert [_identify(a)[1] for a, _ in _epoch(files)] != [_identify(a)[1] for a, _ in _epoch(files, epoch=1)]
+
+    def crops(**kw) -> torch.Tensor:
+        return torch.cat([images for images, _ in _epoch(ramp_files, batch_size=16, steps=2, **kw)])
+
+    first = crops(epoch=0)
+    assert torch.equal(first, crops(epoch=0))  # DALI's crops and flips are seeded from (seed, epoch, rank)
+    assert not torch.equal(first, crops(epoch=1))
+    assert not torch.equal(first[8:16], crops(rank=1, world=2)[:8])  # rank 1's files, its own draws
 
 
 @pytest.mark.parametrize("kw, message", [

@@ -133,14 +133,13 @@ def _pipeline(files: FileSplit, image_size: int, batch_size: int, device: torch.
 def _batches(pipe, device: torch.device, *, partial: bool, limit: int | None) -> Iterator[tuple[Tensor, Tensor]]:
     dali = _dali()
     policy = dali.LastBatchPolicy.PARTIAL if partial else dali.LastBatchPolicy.DROP
+    # The pipeline's threads and buffers end with its last reference: this generator's frame, freed
+    # when the last batch is taken or the generator is closed.
     iterator = dali.DALIGenericIterator(pipe, ["images", "labels"], reader_name="Reader", last_batch_policy=policy)
-    try:
-        for step, out in enumerate(iterator):
-            if limit is not None and step >= limit:
-                break
-            yield out[0]["images"], out[0]["labels"].view(-1).long()  # (B, 3, S, S) uint8, (B,) int64
-    finally:
-        del iterator, pipe  # the pipeline's threads and buffers end with its last reference
+    for step, out in enumerate(iterator):
+        if limit is not None and step >= limit:
+            return
+        yield out[0]["images"], out[0]["labels"].view(-1).long()  # (B, 3, S, S) uint8, (B,) int64
 
 
 def _on_gpu(device: torch.device) -> bool:
