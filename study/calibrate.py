@@ -44,7 +44,9 @@ COST_FREE = ("seed", "lr", "momentum", "weight_decay", "alpha", "beta", "npow", 
 CALIBRATION_IMAGES = 64  # test images through the corruption grid, validation images through theirs
 # The official sizes, for a dataset not on this machine yet: (training images per class, test images
 # per class, classes, native image size). Calibrated then on synthetic images of that size.
-OFFICIAL_SIZES = {"cifar10": (5000, 1000, 10, 32), "cifar100": (500, 100, 100, 32), "tinyimagenet": (500, 50, 200, 64)}
+# ImageNet's classes hold 732 to 1,300 training images (1,281,167 in all): 1,281 a class is the total.
+OFFICIAL_SIZES = {"cifar10": (5000, 1000, 10, 32), "cifar100": (500, 100, 100, 32), "tinyimagenet": (500, 50, 200, 64),
+                  "imagenet": (1281, 50, 1000, 224)}
 STAND_IN_TRAIN = 2048  # synthetic training images to time steps on (what is timed does not depend on the count)
 
 
