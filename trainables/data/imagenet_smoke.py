@@ -123,7 +123,8 @@ def _marker(out: Path) -> dict | None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m trainables.data.imagenet_smoke", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m trainables.data.imagenet_smoke",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--from", dest="source", default="data/tiny-imagenet-200", help="Tiny ImageNet folder")
     parser.add_argument("--out", default="data/imagenet-smoke", help="folder to write (ImageNet layout)")
     parser.add_argument("--classes", type=int, default=10)
