@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 SHARED_TINY := ../shared/data/tiny-imagenet-200
 TINY := data/tiny-imagenet-200
 
-.PHONY: install dashboard mlflow-ui quickstart quickstart-offline evidence-cpu evidence-cpu-32 evidence-gpu evidence-gpu-reduced trial test test-quick test-cluster benchmark gpu-check tiny-imagenet clean
+.PHONY: install dashboard mlflow-ui quickstart quickstart-offline evidence-cpu evidence-cpu-32 evidence-gpu evidence-gpu-reduced trial test test-quick test-cluster benchmark gpu-check tiny-imagenet imagenet-smoke clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,13 @@ $(TINY)/wnids.txt:
 	for f in $(SHARED_TINY)/*.tar.gz; do tar -xzf $$f -C $(dir $(TINY)); done  # each holds tiny-imagenet-200/...
 
 tiny-imagenet: $(TINY)/wnids.txt
+
+## A small folder in ImageNet's layout (train/<wnid>/, val/<wnid>/) from Tiny ImageNet, to run the streamed
+## (DALI) path without ImageNet: 10 classes, 50 train and 20 val images each, upscaled to 128 px; kept when
+## already complete (trainables/data/imagenet_smoke.py)
+IMAGENET_SMOKE := data/imagenet-smoke
+imagenet-smoke: $(STAMP) $(TINY)/wnids.txt
+	$(PY) -m trainables.data.imagenet_smoke --from $(TINY) --out $(IMAGENET_SMOKE)
 
 ## The tests (the whole suite, CPU); CI runs exactly this
 test: $(STAMP)

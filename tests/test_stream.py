@@ -339,7 +339,7 @@ MEMORY_SCRIPT = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def big_root(tmp_path_factory) -> Path:
-    """3,000 smooth 256 px JPEGs (about 590 MB decoded; a few MB on disk: smooth images compress)."""
+    """3,000 smooth 256 px JPEGs: 590 MB (562 MiB) decoded, 13 MB on disk."""
     root = tmp_path_factory.mktemp("big")
     rng = np.random.default_rng(0)
     for c in range(10):
@@ -355,10 +355,11 @@ def big_root(tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_an_epoch_holds_the_loaders_buffers_not_the_dataset(big_root: Path) -> None:
     """Peak resident memory over a whole epoch, in a fresh process, grows by far less than the
-    decoded dataset. The bound: measured growth here was about 20-30 MB (DALI's prefetch queue,
-    its per-thread decode buffers and the 94 yielded batches of 32x3x64x64 bytes, 0.4 MB each,
-    freed as they go); 100 MB leaves room for allocator noise and is still a sixth of the 590 MB a
-    loader holding the decoded split would add."""
+    decoded dataset. The bound: on the 2-core dev machine the child's peak grew by 40-45 MB over its
+    baseline of about 740 MB (torch's and DALI's libraries, loaded before the baseline is read):
+    DALI's prefetch queue and per-thread decode buffers, and 93 batches of 32x3x64x64 bytes (0.4 MB)
+    freed as they go. 100 MB is about twice that, and under a fifth of the 562 MiB a loader holding
+    the decoded split would add (the files themselves are 13 MB: smooth images compress)."""
     decoded_mb = MEMORY_IMAGES * 3 * MEMORY_SIDE**2 / 2**20
     env = dict(os.environ, PYTHONPATH=str(REPO))
     run = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, str(big_root)], env=env, capture_output=True,

@@ -1,6 +1,6 @@
 """What every loader shares: the split in memory (`ImageSet`), a split as a list of files for the
-streamed datasets (`FileSplit`), the request a loader serves (`LoadRequest`), the errors, the datasets' normalisation statistics and the helpers for class
-subsets and resizing."""
+streamed datasets (`FileSplit`), the request a loader serves (`LoadRequest`), the errors, the
+datasets' normalisation statistics and the helpers for class subsets and resizing."""
 
 from __future__ import annotations
 
