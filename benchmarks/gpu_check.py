@@ -325,11 +325,39 @@ def ipmix_section(device: Any, sizes: Sizes) -> dict[str, Any]:
 
 
 def imagenet_section(device: Any, sizes: Sizes) -> Any:
-    from trainables.data import DATASETS
+    """The streaming loader (NVIDIA DALI, nvJPEG on the GPU) against ImageFolder + DataLoader at
+    224 px, on a folder of synthetic 256 px JPEGs written here (benchmarks/imagenet_loader.py).
+    The ResNet-50 step it feeds is timed in the presets section (paper-imagenet)."""
+    try:
+        import nvidia.dali  # noqa: F401
+    except ImportError:
+        return Skip("NVIDIA DALI is not installed on this machine (pip install nvidia-dali-cuda130; the project's "
+                    "install has it): the streaming loader's GPU rate is not measured here")
+    import tempfile
 
-    if "imagenet" not in DATASETS:
-        return Skip("this repository has no ImageNet pipeline yet (trainables.data.DATASETS has no 'imagenet')")
-    return Skip("an ImageNet pipeline exists but this check does not measure it yet")
+    import imagenet_loader
+    import torch
+    import torchvision
+
+    from trainables.data import imagenet_files
+
+    size, batch = (32, 8) if sizes is QUICK else (224, 128)
+    per_class, classes = (16, 4) if sizes is QUICK else (128, 8)
+    with tempfile.TemporaryDirectory(prefix="gpu-check-imagenet-") as tmp:
+        root = Path(tmp)
+        generator = torch.Generator().manual_seed(0)
+        for c in range(classes):
+            folder = root / "train" / f"n{c:08d}"
+            folder.mkdir(parents=True)
+            for i in range(per_class):  # smooth images: JPEG sizes as photographs, not as noise
+                image = torch.rand((3, 8, 8), generator=generator).mul(255).byte()
+                image = torchvision.transforms.v2.functional.resize(image, [256, 256], antialias=True)
+                (folder / f"n{c:08d}_{i}.JPEG").write_bytes(
+                    torchvision.io.encode_jpeg(image, quality=90).numpy().tobytes())
+        args = argparse.Namespace(batch_size=batch, batches=min(4, per_class * classes // batch - 2), warmup=2,
+                                  repeats=sizes.repeats + 1, threads=max(sizes.workers, 1))
+        result = imagenet_loader.bench_size(root, imagenet_files(root, "train"), size, device, args)
+    return {k: (round(v, 2) if isinstance(v, float) else v) for k, v in result.items() if k != "runs"}
 
 
 # --- the paper presets' configurations -------------------------------------------------------------
