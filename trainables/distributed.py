@@ -65,3 +65,20 @@ class Workers:
         if self.world > 1:
             dist.all_reduce(value, op=dist.ReduceOp.SUM)
         return value
+
+    def gather(self, value: Tensor) -> list[Tensor]:
+        """Every worker's `value` (a CPU tensor, e.g. a generator state), by rank; [] on one process,
+        where there is nothing to gather. A collective: every worker calls it."""
+        if self.world == 1:
+            return []
+        values: list = [None] * self.world
+        dist.all_gather_object(values, value)
+        return values
+
+    def share(self, value: object) -> object:
+        """Rank 0's `value` on every worker (a decision all must take alike). A collective."""
+        if self.world == 1:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
