@@ -29,7 +29,7 @@ from trainables.config import ConfigError, TrialConfig
 from trainables.consistency import consistency_loss
 from trainables.corruptions.provision import resolve_corruption_set
 from trainables.data import ImageSet
-from trainables.distributed import Workers
+from trainables.distributed import Workers, global_batch_norm
 from trainables.evaluate import float32_digits
 from trainables.evaluation import evaluate_clean, evaluate_corrupted, evaluate_validation
 from trainables.losses import create_loss
@@ -77,10 +77,10 @@ def build_state(cfg: TrialConfig, num_classes: int, steps: int, device: torch.de
         # Batch norm over the global batch, not each worker's B/W images: W workers then compute
         # what one process with the whole batch computes (the trial's definition does not depend
         # on how many workers run it), and small per-worker parts do not get noisy statistics.
-        # The cost: two all-reduces of (C,) statistics per BN layer in each forward and backward,
-        # a synchronisation point per layer rather than one per step. The modules keep BatchNorm's
-        # parameter and buffer names, so checkpoints load into either.
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        # The cost: per BN layer, two all-reduces of C sums in the forward pass and two in the
+        # backward, a synchronisation point per layer rather than one per step. GlobalBatchNorm
+        # rather than torch's SyncBatchNorm, which refuses CPU tensors (a gloo trial).
+        model = global_batch_norm(model)
     model = model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
