@@ -271,9 +271,14 @@ def param_space(spec: StudySpec, record: StudyRecord, runs_dir: Path, ended: fro
     return spec.search.param_space({STUDY_KEY: context}, ended)
 
 
+# What a data-parallel trial's own process reserves: no CPU or GPU (it only waits on its Ray Train
+# run, whose workers hold those), but Ray refuses an empty request, so the memory its Python holds.
+TRIAL_DRIVER_MEMORY = 512 * 2**20
+
+
 def trainable(spec: StudySpec):
-    if spec.resources.workers:  # the Tune trial only waits on its Ray Train run, whose workers hold the resources
-        return tune.with_resources(flatten_point, {"cpu": 0, "gpu": 0})
+    if spec.resources.workers:
+        return tune.with_resources(flatten_point, {"cpu": 0, "gpu": 0, "memory": TRIAL_DRIVER_MEMORY})
     return tune.with_resources(flatten_point, {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus})
 
 
