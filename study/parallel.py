@@ -76,13 +76,20 @@ def train_parallel(cfg: TrialConfig, study: dict[str, Any], number: int) -> None
         run_config=ray.train.RunConfig(
             # A fresh name per attempt: a retried Tune trial starts its own Train run, from the
             # newest checkpoint of any earlier one (`restore_point`), not Ray's record of a failed run.
-            name=f"{TRAIN_RUN_PREFIX}{uuid.uuid4().hex[:8]}", storage_path=context.get_trial_dir(),
+            name=f"{TRAIN_RUN_PREFIX}{uuid.uuid4().hex[:8]}", storage_path=trial_storage(study, context.get_trial_id()),
             failure_config=ray.train.FailureConfig(max_failures=scale["max_failures"]),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
             callbacks=[TuneReportCallback()]),
         resume_from_checkpoint=restore_point(study, number, cfg),
     )
     trainer.fit()
+
+
+def trial_storage(study: dict[str, Any], trial_id: str) -> str:
+    """The Ray trial's folder in the study's storage (`study.tuning.trial_dirname`), where a resumed
+    driver looks for checkpoints: not `get_trial_dir()`, a local staging folder Tune copies there
+    only when the trial reports, which would leave the newest checkpoints behind."""
+    return str(Path(study["experiment_dir"]) / f"trial_{trial_id}")
 
 
 def restore_point(study: dict[str, Any], number: int, cfg: TrialConfig) -> ray.train.Checkpoint | None:
@@ -110,7 +117,7 @@ def train_worker(loop: dict[str, Any]) -> None:
         return
     logger = start_logger(cfg, study, loop["trial_id"], number, run) if workers.main else None
     folder = Path(tempfile.mkdtemp(prefix="mollify-worker-"))
-    checkpoint = ray.train.get_checkpoint()  # the group's newest, or the run's resume_from_checkpoint
+    checkpoint = resume_from(study, number, cfg, workers)
     if checkpoint is not None:
         checkpoint.to_directory(str(folder))
 
@@ -131,6 +138,15 @@ def train_worker(loop: dict[str, Any]) -> None:
         raise
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def resume_from(study: dict[str, Any], number: int, cfg: TrialConfig,
+                workers: Workers) -> ray.train.Checkpoint | None:
+    """The newest checkpoint kept for the trial, the same on every worker (rank 0 looks, and says
+    which): Ray Train's (`get_checkpoint`) lags behind what reached storage, as its controller takes
+    in one report per poll, so a group restarted right after a few quick epochs would redo them."""
+    kept = workers.share(restore_point(study, number, cfg) if workers.main else None)
+    return kept or ray.train.get_checkpoint()
 
 
 def report_to_train(metrics: dict[str, float], checkpoint: Path | None) -> None:

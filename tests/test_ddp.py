@@ -5,6 +5,7 @@ study of such trials survives a worker SIGKILLed mid-run with its record whole."
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -136,9 +137,10 @@ def test_without_syncbn_or_without_gradient_averaging_the_step_differs(two_worke
 # --- a study of data-parallel trials, one worker SIGKILLed mid-run ---------------------------------
 
 NAME = "ddp"
-EPOCHS = 4
+EPOCHS = 5
 SPEC = {
-    "trial": {"dataset": "synthetic", "train_size": 512, "image_size": 16, "model": "smallcnn", "epochs": EPOCHS,
+    # about 2 s an epoch here: the kill lands mid-run, after the first checkpoint
+    "trial": {"dataset": "synthetic", "train_size": 2048, "image_size": 16, "model": "smallcnn", "epochs": EPOCHS,
               "batch_size": 64, "lr": 0.05, "limit_eval_images": 64, "corruption_source": "none",
               "valid_per_class": 4, "valid_corrupt_images": 8},
     "search": {"algorithm": "tpe", "objectives": [["valid/error", "min"]], "num_samples": 1,
@@ -196,17 +198,18 @@ def test_a_worker_killed_mid_run_resumes_into_the_trials_own_run(tmp_path):
     try:
         deadline = time.monotonic() + 400
         # epoch 1 logged by rank 0 and its checkpoint kept by Ray Train: then kill a worker, mid-epoch 2
-        while not (epochs_logged(uri) and list(trial_folder.glob("trial_*/train_*/checkpoint_*/checkpoint.pt"))):
+        while not (list(trial_folder.glob("trial_*/train_*/checkpoint_*/checkpoint.pt")) and epochs_logged(uri)):
             assert driver.poll() is None and time.monotonic() < deadline, driver.stdout.read()[-4000:] if \
                 driver.poll() is not None else "epoch 1 never logged"
-            time.sleep(0.2)
+            time.sleep(0.05)
         workers = train_workers(driver.pid)
         assert len(workers) == 2, workers
         assert epochs_logged(uri) != list(range(1, EPOCHS + 1)), "the trial ended before the kill"
+        kept = max(torch.load(c, weights_only=True)["epoch"]
+                   for c in trial_folder.glob("trial_*/train_*/checkpoint_*/checkpoint.pt"))
         os.kill(max(workers), signal.SIGKILL)
         # Ray Train restarts the whole group: two new workers, none of the old ones
-        restarted = wait_until(lambda: len(new := train_workers(driver.pid)) == 2 and set(new).isdisjoint(workers),
-                               driver, 300)
+        restarted = wait_until(lambda: new_group(driver.pid, workers), driver, 300)
         out, _ = driver.communicate(timeout=600)
     finally:
         if driver.poll() is None:
@@ -214,13 +217,27 @@ def test_a_worker_killed_mid_run_resumes_into_the_trials_own_run(tmp_path):
             driver.communicate()
     assert driver.returncode == 0, out[-4000:]
     assert restarted, "the worker group was not restarted after the kill"
+    # the new group went on from the newest checkpoint kept (the one before the kill, or one rank 0
+    # was writing as it happened), not from scratch or Ray Train's lagging view of its checkpoints
+    log = (tmp_path / "runs" / NAME / "study.log").read_text()
+    after = {float(e) for pid in restarted for e in re.findall(
+        rf"pid={pid}\)\S* Reporting training result \d+: TrainingReport\(checkpoint=.*?metrics=\{{'epoch': ([\d.]+)", log)}
+    assert after and min(after) - 1 in (kept, kept + 1), (kept, after)
+    assert after == {float(e) for e in range(int(min(after)), EPOCHS + 1)}, (kept, after)
     assert_whole_study(uri, storage, NAME, trials=1, epochs=EPOCHS)  # one run, FINISHED, each epoch once, Optuna agrees
 
 
-def wait_until(check, driver: subprocess.Popen, timeout: float) -> bool:
+def new_group(driver: int, old: list[int]) -> list[int] | None:
+    """The driver's two Train workers once neither is one of `old`."""
+    now = train_workers(driver)
+    return now if len(now) == 2 and set(now).isdisjoint(old) else None
+
+
+def wait_until(check, driver: subprocess.Popen, timeout: float):
+    """`check()`'s first true value while the driver runs, else None."""
     deadline = time.monotonic() + timeout
     while driver.poll() is None and time.monotonic() < deadline:
-        if check():
-            return True
+        if value := check():
+            return value
         time.sleep(0.1)
-    return False
+    return None
