@@ -241,3 +241,41 @@ def wait_until(check, driver: subprocess.Popen, timeout: float):
             return value
         time.sleep(0.1)
     return None
+
+
+# --- the spec ----------------------------------------------------------------------------------------
+
+GRID = {"trial": {"dataset": "synthetic", "epochs": 1}, "search": {"algorithm": "grid", "grid": [{"beta": [2]}]}}
+
+
+@pytest.mark.parametrize("resources, says", [
+    ({"workers": 2, "cpus": 1}, "resources.workers and resources.cpus exclude each other"),
+    ({"workers": 2, "gpus": 1}, "resources.workers and resources.gpus exclude each other"),
+    ({"cpus_per_worker": 2}, "resources.cpus_per_worker needs resources.workers"),
+    ({"workers": 0}, "resources.workers must be an integer >= 1"),
+    ({"workers": 1.5}, "resources.workers must be an integer >= 1"),
+    ({"workers": True}, "resources.workers must be an integer >= 1"),
+    ({"workers": 2, "cpus_per_worker": 0}, "resources.cpus_per_worker must be > 0"),
+    ({"workers": 2, "gpus_per_worker": 0.5}, "resources.gpus_per_worker must be 0 or a whole number"),
+    ({"workers": 2, "gpus_per_worker": "one"}, "resources.gpus_per_worker must be a number"),
+    ({"workers": 2, "nodes": 1}, "valid: cpus, gpus, workers, cpus_per_worker, gpus_per_worker"),
+])
+def test_bad_worker_resources_are_refused_in_one_line(resources, says):
+    from study.spec import SpecError, parse_spec
+
+    with pytest.raises(SpecError) as err:
+        parse_spec({**GRID, "resources": resources})
+    assert says in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_data_parallel_trial_costs_all_its_workers_and_its_spec_reads_back():
+    from study.parallel import trials_that_fit
+    from study.spec import parse_spec
+
+    spec = parse_spec({**GRID, "resources": {"workers": 2, "cpus_per_worker": 1.5, "gpus_per_worker": 1}})
+    assert (spec.cpus, spec.gpus) == (3.0, 2.0)
+    assert parse_spec(spec.effective()).resources == spec.resources
+    assert trials_that_fit(spec.resources, {"CPU": 16, "GPU": 4}) == 2
+    assert trials_that_fit(spec.resources, {"CPU": 2, "GPU": 0}) == 1  # never 0: check_resources refuses that
+    one = parse_spec({**GRID, "resources": {"workers": 1, "gpus_per_worker": 0.5}})
+    assert (one.cpus, one.gpus) == (1.0, 0.5)
