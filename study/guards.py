@@ -197,13 +197,18 @@ def check_experiment_free(client: MlflowClient, name: str) -> None:
 
 def check_resources(spec: StudySpec) -> None:
     """A trial asking for more than the whole cluster has would wait forever: fail now, saying
-    what there is."""
+    what there is. A data-parallel trial asks for all its workers' CPUs and GPUs at once."""
     have = ray.cluster_resources()
     cpus, gpus = have.get("CPU", 0.0), have.get("GPU", 0.0)
-    asked = spec.resources
-    if asked.gpus > gpus or asked.cpus > cpus:
-        raise StudyError(f"each trial asks for {asked.cpus:g} CPU and {asked.gpus:g} GPU, but the Ray cluster has "
-                         f"{cpus:g} CPU and {gpus:g} GPU in all; use --cpus-per-trial / --gpus-per-trial within that")
+    if spec.gpus <= gpus and spec.cpus <= cpus:
+        return
+    if spec.resources.workers:
+        r = spec.resources
+        raise StudyError(f"each trial asks for {r.workers} workers of {r.cpus_per_worker:g} CPU and "
+                         f"{r.gpus_per_worker:g} GPU ({spec.cpus:g} CPU and {spec.gpus:g} GPU), but the Ray cluster "
+                         f"has {cpus:g} CPU and {gpus:g} GPU in all; use fewer resources.workers or less per worker")
+    raise StudyError(f"each trial asks for {spec.cpus:g} CPU and {spec.gpus:g} GPU, but the Ray cluster has "
+                     f"{cpus:g} CPU and {gpus:g} GPU in all; use --cpus-per-trial / --gpus-per-trial within that")
 
 
 def datasets(spec: StudySpec) -> list[tuple[str, str]]:

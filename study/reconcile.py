@@ -32,6 +32,9 @@ from trainables.checkpoint import CHECKPOINT_FILE, CheckpointError, read_checkpo
 logger = logging.getLogger(__name__)
 
 ENDED = ("finished", "stopped", "failed")
+# A data-parallel trial's Ray Train runs sit in its Ray trial's folder, each named with this prefix
+# (study/parallel.py); their checkpoints are the trial's.
+TRAIN_RUN_PREFIX = "train_"
 
 
 def run_state(run: Run) -> str:
@@ -200,8 +203,9 @@ def trial_number_of(params: dict[str, Any]) -> int | None:
 
 def find_checkpoint(experiment_dir: Path, number: int, config: dict[str, Any]) -> Path | None:
     """The newest readable checkpoint any Ray trial of this study kept for trial `number` (each Ray
-    trial's folder holds its config in params.json and its checkpoints beside it): a trial cut off
-    under one driver continues from it under the next, whatever Ray trial id it runs under now."""
+    trial's folder holds its config in params.json and its checkpoints beside it, or those of its
+    Ray Train runs for a data-parallel trial): a trial cut off under one driver continues from it
+    under the next, whatever Ray trial id it runs under now."""
     best: tuple[int, Path] | None = None
     for params in experiment_dir.glob("trial_*/params.json"):
         try:
@@ -209,7 +213,8 @@ def find_checkpoint(experiment_dir: Path, number: int, config: dict[str, Any]) -
                 continue
         except (ValueError, OSError):  # a folder a dying driver left half-written
             continue
-        for folder in params.parent.glob("checkpoint_*"):
+        kept = [*params.parent.glob("checkpoint_*"), *params.parent.glob(f"{TRAIN_RUN_PREFIX}*/checkpoint_*")]
+        for folder in kept:
             epoch = checkpoint_epoch(folder, config)
             if epoch is not None and (best is None or epoch > best[0]):
                 best = (epoch, folder)

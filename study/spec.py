@@ -11,6 +11,8 @@
     seeds: [0, 1, 2]                   # repeats: grid searches cross them with every grid point
     scheduler: {type: asha, metric: valid/error, mode: min, grace_period: 1, reduction_factor: 2}
     resources: {cpus: 1, gpus: 0}      # per trial; fractional GPUs share one device
+    # or, each trial data-parallel over W Ray Train workers (docs/cluster.md):
+    # resources: {workers: 2, cpus_per_worker: 1, gpus_per_worker: 1}
     max_concurrent: 2                  # trials at once (0: as many as resources allow)
     max_failures: 2                    # retries of a failed trial, from its last checkpoint
     select_on_test: false              # true: accept an Optuna search or ASHA on test metrics (tagged)
@@ -70,10 +72,31 @@ class Scheduler:
 
 @dataclass(frozen=True)
 class Resources:
-    """What each trial asks Ray for; fractional GPUs share one device."""
+    """What each trial asks Ray for: `cpus` and `gpus` for the trial's one process (fractional GPUs
+    share one device), or, with `workers` W >= 1, a Ray Train run of W data-parallel workers of
+    `cpus_per_worker` and `gpus_per_worker` each (the Tune trial itself then holds nothing)."""
 
     cpus: float = 1.0
     gpus: float = 0.0
+    workers: int = 0  # 0: no Ray Train, the trial trains in its own process
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+
+    @property
+    def total_cpus(self) -> float:
+        """The CPUs one trial holds while it runs."""
+        return self.workers * self.cpus_per_worker if self.workers else self.cpus
+
+    @property
+    def total_gpus(self) -> float:
+        return self.workers * self.gpus_per_worker if self.workers else self.gpus
+
+    def effective(self) -> dict[str, float]:
+        """The keys of the kind given, in the YAML schema (the two kinds exclude each other)."""
+        if self.workers:
+            return {"workers": self.workers, "cpus_per_worker": self.cpus_per_worker,
+                    "gpus_per_worker": self.gpus_per_worker}
+        return {"cpus": self.cpus, "gpus": self.gpus}
 
 
 @dataclass(frozen=True)
@@ -104,11 +127,12 @@ class StudySpec:
 
     @property
     def cpus(self) -> float:
-        return self.resources.cpus
+        """The CPUs one trial holds (all its workers' for a data-parallel trial)."""
+        return self.resources.total_cpus
 
     @property
     def gpus(self) -> float:
-        return self.resources.gpus
+        return self.resources.total_gpus
 
     @property
     def multi_objective(self) -> bool:
@@ -141,7 +165,7 @@ class StudySpec:
         if self.search.selects:  # a search draws its trials; a grid lists them
             search["num_samples"] = self.num_samples
         out = {"name": self.name, "trial": dict(self.trial), "search": search, "seeds": list(self.seeds),
-               "scheduler": dataclasses.asdict(self.scheduler), "resources": dataclasses.asdict(self.resources),
+               "scheduler": dataclasses.asdict(self.scheduler), "resources": self.resources.effective(),
                "max_concurrent": self.max_concurrent, "max_failures": self.max_failures,
                "select_on_test": self.select_on_test}
         if self.endpoints is not None:
@@ -458,8 +482,16 @@ def _float(raw: Any, where: str) -> float:
     return value
 
 
+PROCESS_KEYS, WORKER_KEYS = ("cpus", "gpus"), ("workers", "cpus_per_worker", "gpus_per_worker")
+
+
 def _resources(raw: Mapping[str, Any]) -> Resources:
     """Ray's rule for a GPU request: a fraction of one device, or whole devices (1.5 never fits)."""
+    if "workers" in raw:
+        return _worker_resources(raw)
+    per_worker = [k for k in WORKER_KEYS if k in raw]
+    if per_worker:
+        raise SpecError(f"resources.{per_worker[0]} needs resources.workers (the trial's data-parallel workers)")
     res = Resources(**{k: _float(v, f"resources.{k}") for k, v in raw.items()})
     if res.cpus <= 0:
         raise SpecError(f"resources.cpus must be > 0 (CPUs per trial, fractions allowed), got {res.cpus:g}")
@@ -467,6 +499,27 @@ def _resources(raw: Mapping[str, Any]) -> Resources:
         raise SpecError(f"resources.gpus must be 0, a fraction below 1 (trials share a GPU) or a whole number, "
                         f"got {res.gpus:g}")
     return res
+
+
+def _worker_resources(raw: Mapping[str, Any]) -> Resources:
+    """A data-parallel trial: W Ray Train workers. Fractional GPUs per worker only for W = 1: NCCL
+    refuses two ranks of one process group on one device."""
+    both = [k for k in PROCESS_KEYS if k in raw]
+    if both:
+        raise SpecError(f"resources.workers and resources.{both[0]} exclude each other: give either cpus/gpus "
+                        f"(one process per trial) or {', '.join(WORKER_KEYS)} (a data-parallel trial)")
+    workers = _whole(raw["workers"])
+    if workers is None or workers < 1:
+        raise SpecError(f"resources.workers must be an integer >= 1 (data-parallel workers per trial), "
+                        f"got {raw['workers']!r}")
+    cpus = _float(raw.get("cpus_per_worker", 1.0), "resources.cpus_per_worker")
+    gpus = _float(raw.get("gpus_per_worker", 0.0), "resources.gpus_per_worker")
+    if cpus <= 0:
+        raise SpecError(f"resources.cpus_per_worker must be > 0 (fractions allowed), got {cpus:g}")
+    if gpus < 0 or not gpus.is_integer() and (workers > 1 or gpus > 1):
+        raise SpecError(f"resources.gpus_per_worker must be 0 or a whole number (a fraction below 1 only with "
+                        f"workers: 1: NCCL takes one GPU per worker), got {gpus:g}")
+    return Resources(workers=workers, cpus_per_worker=cpus, gpus_per_worker=gpus)
 
 
 def _seeds(raw: list, where: str, algorithm: str) -> tuple[int, ...]:

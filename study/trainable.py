@@ -4,7 +4,8 @@ MLflow is logged from inside each trial (`MlflowTrialLogger`, one batched reques
 than by Ray's `MLflowLoggerCallback`: the callback runs in the driver and sends one request per
 metric (slow with the corruption grid's hundreds of metrics), and it starts a fresh run whenever
 the driver restarts, which would duplicate runs on `study resume`. Here a restarted trial finds
-its own run by the `mollify.trial_id` tag and continues it.
+its own run by the `mollify.trial_id` tag and continues it. A data-parallel trial (`resources:
+{workers: W}`) runs the same steps on its Ray Train workers instead (study/parallel.py).
 
 A scheduler (ASHA) stops a trial inside `tune.report`, which then raises SystemExit in the trial's
 thread while Ray tears its actor down: the trial cannot be relied on to write anything after that.
@@ -32,6 +33,7 @@ from trainables.config import TrialConfig
 from trainables.corruptions.provision import resolve_corruption_set
 from trainables.tracking import MlflowTrialLogger, ensure_experiment
 from trainables.train import run_trial
+from study.parallel import WORKERS_KEY, train_parallel
 
 STUDY_KEY = "__study"  # the param_space entry carrying the study's context to every trial
 
@@ -95,6 +97,9 @@ def train_trial(config: dict[str, Any]) -> None:
         report_to_ray(final_result(client, run, cfg.epochs), None)
         return
     cfg = resolve_corruption_set(cfg)  # the study made the set before its trials: found, not made
+    if study.get(WORKERS_KEY):  # data-parallel: its Ray Train workers train, log and report
+        train_parallel(cfg, study, number)
+        return
     logger = start_logger(cfg, study, tune.get_context().get_trial_id(), number, run)
     folder = Path(tempfile.mkdtemp(prefix="mollify-trial-"))
     restore_checkpoint(folder, study, number, cfg)

@@ -16,6 +16,7 @@ from typing import Any
 import optuna
 from mlflow.tracking import MlflowClient
 from optuna.exceptions import UpdateFinishedTrialError
+import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import Searcher
@@ -26,6 +27,7 @@ from study.record import (StudyRecord, Tally, label_keys,
                           update_parent)
 from study.reconcile import Plan, link, optuna_trial, trial_number_of
 from study.search import POINT_KEY, DefineByRun
+from study.parallel import WORKERS_KEY, trials_that_fit, worker_context
 from study.spec import StudySpec
 from study.trainable import STUDY_KEY, existing_run, mark_failed, mark_stopped_early, train_trial
 
@@ -264,12 +266,29 @@ def param_space(spec: StudySpec, record: StudyRecord, runs_dir: Path, ended: fro
     context = {"name": spec.name, "tracking_uri": trials_uri, "parent_run_id": record.parent_run_id,
                "label_keys": label_keys(spec), "experiment_dir": str(study_dir(runs_dir, spec.name) / TUNE_DIR),
                # what the study reads back from each run (objectives, ASHA's metric) stays a metric
-               "keep_metrics": sorted({m for m, _ in spec.objectives} | {m for m, _ in spec.selection_metrics})}
+               "keep_metrics": sorted({m for m, _ in spec.objectives} | {m for m, _ in spec.selection_metrics}),
+               WORKERS_KEY: worker_context(spec.resources, spec.max_failures)}
     return spec.search.param_space({STUDY_KEY: context}, ended)
 
 
+# What a data-parallel trial's own process reserves: no CPU or GPU (it only waits on its Ray Train
+# run, whose workers hold those), but Ray refuses an empty request, so the memory its Python holds.
+TRIAL_DRIVER_MEMORY = 512 * 2**20
+
+
 def trainable(spec: StudySpec):
+    if spec.resources.workers:
+        return tune.with_resources(flatten_point, {"cpu": 0, "gpu": 0, "memory": TRIAL_DRIVER_MEMORY})
     return tune.with_resources(flatten_point, {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus})
+
+
+def max_concurrent(spec: StudySpec) -> int | None:
+    """Ray's limit on trials at once (None: none but the resources). A data-parallel trial holds
+    nothing itself, so without a limit Tune would start them all: as many as their workers fit."""
+    if spec.resources.workers:
+        fit = trials_that_fit(spec.resources, ray.cluster_resources())
+        return min(spec.max_concurrent, fit) if spec.max_concurrent else fit
+    return spec.max_concurrent or None
 
 
 def flatten_point(config: dict[str, Any]) -> None:
@@ -288,7 +307,7 @@ def make_tuner(spec: StudySpec, record: StudyRecord, runs_dir: Path, plan: Plan)
     one from the study's durable record; Ray's saved experiment of an earlier driver is not restored
     (see study/reconcile.py), only its trials' checkpoints are read."""
     tune_config = tune.TuneConfig(search_alg=make_searcher(spec, record), scheduler=make_scheduler(spec),
-                                  num_samples=plan.samples, max_concurrent_trials=spec.max_concurrent or None,
+                                  num_samples=plan.samples, max_concurrent_trials=max_concurrent(spec),
                                   trial_dirname_creator=trial_dirname)
     run_config = tune.RunConfig(
         name=TUNE_DIR, storage_path=str(study_dir(runs_dir, spec.name)),

@@ -31,6 +31,9 @@ class TrainState:
     config: dict = field(default_factory=dict)  # the trial's config: a checkpoint continues only it
     epoch: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
+    # Each data-parallel worker's generator state, by rank (rank 0's is `generator`'s): a worker
+    # group restarted from the checkpoint continues every worker's own draws. Empty: one process.
+    worker_generators: list[torch.Tensor] = field(default_factory=list)
 
     @property
     def device(self) -> torch.device:
@@ -49,18 +52,25 @@ class TrainState:
                 "config": self.config,
                 "epoch": self.epoch,
                 "history": self.history,
+                "worker_generators": self.worker_generators,
             },
             tmp,
         )
         os.replace(tmp, folder / CHECKPOINT_FILE)  # atomic: a crash never leaves half a file
         return folder
 
-    def load(self, folder: Path) -> None:
+    def load(self, folder: Path, rank: int = 0) -> None:
+        """Continue from the checkpoint in `folder`; worker `rank` continues its own draws (a worker
+        the checkpoint has none for keeps its fresh stream: the group grew)."""
         state = read_checkpoint(folder, self.config)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.generator.set_state(state["generator"])
+        self.worker_generators = state.get("worker_generators", [])
+        if rank == 0:
+            self.generator.set_state(state["generator"])
+        elif rank < len(self.worker_generators):
+            self.generator.set_state(self.worker_generators[rank])
         self.epoch, self.history = state["epoch"], state["history"]
 
 

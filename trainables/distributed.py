@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-from torch import Tensor
+import torch.distributed.nn.functional as dist_fn
+from torch import Tensor, nn
 
 from trainables.seeds import derive_seed
 
@@ -65,3 +66,71 @@ class Workers:
         if self.world > 1:
             dist.all_reduce(value, op=dist.ReduceOp.SUM)
         return value
+
+    def gather(self, value: Tensor) -> list[Tensor]:
+        """Every worker's `value` (a CPU tensor, e.g. a generator state), by rank; [] on one process,
+        where there is nothing to gather. A collective: every worker calls it."""
+        if self.world == 1:
+            return []
+        values: list = [None] * self.world
+        dist.all_gather_object(values, value)
+        return values
+
+    def share(self, value: object) -> object:
+        """Rank 0's `value` on every worker (a decision all must take alike). A collective."""
+        if self.world == 1:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+
+# --- batch norm over the global batch --------------------------------------------------------------
+
+class GlobalBatchNorm(nn.BatchNorm2d):
+    """BatchNorm2d whose training statistics are those of the global batch (all workers' parts):
+    what `nn.SyncBatchNorm` computes, on any device and backend. torch's own refuses CPU tensors
+    (in its forward and in DDP's constructor), so a CPU trial over gloo could not use it.
+
+    Two passes (the mean, then the squared deviations from it), each an all-reduce of C sums, for
+    the same float32 accuracy as one process's batch norm; the all-reduces carry gradients
+    (`torch.distributed.nn`), so the backward pass sums each worker's part of the statistics'
+    gradient, as SyncBatchNorm's does. Outside training or on one process: BatchNorm2d itself."""
+
+    def forward(self, x: Tensor) -> Tensor:  # x: (b, C, H, W), this worker's part
+        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        dims, shape = (0, 2, 3), (1, -1, 1, 1)
+        xf = x.float()
+        count = x.numel() // x.shape[1] * dist.get_world_size()  # global B*H*W: every part is b images
+        mean = dist_fn.all_reduce(xf.sum(dims)) / count  # (C,)
+        centred = xf - mean.view(shape)
+        var = dist_fn.all_reduce(centred.square().sum(dims)) / count  # (C,), biased, as BN normalises with
+        if self.track_running_stats:
+            self._update_running(mean.detach(), var.detach(), count)
+        y = centred * torch.rsqrt(var + self.eps).view(shape)
+        if self.affine:
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        return y.to(x.dtype)
+
+    @torch.no_grad()
+    def _update_running(self, mean: Tensor, var: Tensor, count: int) -> None:
+        """As BatchNorm2d: an exponential (or, momentum None, cumulative) average, of the unbiased variance."""
+        self.num_batches_tracked.add_(1)
+        factor = self.momentum if self.momentum is not None else 1.0 / self.num_batches_tracked.item()
+        self.running_mean.lerp_(mean.to(self.running_mean.dtype), factor)
+        self.running_var.lerp_((var * count / (count - 1)).to(self.running_var.dtype), factor)
+
+
+def global_batch_norm(module: nn.Module) -> nn.Module:
+    """`module` with each BatchNorm2d made a GlobalBatchNorm holding the same parameters and buffers
+    (the same names: a checkpoint loads into either)."""
+    if type(module) is nn.BatchNorm2d:
+        swapped = GlobalBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
+                                  module.track_running_stats)
+        swapped.load_state_dict(module.state_dict())
+        swapped.weight, swapped.bias = module.weight, module.bias  # the very parameters an optimizer may hold
+        return swapped.to(module.weight.device if module.affine else module.running_mean.device).train(module.training)
+    for name, child in module.named_children():
+        setattr(module, name, global_batch_norm(child))
+    return module

@@ -28,7 +28,7 @@ from trainables.checkpoint import (CHECKPOINT_FILE, CheckpointError, TrainState,
 from trainables.config import ConfigError, TrialConfig
 from trainables.consistency import consistency_loss
 from trainables.corruptions.provision import resolve_corruption_set
-from trainables.distributed import Workers
+from trainables.distributed import Workers, global_batch_norm
 from trainables.evaluate import float32_digits
 from trainables.evaluation import evaluate_clean, evaluate_corrupted, evaluate_validation
 from trainables.losses import create_loss
@@ -65,9 +65,19 @@ def model_card(cfg: TrialConfig, test: Split) -> dict:
 
 # --- setup -----------------------------------------------------------------------------------------
 
-def build_state(cfg: TrialConfig, num_classes: int, steps: int, device: torch.device) -> TrainState:
-    torch.manual_seed(cfg.seed)  # model initialisation
-    model = create_model(cfg.model, num_classes + cfg.sink_class).to(device)
+def build_state(cfg: TrialConfig, num_classes: int, steps: int, device: torch.device,
+                workers: Workers = Workers()) -> TrainState:
+    torch.manual_seed(cfg.seed)  # model initialisation: the same on every worker
+    model = create_model(cfg.model, num_classes + cfg.sink_class)
+    if workers.world > 1:
+        # Batch norm over the global batch, not each worker's B/W images: W workers then compute
+        # what one process with the whole batch computes (the trial's definition does not depend
+        # on how many workers run it), and small per-worker parts do not get noisy statistics.
+        # The cost: per BN layer, two all-reduces of C sums in the forward pass and two in the
+        # backward, a synchronisation point per layer rather than one per step. GlobalBatchNorm
+        # rather than torch's SyncBatchNorm, which refuses CPU tensors (a gloo trial).
+        model = global_batch_norm(model)
+    model = model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
@@ -75,7 +85,7 @@ def build_state(cfg: TrialConfig, num_classes: int, steps: int, device: torch.de
     # Cosine annealing per step rather than per epoch: identical over long runs, and a 1-3 epoch
     # CPU study still sees the schedule.
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    generator = torch.Generator(device=device).manual_seed(workers.seed(cfg.seed))
     return TrainState(model, optimizer, scheduler, generator, config=cfg.to_dict())
 
 
@@ -113,6 +123,19 @@ def forward_loss(cfg: TrialConfig, net: nn.Module, x: Tensor, y: Tensor, loss_fn
     return consistency_loss(logits, y, loss_fn, cfg.jsd_weight), logits[: y.shape[0]]
 
 
+def train_step(cfg: TrialConfig, state: TrainState, net: nn.Module, x: Tensor, y: Tensor,
+               loss_fn: Callable) -> tuple[Tensor, Tensor]:
+    """One SGD step on this worker's part of a global batch: (loss, logits of the clean view).
+    Under DDP `backward` averages the gradients over workers, so every worker takes the step one
+    process would take on the whole batch."""
+    loss, logits = forward_loss(cfg, net, x, y, loss_fn)
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    state.optimizer.step()
+    state.scheduler.step()
+    return loss, logits
+
+
 def train_epoch(cfg: TrialConfig, state: TrainState, net: nn.Module, train: Split, steps: int,
                 batches: Batches, loss_fn: Callable, workers: Workers = Workers()) -> dict[str, float]:
     """One epoch of `steps` SGD steps on this worker's part of each global batch; the epoch's
@@ -124,11 +147,7 @@ def train_epoch(cfg: TrialConfig, state: TrainState, net: nn.Module, train: Spli
     start = time.perf_counter()
     for images, labels in epoch_batches(cfg, train, state.epoch, steps, device, workers):
         x, y = batches.prepare(images, labels, train, state.generator)
-        loss, logits = forward_loss(cfg, net, x, y, loss_fn)
-        state.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        state.optimizer.step()
-        state.scheduler.step()
+        loss, logits = train_step(cfg, state, net, x, y, loss_fn)
         loss_sum += loss.detach()
         wrong += (logits[:, :k].argmax(dim=1) != labels).sum()
     loss_sum, wrong = workers.sum(loss_sum) / workers.world, workers.sum(wrong)
@@ -145,39 +164,42 @@ def train_epoch(cfg: TrialConfig, state: TrainState, net: nn.Module, train: Spli
 # --- the trial -----------------------------------------------------------------------------------
 
 def run_trial(cfg: TrialConfig, report: Report | None = None, checkpoint_dir: str | Path | None = None,
-              ) -> TrialResult:
+              workers: Workers = Workers()) -> TrialResult:
     """Train and evaluate one configuration. After each epoch, `report(metrics, checkpoint)` gets
     that epoch's metrics and, when `checkpoint_dir` is given, the folder holding a checkpoint.
-    A `checkpoint_dir` that already holds one is resumed from: the trial continues where it stopped."""
+    A `checkpoint_dir` that already holds one is resumed from: the trial continues where it stopped.
+
+    Run on each of several data-parallel `workers` (Ray Train sets up the process group), each
+    trains on its part of every global batch; only the main worker (rank 0) evaluates, writes the
+    checkpoint and reports one (the others report their metrics with no checkpoint), and only its
+    result holds evaluation metrics."""
     cfg = resolve_corruption_set(cfg)  # callers resolve it first, to log what runs; a no-op then
     device = resolve_device(cfg.device)
     train, valid, test = load_splits(cfg, device)
     steps = steps_per_epoch(cfg, len(train))
-    state = build_state(cfg, train.num_classes, steps * cfg.epochs, device)
+    state = build_state(cfg, train.num_classes, steps * cfg.epochs, device, workers)
     check_input_size(cfg, state.model, train)
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if has_checkpoint(folder):
-        state.load(folder)
-    net = torch.compile(state.model) if cfg.compile else state.model
+        state.load(folder, workers.rank)
+    net = wrap(cfg, state.model, workers)
     batches, loss_fn = Batches.for_trial(cfg), create_loss(cfg.loss)
     reliability: dict = {}
     while state.epoch < cfg.epochs:
         metrics = {"epoch": float(state.epoch + 1), "lr": state.scheduler.get_last_lr()[0]}
-        metrics |= train_epoch(cfg, state, net, train, steps, batches, loss_fn)
+        metrics |= train_epoch(cfg, state, net, train, steps, batches, loss_fn, workers)
         state.epoch += 1
-        if state.epoch % cfg.eval_every == 0 or state.epoch == cfg.epochs:
-            clean, reliability["clean"] = evaluate_clean(cfg, state.model, test)
-            metrics |= clean | (evaluate_validation(cfg, state.model, valid) if valid is not None else {})
-        if state.epoch == cfg.epochs:  # the final report carries the corruption grid too
-            corrupted, extras = evaluate_corrupted(cfg, state.model, test)
-            metrics |= corrupted
-            reliability |= extras
+        # The epoch's last collective: the other ranks then wait for rank 0's evaluation at the
+        # report (a barrier of Ray's, with no timeout), not in a gloo/NCCL call that would time out.
+        state.worker_generators = workers.gather(state.generator.get_state())
+        if workers.main:
+            metrics |= evaluate_epoch(cfg, state, valid, test, reliability)
         metrics = float32_digits(metrics)
         state.history.append(metrics)
-        saved = state.save(folder) if folder is not None else None
+        saved = state.save(folder) if folder is not None and workers.main else None
         if report is not None:
             report(metrics, saved)
-    if not reliability:  # resumed after the last epoch had already finished
+    if not reliability and workers.main:  # resumed after the last epoch had already finished
         clean, reliability["clean"] = evaluate_clean(cfg, state.model, test)
         corrupted, extras = evaluate_corrupted(cfg, state.model, test)
         state.history[-1] |= float32_digits(clean | corrupted)
@@ -185,3 +207,33 @@ def run_trial(cfg: TrialConfig, report: Report | None = None, checkpoint_dir: st
     final = {k: v for k, v in state.history[-1].items() if k.startswith(FINAL_PREFIXES)}
     return TrialResult(metrics=final, history=state.history, reliability=reliability,
                        model=state.model.eval(), model_card=model_card(cfg, test))
+
+
+def wrap(cfg: TrialConfig, model: nn.Module, workers: Workers) -> nn.Module:
+    """The network the loop steps: the model, under DDP on several workers (gradients averaged in
+    `backward`), compiled if asked. Plain torch DDP rather than `ray.train.torch.prepare_model`:
+    `trainables` runs without Ray, and the model is already on its device."""
+    net = model
+    if workers.world > 1:
+        ids = [model_device(model).index] if model_device(model).type == "cuda" else None
+        net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    return torch.compile(net) if cfg.compile else net
+
+
+def model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def evaluate_epoch(cfg: TrialConfig, state: TrainState, valid: Split | None, test: Split,
+                   reliability: dict) -> dict[str, float]:
+    """The epoch's evaluation on the unwrapped model (no collectives): clean and validation every
+    `eval_every` epochs and at the end, the corruption grid at the end."""
+    metrics: dict[str, float] = {}
+    if state.epoch % cfg.eval_every == 0 or state.epoch == cfg.epochs:
+        clean, reliability["clean"] = evaluate_clean(cfg, state.model, test)
+        metrics |= clean | (evaluate_validation(cfg, state.model, valid) if valid is not None else {})
+    if state.epoch == cfg.epochs:  # the final report carries the corruption grid too
+        corrupted, extras = evaluate_corrupted(cfg, state.model, test)
+        metrics |= corrupted
+        reliability |= extras
+    return metrics
