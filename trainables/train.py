@@ -74,9 +74,10 @@ def build_state(cfg: TrialConfig, num_classes: int, steps: int, device: torch.de
         # what one process with the whole batch computes (the trial's definition does not depend
         # on how many workers run it), and small per-worker parts do not get noisy statistics.
         # The cost: per BN layer, two all-reduces of C sums in the forward pass and two in the
-        # backward, a synchronisation point per layer rather than one per step. GlobalBatchNorm
-        # rather than torch's SyncBatchNorm, which refuses CPU tensors (a gloo trial).
-        model = global_batch_norm(model)
+        # backward, a synchronisation point per layer rather than one per step. On CUDA, torch's
+        # SyncBatchNorm (fused kernels); on the CPU, which it refuses (a gloo trial), GlobalBatchNorm.
+        model = (nn.SyncBatchNorm.convert_sync_batchnorm(model) if device.type == "cuda"
+                 else global_batch_norm(model))
     model = model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
