@@ -384,7 +384,7 @@ def test_bad_spec_fails_before_ray_starts(tmp_path, capsys):
 
 def test_unknown_preset_lists_the_presets(capsys):
     assert main(["launch", "paper-everything"]) == 2
-    assert "presets: evidence-cpu, evidence-cpu-32, evidence-gpu, evidence-gpu-reduced, hpo, paper-amount" in \
+    assert "presets: evidence-cpu, evidence-cpu-32, evidence-gpu, evidence-gpu-reduced, hpo, imagenet-smoke, paper-amount" in \
         capsys.readouterr().err
 
 
