@@ -14,9 +14,9 @@ on CUDA, set up by Ray Train) and relays what its rank 0 reports to Tune.
   study's `max_failures`: the same number of retries a single-process trial gets) from the newest
   reported checkpoint (`ray.train.get_checkpoint()`), into the same MLflow run; an epoch logged
   before its checkpoint was kept is not logged again (`MlflowTrialLogger.report`).
-- A driver that dies: the resumed study's new Ray trial finds the kept checkpoint in the Train
-  run's folder inside the dead trial's folder (`study.reconcile.find_checkpoint`) and starts its
-  Train run from it (`resume_from_checkpoint`).
+- A driver that dies: the resumed study's new Ray trial starts a new Train run, whose rank 0 finds
+  the kept checkpoint in the dead Train run's folder inside the dead trial's folder
+  (`study.reconcile.find_checkpoint`) and every worker continues from it (`resume_from`).
 """
 
 from __future__ import annotations
@@ -80,8 +80,7 @@ def train_parallel(cfg: TrialConfig, study: dict[str, Any], number: int) -> None
             failure_config=ray.train.FailureConfig(max_failures=scale["max_failures"]),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
             callbacks=[TuneReportCallback()]),
-        resume_from_checkpoint=restore_point(study, number, cfg),
-    )
+    )  # no `resume_from_checkpoint` (Ray Train V2 refuses it): each group start looks itself (`resume_from`)
     trainer.fit()
 
 

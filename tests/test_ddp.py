@@ -137,7 +137,7 @@ def test_without_syncbn_or_without_gradient_averaging_the_step_differs(two_worke
 # --- a study of data-parallel trials, one worker SIGKILLed mid-run ---------------------------------
 
 NAME = "ddp"
-EPOCHS = 5
+EPOCHS = 6
 SPEC = {
     # about 2 s an epoch here: the kill lands mid-run, after the first checkpoint
     "trial": {"dataset": "synthetic", "train_size": 2048, "image_size": 16, "model": "smallcnn", "epochs": EPOCHS,
@@ -185,46 +185,63 @@ def epochs_logged(uri: str) -> list[int]:
     return [m.step for r in runs for m in client.get_metric_history(r.info.run_id, "train/loss")]
 
 
+def kept_epoch(folder: Path) -> int:
+    """The newest epoch any Train run of the study kept a checkpoint of (0: none yet)."""
+    return max((torch.load(c, weights_only=True)["epoch"] for c in
+                folder.glob("trial_*/train_*/checkpoint_*/checkpoint.pt")), default=0)
+
+
 @pytest.mark.slow
-def test_a_worker_killed_mid_run_resumes_into_the_trials_own_run(tmp_path):
+def test_a_data_parallel_trial_survives_a_killed_worker_and_then_a_killed_driver(tmp_path):
+    """One study, two faults (one Ray start, to keep the suite short):
+    1. a Train worker SIGKILLed mid-run after epoch 1 is checkpointed: Ray Train restarts the whole
+       group, which goes on from the newest kept checkpoint (not from scratch, nor from Ray Train's
+       lagging view of its checkpoints) into the trial's own run;
+    2. later, the driver with its Ray cluster and both workers SIGKILLed (the process group: a lost
+       machine, `kill -9` of a job): `study resume` starts a new Train run that continues from the
+       dead run's kept checkpoint.
+    At the end: one run, FINISHED, every epoch logged once, Optuna agrees."""
     uri, storage = f"sqlite:///{tmp_path / 'mlflow.db'}", f"sqlite:///{tmp_path / 'optuna.db'}"
     spec = tmp_path / "ddp.yaml"
     spec.write_text(yaml.safe_dump(SPEC))
+    env = {**study_env(), "MOLLIFY_NO_ESTIMATE": "1"}
     driver = subprocess.Popen(study_cmd(tmp_path, "launch", str(spec), "--name", NAME, "--tracking-uri", uri,
                                         "--storage", storage),
-                              env={**study_env(), "MOLLIFY_NO_ESTIMATE": "1"}, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True)
     trial_folder = tmp_path / "runs" / NAME / "tune"
     try:
-        deadline = time.monotonic() + 400
         # epoch 1 logged by rank 0 and its checkpoint kept by Ray Train: then kill a worker, mid-epoch 2
-        while not (list(trial_folder.glob("trial_*/train_*/checkpoint_*/checkpoint.pt")) and epochs_logged(uri)):
-            assert driver.poll() is None and time.monotonic() < deadline, driver.stdout.read()[-4000:] if \
-                driver.poll() is not None else "epoch 1 never logged"
-            time.sleep(0.05)
+        assert wait_until(lambda: kept_epoch(trial_folder) >= 1 and epochs_logged(uri), driver, 400), \
+            "epoch 1 never logged"
         workers = train_workers(driver.pid)
         assert len(workers) == 2, workers
         assert epochs_logged(uri) != list(range(1, EPOCHS + 1)), "the trial ended before the kill"
-        kept = max(torch.load(c, weights_only=True)["epoch"]
-                   for c in trial_folder.glob("trial_*/train_*/checkpoint_*/checkpoint.pt"))
+        kept = kept_epoch(trial_folder)
         os.kill(max(workers), signal.SIGKILL)
         # Ray Train restarts the whole group: two new workers, none of the old ones
         restarted = wait_until(lambda: new_group(driver.pid, workers), driver, 300)
-        out, _ = driver.communicate(timeout=600)
+        assert restarted, "the worker group was not restarted after the kill"
+        # the restarted group checkpoints epochs of its own: then the whole driver goes
+        assert wait_until(lambda: kept_epoch(trial_folder) >= kept + 2, driver, 300), "no epoch after the restart"
+        assert epochs_logged(uri) != list(range(1, EPOCHS + 1)), "the trial ended before the driver was killed"
     finally:
-        if driver.poll() is None:
-            os.killpg(driver.pid, signal.SIGKILL)
-            driver.communicate()
-    assert driver.returncode == 0, out[-4000:]
-    assert restarted, "the worker group was not restarted after the kill"
-    # the new group went on from the newest checkpoint kept (the one before the kill, or one rank 0
-    # was writing as it happened), not from scratch or Ray Train's lagging view of its checkpoints
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.communicate()
+    # the restarted group went on from the newest checkpoint kept (the one before the kill, or one
+    # rank 0 was writing as it happened)
     log = (tmp_path / "runs" / NAME / "study.log").read_text()
-    after = {float(e) for pid in restarted for e in re.findall(
-        rf"pid={pid}\)\S* Reporting training result \d+: TrainingReport\(checkpoint=.*?metrics=\{{'epoch': ([\d.]+)", log)}
-    assert after and min(after) - 1 in (kept, kept + 1), (kept, after)
-    assert after == {float(e) for e in range(int(min(after)), EPOCHS + 1)}, (kept, after)
+    after = sorted({float(e) for pid in restarted for e in re.findall(
+        rf"pid={pid}\)\S* Reporting training result \d+: TrainingReport\(checkpoint=.*?metrics=\{{'epoch': ([\d.]+)", log)})
+    assert after and after[0] - 1 in (kept, kept + 1), (kept, after)
+    assert after == [float(e) for e in range(int(after[0]), int(after[-1]) + 1)], (kept, after)
+    logged = sorted(epochs_logged(uri))
+    resumed = subprocess.run(study_cmd(tmp_path, "resume", NAME), env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-4000:]
     assert_whole_study(uri, storage, NAME, trials=1, epochs=EPOCHS)  # one run, FINISHED, each epoch once, Optuna agrees
+    client, _, runs = trial_runs(uri, NAME)
+    history = sorted(client.get_metric_history(runs[0].info.run_id, "train/loss"), key=lambda m: m.step)
+    assert [m.step for m in history][:len(logged)] == logged  # what was logged before the kill stayed
 
 
 def new_group(driver: int, old: list[int]) -> list[int] | None:
