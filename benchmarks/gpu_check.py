@@ -58,8 +58,9 @@ import gpu_select  # noqa: E402  (the pytest plugin; also refuses the forbidden 
 FORBIDDEN = ("ray", "mlflow", "optuna")  # absent on the GPU machine
 OPTIONAL = ("yaml", "torchmetrics", "numpy", "PIL", "pytest", "hypothesis", "scipy", "skimage", "cv2")
 PAPER_PRESETS = ("paper-baselines", "paper-amount", "paper-schedule", "paper-type", "evidence-gpu",
-                 "evidence-gpu-reduced")
-DATASET_SHAPES = {"cifar10": (32, 10), "cifar100": (32, 100), "tinyimagenet": (64, 200), "synthetic": (32, 10)}
+                 "evidence-gpu-reduced", "paper-imagenet")
+DATASET_SHAPES = {"cifar10": (32, 10), "cifar100": (32, 100), "tinyimagenet": (64, 200), "synthetic": (32, 10),
+                  "imagenet": (224, 1000)}
 
 
 @dataclass(frozen=True)
