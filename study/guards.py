@@ -25,6 +25,7 @@ from contract import KIND_TAG
 from study.record import RECORD_FILE, StudyRecord, safe_uri
 from study.spec import StudySpec
 from trainables.config import TrialConfig
+from trainables.corruptions.provision import check_corrupted_set
 from trainables.data import (CIFAR_CLASSES, DatasetError, DatasetNotFoundError, check_holdout, class_counts,
                              prepare_dataset)
 
@@ -224,13 +225,20 @@ OFFLINE_HINT = "; without a network, `make quickstart-offline` runs the quicksta
 
 def prepare_data(spec: StudySpec) -> None:
     """Download or find every dataset the trials read, once, here (see trainables.data.prepare_dataset),
-    and check that the data can serve every trial's validation split (`check_holdouts`)."""
+    check that the data can serve every trial's validation split (`check_holdouts`) and that an
+    official or generated corrupted set holds every cell a trial is scored on (not found missing
+    after the trials trained)."""
     for name, root in datasets(spec):
         try:
             prepare_dataset(name, root)
         except DatasetNotFoundError as err:  # one line: where the files must be, where they come from
             raise StudyError(f"{err}{OFFLINE_HINT if name in CIFAR_CLASSES else ''}") from None
     check_holdouts(spec)
+    for cfg in map(TrialConfig.from_dict, spec.search.configs()):
+        try:
+            check_corrupted_set(cfg)
+        except FileNotFoundError as err:
+            raise StudyError(str(err)) from None
 
 
 def check_holdouts(spec: StudySpec) -> None:

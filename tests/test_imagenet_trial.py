@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 import torch
 from PIL import Image
 
@@ -137,3 +138,35 @@ def test_an_imagenet_trial_trains_evaluates_and_scores_imagenet_c(imagenet, sour
     assert result.model_card["image_size"] == [32, 32] and result.model_card["dataset"] == "imagenet"
     assert list(result.model_card["classes"]) == sorted(WNIDS)
     assert "imagenet" in STREAMED
+
+
+def test_a_missing_release_cell_fails_the_trial_before_it_trains(imagenet, tmp_path: Path) -> None:
+    """A trial scored on the official ImageNet-C is refused in one line when a cell is missing,
+    before its first epoch (not after its last), pointing at the release and on-the-fly cells."""
+    root, corrupted = imagenet
+    reports: list[dict] = []
+    cfg = _config(root, corruption_source="official", corruption_path=str(tmp_path), severities="1,5")
+    with pytest.raises(FileNotFoundError, match=r"gaussian_noise/1 not found.*zenodo.*on_the_fly") as err:
+        run_trial(cfg, report=lambda metrics, _: reports.append(metrics))
+    assert reports == [] and "\n" not in str(err.value)
+    partial = tmp_path / "partial"
+    (partial / "gaussian_noise" / "1").mkdir(parents=True)  # one cell of the four asked for
+    with pytest.raises(FileNotFoundError, match="gaussian_noise/5 not found"):
+        run_trial(cfg.replace(corruption_path=str(partial)), report=lambda metrics, _: reports.append(metrics))
+    assert reports == []
+
+
+def test_a_study_scored_on_a_missing_release_is_refused_before_anything_is_written(imagenet, tmp_path, capsys):
+    from study.__main__ import main
+
+    root, _ = imagenet
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"name": "inet", "trial": {"dataset": "imagenet", "data_root": str(root),
+                                                             "corruption_source": "official",
+                                                             "corruption_path": str(tmp_path / "ImageNet-C")},
+                                    "search": {"algorithm": "grid", "grid": [{"mollify": [False, True]}]}}))
+    code = main(["--runs-dir", str(tmp_path / "runs"), "launch", str(spec),
+                 "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}", "--storage", f"sqlite:///{tmp_path / 'o.db'}"])
+    assert code == 2
+    assert "ImageNet-C (official corrupted set)" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "m.db").exists()

@@ -27,7 +27,7 @@ from trainables.checkpoint import (CHECKPOINT_FILE, CheckpointError, TrainState,
                                    read_checkpoint)
 from trainables.config import ConfigError, TrialConfig
 from trainables.consistency import consistency_loss
-from trainables.corruptions.provision import resolve_corruption_set
+from trainables.corruptions.provision import check_corrupted_set, resolve_corruption_set
 from trainables.distributed import Workers, global_batch_norm
 from trainables.evaluate import float32_digits
 from trainables.evaluation import evaluate_clean, evaluate_corrupted, evaluate_validation
@@ -175,6 +175,7 @@ def run_trial(cfg: TrialConfig, report: Report | None = None, checkpoint_dir: st
     checkpoint and reports one (the others report their metrics with no checkpoint), and only its
     result holds evaluation metrics."""
     cfg = resolve_corruption_set(cfg)  # callers resolve it first, to log what runs; a no-op then
+    check_corrupted_set(cfg)  # before training, not after its last epoch
     device = resolve_device(cfg.device)
     train, valid, test = load_splits(cfg, device)
     steps = steps_per_epoch(cfg, len(train))

@@ -28,7 +28,8 @@ import torch
 from trainables.corruptions.generate import GenerateRequest, generate_corrupted_set
 from trainables.corruptions.registry import SEVERITIES
 from trainables.corruptions.protocols import RELEASE_PROTOCOL, effective_jpeg, release_jpeg
-from trainables.corruptions.releases import NPY_DATASETS, TREE_DATASETS, release_folder
+from trainables.corruptions.releases import (NPY_DATASETS, TREE_DATASETS, OfficialSetNotFoundError, is_npy_set,
+                                             missing_message, release_folder)
 
 if TYPE_CHECKING:
     from trainables.config import TrialConfig
@@ -99,6 +100,23 @@ def holds_cells(dataset: str, folder: Path, corruptions: Sequence[str], severiti
     if dataset in TREE_DATASETS:
         return all((folder / c / str(s)).is_dir() for c in corruptions for s in severities)
     return False
+
+
+def check_corrupted_set(cfg: "TrialConfig") -> None:
+    """An official or generated set the trial will be scored on must hold every cell it asks for
+    before the trial trains, not be found missing after its last epoch (hours later on ImageNet).
+    Only folders are looked at; raises OfficialSetNotFoundError naming the first missing cell."""
+    spec = cfg.corruption_spec
+    if spec is None or spec.source not in ("official", "generated"):
+        return
+    root = Path(spec.path).expanduser()
+    folder = release_folder(cfg.dataset, root)
+    npy = cfg.dataset in NPY_DATASETS or is_npy_set(cfg.dataset, root)
+    for corruption in spec.corruptions:
+        for severity in spec.severities:
+            cell = folder / (f"{corruption}.npy" if npy else f"{corruption}/{severity}")
+            if not (cell.is_file() if npy else cell.is_dir()):
+                raise OfficialSetNotFoundError(missing_message(cfg.dataset, cell, root, spec.source, corruption))
 
 
 def covers(folder: Path, req: SetRequest) -> bool:

@@ -25,7 +25,7 @@ from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
 from trainables.corruptions.protocols import TREE_DATASETS
 from trainables.corruptions.registry import validate_corruptions, validate_severities
-from trainables.data import DATASET_STATS, ImageSet
+from trainables.data import DATASET_STATS, STREAMED, ImageSet
 from trainables.data.base import FileSplit
 
 NPY_DATASETS = ("cifar10", "cifar100", "synthetic")  # stored as <corruption>.npy + labels.npy
@@ -190,6 +190,9 @@ def missing_message(dataset: str, missing: Path, out: Path, source: str, corrupt
     only = f" --corruptions {corruption}" if source == "generated" and corruption else ""
     generate = (f"python -m trainables.corruptions generate --dataset {dataset} --out {out} "
                 f"--data-root DATA_ROOT{only}")
+    if url is not None and dataset in STREAMED:  # too large to generate whole (config.py refuses it)
+        return (f"{name} ({source} corrupted set): {missing} {problem}; download the official release "
+                f"{url} and extract it into {out}, or evaluate on the fly (corruption_source: on_the_fly)")
     if url is not None and source == "official":
         return (f"{name} ({source} corrupted set): {missing} {problem}; download the official release "
                 f"{url} and extract it into {out}, or generate it: {generate}")
