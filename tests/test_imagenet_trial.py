@@ -170,3 +170,37 @@ def test_a_study_scored_on_a_missing_release_is_refused_before_anything_is_writt
     assert code == 2
     assert "ImageNet-C (official corrupted set)" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists() and not (tmp_path / "m.db").exists()
+
+
+@pytest.mark.slow  # about 40 s: a Ray cluster and a Ray Train group of 2
+def test_an_imagenet_search_of_data_parallel_trials_streams_on_every_worker(imagenet, tmp_path: Path) -> None:
+    """ImageNet and data-parallel trials together, as `imagenet-smoke` runs them: each of 2 workers
+    streams its part of every global batch through its own DALI pipeline; rank 0 evaluates on the
+    streamed test split and ImageNet-C from the release's folders and logs; the study ends whole."""
+    from helpers import assert_whole_study, run_to_end, study_cmd, study_env
+
+    root, corrupted = imagenet
+    trial = {"dataset": "imagenet", "data_root": str(root), "model": "smallcnn", "image_size": 32, "epochs": 2,
+             "batch_size": 8, "lr": 0.05, "augment": "none", "valid_per_class": 2, "valid_corrupt_images": 6,
+             "corruption_source": "official", "corruption_path": str(corrupted), "corruptions": ",".join(CORRUPTIONS),
+             "severities": "1,5", "eval_batch_size": 4, "device": "cpu"}
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"name": "inet", "trial": trial,
+                                    "search": {"algorithm": "tpe", "objectives": [["valid/error", "min"]],
+                                               "num_samples": 1,
+                                               "space": {"beta": {"type": "float", "low": 1, "high": 9}}},
+                                    "resources": {"workers": 2, "cpus_per_worker": 1}, "max_concurrent": 1}))
+    uri, storage = f"sqlite:///{tmp_path / 'mlflow.db'}", f"sqlite:///{tmp_path / 'optuna.db'}"
+    done = run_to_end(study_cmd(tmp_path, "launch", str(spec), "--tracking-uri", uri, "--storage", storage,
+                                "--no-figures"), env={**study_env(), "MOLLIFY_NO_ESTIMATE": "1"}, timeout=400)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    assert_whole_study(uri, storage, "inet", trials=1, epochs=2)
+    from mlflow.tracking import MlflowClient
+    run = next(r for r in MlflowClient(uri).search_runs(
+        [MlflowClient(uri).get_experiment_by_name("inet").experiment_id]) if r.data.tags.get("mollify.kind") == "trial")
+    metrics = run.data.metrics
+    assert metrics["train/images_per_s"] > 0
+    for name in ("clean/error", "valid/error", "valid/corrupt/error", "corrupt/error"):
+        assert 0 <= metrics[name] <= 1, name
+    # the clean split whole: 15 images
+    assert metrics["clean/error"] * 15 == pytest.approx(round(metrics["clean/error"] * 15), abs=1e-3)

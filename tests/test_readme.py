@@ -56,6 +56,10 @@ NOT_RUN: dict[str, str] = {
         "needs a trial trained on Tiny ImageNet; tests/test_reevaluate.py does this",
     f"{PY} -m trainables.corruptions generate --dataset cifar10 --out data/CIFAR-10-C --data-root data":
         "needs CIFAR-10; tests/test_corruption_sets.py generates sets",
+    "make imagenet-smoke": "tests/test_imagenet_smoke.py builds the folder from the real Tiny ImageNet images",
+    f"{PY} -m study launch imagenet-smoke": "about 4 minutes of ResNet-50 on 2 cores; its parts run in "
+                                            "tests/test_imagenet_trial.py (an ImageNet search of 2-worker trials) "
+                                            "and tests/test_ddp.py",
 }
 
 
