@@ -81,7 +81,31 @@ def train_parallel(cfg: TrialConfig, study: dict[str, Any], number: int) -> None
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
             callbacks=[TuneReportCallback()]),
     )  # no `resume_from_checkpoint` (Ray Train V2 refuses it): each group start looks itself (`resume_from`)
-    trainer.fit()
+    try:
+        trainer.fit()
+    except ray.train.TrainingFailedError as err:  # its retries spent: the run says why, then Tune retries
+        record_failure(study, number, err)
+        raise
+
+
+def record_failure(study: dict[str, Any], number: int, err: Exception) -> None:
+    """End the trial's run FAILED, saying why (rank 0's error when it failed, else the first
+    worker's), once Ray Train has given up on the group. The workers themselves leave the run
+    open: a worker that fails while Ray Train restarts the group (an error from its peers' dying
+    collective, a moment after the new group reopened the run) would otherwise end a run that
+    is still going on."""
+    from study.trainable import existing_run, mark_failed  # noqa: PLC0415 (study.trainable imports this module)
+
+    client = MlflowClient(study["tracking_uri"])
+    run = existing_run(client, study["name"], number)
+    if run is None or run_state(run) in ("finished", "stopped"):
+        return  # a finished record is never modified
+    failures = getattr(err, "worker_failures", {}) or {}
+    cause = failures.get(0) or next(iter(failures.values()), None) or err
+    while getattr(cause, "cause", None) is not None:  # Ray wraps a worker's own exception
+        cause = cause.cause
+    why = (str(cause).strip().splitlines() or [""])[0][:500]
+    mark_failed(client, run.info.run_id, f"{type(cause).__name__}: {why}")
 
 
 def trial_storage(study: dict[str, Any], trial_id: str) -> str:
@@ -126,15 +150,11 @@ def train_worker(loop: dict[str, Any]) -> None:
         if metrics["epoch"] < cfg.epochs:  # the last one goes to Ray once the run is complete, below
             report_to_train(metrics, saved)
 
-    try:
+    try:  # a failure leaves the run open: Ray Train restarts the group, or ends it (`record_failure`)
         result = run_trial(cfg, report=report, checkpoint_dir=folder, workers=workers)
         if logger is not None:
             logger.finish(result)
         report_to_train(result.history[-1], folder if workers.main else None)
-    except BaseException as err:
-        if logger is not None:
-            logger.fail(err)
-        raise
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

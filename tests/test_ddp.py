@@ -97,6 +97,9 @@ def two_workers_one_step(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("ddp-step")
     x, y = one_batch(CFG)
+    # ray.init installs its own SIGTERM and SIGINT handlers in this (pytest's) process, and
+    # shutdown leaves them: put pytest's back, as later tests check what the handlers are.
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="ERROR",
              # the workers import this module (their loop) from the tests folder
              runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([str(Path(__file__).parent),
@@ -107,6 +110,8 @@ def two_workers_one_step(tmp_path_factory):
                      run_config=ray.train.RunConfig(storage_path=str(out / "ray"), name="step")).fit()
     finally:
         ray.shutdown()
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
     state = build_state(CFG, 10, 4, CPU)
     train_step(CFG, state, state.model, x, y, create_loss(CFG.loss))
     return [torch.load(out / f"rank{r}.pt") for r in range(2)], after_step(state.model)

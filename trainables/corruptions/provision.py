@@ -106,9 +106,9 @@ def check_corrupted_set(cfg: "TrialConfig") -> None:
     """An official or generated set the trial will be scored on must hold every cell it asks for
     before the trial trains, not be found missing after its last epoch (hours later on ImageNet).
     Only folders are looked at; raises OfficialSetNotFoundError naming the first missing cell."""
-    spec = cfg.corruption_spec
-    if spec is None or spec.source not in ("official", "generated"):
+    if cfg.corruption_source not in ("official", "generated"):  # `auto` is made concrete first
         return
+    spec = cfg.corruption_spec
     root = Path(spec.path).expanduser()
     folder = release_folder(cfg.dataset, root)
     npy = cfg.dataset in NPY_DATASETS or is_npy_set(cfg.dataset, root)
