@@ -301,3 +301,23 @@ def test_a_data_parallel_trial_costs_all_its_workers_and_its_spec_reads_back():
     assert trials_that_fit(spec.resources, {"CPU": 2, "GPU": 0}) == 1  # never 0: check_resources refuses that
     one = parse_spec({**GRID, "resources": {"workers": 1, "gpus_per_worker": 0.5}})
     assert (one.cpus, one.gpus) == (1.0, 0.5)
+
+
+@pytest.mark.slow
+def test_a_data_parallel_trial_that_fails_ends_its_run_failed_with_the_workers_cause(tmp_path):
+    """The workers leave the run open when they fail (Ray Train may restart the group); once it
+    gives up, the run ends FAILED saying what rank 0 raised, here a diverged loss."""
+    spec = tmp_path / "divg.yaml"
+    spec.write_text(yaml.safe_dump({
+        "name": "divg", "trial": {**SPEC["trial"], "lr": 1e30, "epochs": 2, "train_size": 256},
+        "search": {"algorithm": "grid", "grid": [{"beta": [2]}]},
+        "resources": {"workers": 2, "cpus_per_worker": 1}, "max_failures": 0}))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    done = subprocess.run(study_cmd(tmp_path, "launch", str(spec), "--tracking-uri", uri, "--storage",
+                                    f"sqlite:///{tmp_path / 'optuna.db'}", "--no-figures"),
+                          env={**study_env(), "MOLLIFY_NO_ESTIMATE": "1"}, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 1, (done.stdout + done.stderr)[-3000:]  # 1: some trials failed
+    _, _, runs = trial_runs(uri, "divg")
+    [run] = runs
+    assert run.info.status == "FAILED"
+    assert run.data.tags["mollify.status"].startswith("failed: TrialDivergedError: the training loss became nan")
