@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from trainables.config import ConfigError, TrialConfig
-from trainables.data import STREAMED, FileSplit, load_dataset, split_validation, split_validation_files
+from trainables.data import STREAMED, load_dataset, split_validation, split_validation_files
 from trainables.data.streamed import (STREAM_IMAGE_SIZE, Split, StreamedSplit, eval_batches_of, first,  # noqa: F401
                                       image_shape, interleave_classes)
 
