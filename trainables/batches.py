@@ -18,10 +18,9 @@ from trainables.config import ConfigError, TrialConfig
 from trainables.consistency import mollify_views, three_views
 from trainables.data import ImageSet
 from trainables.data.streamed import Split
-from trainables.distributed import Workers
+from trainables.distributed import Workers, rank_order
 from trainables.mollify import mollify
 from trainables.pipeline import normalize, to_unit
-from trainables.seeds import generator
 
 
 
@@ -88,15 +87,10 @@ def epoch_batches(cfg: TrialConfig, train: Split, epoch: int, steps: int, device
                                  steps=steps, seed=cfg.seed, epoch=epoch, rank=workers.rank, world=workers.world,
                                  device=device)
         return
-    order = torch.randperm(len(train), generator=generator(cfg.seed, "order", epoch)).to(device)
-    for step in range(steps):
-        index = workers.shard(order[step * cfg.batch_size:(step + 1) * cfg.batch_size])
+    order = rank_order(len(train), batch_size=cfg.batch_size, steps=steps, seed=cfg.seed, epoch=epoch,
+                       rank=workers.rank, world=workers.world).to(device)  # one host-to-device copy an epoch
+    for index in order.view(steps, -1):
         yield train.images[index], train.labels[index]
-
-
-def draw(train: ImageSet, index: Tensor) -> tuple[Tensor, Tensor]:
-    """The images at `index` in [0, 1] (B, C, H, W) and their one-hot labels (B, K)."""
-    return to_unit(train.images[index]), F.one_hot(train.labels[index], train.num_classes).float()
 
 
 def device_layout(x: Tensor) -> Tensor:

@@ -19,7 +19,7 @@ import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
 from torch import Tensor, nn
 
-from trainables.seeds import derive_seed
+from trainables.seeds import derive_seed, generator
 
 
 @dataclass(frozen=True)
@@ -134,3 +134,14 @@ def global_batch_norm(module: nn.Module) -> nn.Module:
     for name, child in module.named_children():
         setattr(module, name, global_batch_norm(child))
     return module
+
+
+def rank_order(n: int, *, batch_size: int, steps: int, seed: int, epoch: int, rank: int = 0, world: int = 1) -> Tensor:
+    """The indices of n images that rank `rank` of `world` reads in epoch `epoch`, in order, on the
+    CPU: (steps * b,) int64, b = batch_size // world. A permutation drawn from (seed, epoch) alone;
+    global batch t is its t-th slice of `batch_size`, and each rank takes its contiguous b of it,
+    so the ranks together read exactly the one-worker batches. Splits in memory and streamed
+    ones (trainables.data.stream) read in this order."""
+    perm = torch.randperm(n, generator=generator(seed, "epoch order", epoch))
+    b = Workers(rank, world).part(batch_size)
+    return perm[:steps * batch_size].view(steps, batch_size)[:, rank * b:(rank + 1) * b].reshape(-1)

@@ -94,7 +94,7 @@ def check_input_size(cfg: TrialConfig, model: nn.Module, train: Split) -> None:
     """One image through the fresh network before any training: an image size too small for the
     model (its pooling would shrink the maps below one pixel) fails here, in one line, instead
     of in the first step."""
-    x = torch.zeros((1, *image_shape(train)), device=next(model.parameters()).device)
+    x = torch.zeros((1, *image_shape(train)), device=model_device(model))
     was_training = model.training
     model.eval()
     try:

@@ -111,7 +111,7 @@ def _cell_logits(model: nn.Module, test: Split, spec: CorruptionSpec, name: str,
                  dataset: str, batch_size: int, precision: str,
                  data_root: str | Path | None) -> tuple[Tensor, Tensor]:
     if spec.source == "on_the_fly":
-        g = cell_generator(spec.seed, name, severity, test.labels.device)
+        g = cell_generator(spec.seed, name, severity, test.device)
         jpeg = effective_jpeg(dataset, spec.jpeg)
 
         def transform(x: Tensor) -> Tensor:

@@ -27,6 +27,7 @@ from trainables.corruptions.protocols import TREE_DATASETS
 from trainables.corruptions.registry import validate_corruptions, validate_severities
 from trainables.data import DATASET_STATS, STREAMED, ImageSet
 from trainables.data.base import FileSplit
+from trainables.data.imagenet import jpeg_names
 
 NPY_DATASETS = ("cifar10", "cifar100", "synthetic")  # stored as <corruption>.npy + labels.npy
 # TREE_DATASETS: their releases are stored as <corruption>/<severity>/<wnid>/*.JPEG (protocols.py)
@@ -138,7 +139,7 @@ def tree_cell_files(dataset: str, path: str | Path, corruption: str, severity: i
     paths: list[str] = []
     labels: list[int] = []
     for label, wnid in enumerate(wnids):
-        names = _jpeg_names(os.path.join(folder, wnid))
+        names = jpeg_names(os.path.join(folder, wnid))
         if not names:
             problem = f"holds no {wnid}/*.JPEG (class {label} of the {len(wnids)} asked for)"
             raise OfficialSetNotFoundError(missing_message(dataset, folder, Path(path), source, corruption, problem))
@@ -147,15 +148,6 @@ def tree_cell_files(dataset: str, path: str | Path, corruption: str, severity: i
     mean, std = DATASET_STATS[dataset]
     return FileSplit(root=folder, paths=tuple(paths), labels=torch.tensor(labels, dtype=torch.int64),
                      class_names=tuple(wnids), wnids=tuple(wnids), mean=mean, std=std)
-
-
-def _jpeg_names(folder: str) -> list[str]:
-    """The JPEG files' names in `folder`, sorted ([] if it is absent); one scandir, no Path per file."""
-    try:
-        with os.scandir(folder) as entries:
-            return sorted(e.name for e in entries if e.name.lower().endswith((".jpeg", ".jpg")) and e.is_file())
-    except (FileNotFoundError, NotADirectoryError):
-        return []
 
 
 def _natural(path: Path) -> list:

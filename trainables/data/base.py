@@ -69,6 +69,10 @@ class ImageSet:
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
+
     def to(self, device: str | torch.device) -> ImageSet:
         """The same set with its tensors on `device` (no copy when already there)."""
         return dataclasses.replace(self, images=self.images.to(device), labels=self.labels.to(device))

@@ -97,7 +97,7 @@ def _check_val_classes(root: Path, train_wnids: tuple[str, ...]) -> None:
     val = root / "val"
     if not val.is_dir():
         raise DatasetNotFoundError(imagenet_missing_message(root, "no val/ folder"))
-    loose = _jpeg_names(val)
+    loose = jpeg_names(val)
     if loose:
         raise DatasetError(imagenet_missing_message(
             root, f"val/ is flat ({len(loose)} images directly in it, e.g. {loose[0]}): run the usual valprep "
@@ -118,7 +118,7 @@ def _list_classes(root: Path, folder: Path, wnids: tuple[str, ...],
     empty = []
     for label, wnid in enumerate(wnids):
         class_folder = os.path.join(folder, wnid)
-        names = _jpeg_names(class_folder)
+        names = jpeg_names(class_folder)
         paths += [os.path.join(class_folder, name) for name in names]
         labels += [label] * len(names)
         empty += [] if names else [wnid]
@@ -140,7 +140,7 @@ def _subfolders(folder: Path) -> tuple[str, ...]:
         return ()
 
 
-def _jpeg_names(folder: str | Path) -> list[str]:
+def jpeg_names(folder: str | Path) -> list[str]:
     """Sorted names of the JPEG files in `folder` ([] if absent): one scandir, no Path per file."""
     try:
         with os.scandir(folder) as it:

@@ -33,7 +33,8 @@ import torch
 from torch import Tensor
 
 from trainables.data.base import FileSplit
-from trainables.seeds import derive_seed, generator
+from trainables.distributed import rank_order
+from trainables.seeds import derive_seed
 
 PREFETCH = 2  # batches DALI prepares ahead (its prefetch_queue_depth): the loader's memory bound
 CROP_AREA = (0.08, 1.0)  # random-resized crop as torchvision's RandomResizedCrop and NVIDIA's ResNet-50
@@ -66,13 +67,6 @@ def train_batches(files: FileSplit, *, image_size: int, batch_size: int, steps: 
     dali_seed = derive_seed(seed, "stream", epoch, rank) % 2**31
     pipe = _pipeline(shard, image_size, batch_size // world, device, threads, dali_seed, train=True, resize=0)
     return _batches(pipe, device, partial=False, limit=steps)
-
-
-def rank_order(n: int, *, batch_size: int, steps: int, seed: int, epoch: int, rank: int, world: int) -> Tensor:
-    """The file indices rank `rank` reads in epoch `epoch`, in order: (steps * b,) int64."""
-    perm = torch.randperm(n, generator=generator(seed, "stream", epoch))
-    b = batch_size // world
-    return perm[:steps * batch_size].view(steps, batch_size)[:, rank * b:(rank + 1) * b].reshape(-1)
 
 
 def eval_batches(files: FileSplit, *, image_size: int, batch_size: int, device: torch.device,
