@@ -20,7 +20,7 @@ from matplotlib import colormaps
 from matplotlib.colors import to_hex
 
 from analysis.mlflow_io import META_COLUMNS, METRIC_PREFIX
-from contract import ACTIVE_WHEN, MOLLIFYING, Rule, rule_holds
+from contract import ACTIVE_WHEN, LOADER_AUGMENTATION, MOLLIFYING, Rule, rule_holds
 
 NA = "n/a"  # a knob that had no effect in this run (see the module docstring)
 BOOKKEEPING = ("data_root", "device", "compile", "eval_every", "eval_batch_size")
@@ -75,10 +75,12 @@ def format_number(value: Any) -> str:
     return f"{value:.3g}"
 
 
-def augment_words(augment: Any) -> str:
-    if not isinstance(augment, str):
-        return "no augmentation"
-    return " + ".join(AUGMENT_NAMES.get(part, part) for part in augment.split("+"))
+def augment_words(augment: Any, dataset: Any = None) -> str:
+    """The base augmentation in words, the loader's own first (ImageNet's crop and flip)."""
+    loader = LOADER_AUGMENTATION.get(dataset) if isinstance(dataset, str) else None
+    parts = augment.split("+") if isinstance(augment, str) and augment != "none" else []
+    words = [AUGMENT_NAMES.get(part, part) for part in parts]
+    return " + ".join(([loader] if loader else []) + words) or "no augmentation"
 
 
 def roles_words(roles: str) -> str:
@@ -91,7 +93,7 @@ def roles_words(roles: str) -> str:
 def _mollification_words(p: Mapping[str, Any], varying: set[str]) -> str | None:
     if p.get("mollify") is False:
         return "no mollification" if "augment" in varying else (
-            f"{augment_words(p.get('augment'))}, no mollification")
+            f"{augment_words(p.get('augment'), p.get('dataset'))}, no mollification")
     roles = p.get("roles")
     return roles_words(roles) if isinstance(roles, str) else "mollification"
 
@@ -120,7 +122,7 @@ def _phrase(key: str, p: Mapping[str, Any], varying: set[str]) -> str | None:
     if key == "dataset":
         return DATASET_NAMES.get(value, str(value))
     if key == "augment":
-        return augment_words(value)
+        return augment_words(value, p.get("dataset"))
     if key == "jsd":
         return "JSD" if value else None
     if key == "num_classes":
@@ -147,7 +149,10 @@ def describe(params: Mapping[str, Any], varying: Iterable[str]) -> str:
     phrases = [p for p in dict.fromkeys(phrases) if p]  # drop empties and repeats, keep order
     if phrases:
         return ", ".join(phrases)
-    return f"{augment_words(params.get('augment'))}, {_mollification_words(params, set())}"
+    mollification = _mollification_words(params, set())  # unmollified: it names the augmentation itself
+    if params.get("mollify") is False:
+        return mollification
+    return f"{augment_words(params.get('augment'), params.get('dataset'))}, {mollification}"
 
 
 # --- configurations -------------------------------------------------------------------------------

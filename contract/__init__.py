@@ -56,6 +56,10 @@ RELIABILITY_DIR = "reliability"  # on trial runs: reliability/<set>.json, the bi
 MODEL_ARTIFACT = "model"  # on trial runs: mlflow.pytorch.load_model("runs:/<run id>/model")
 CELLS_ARTIFACT = "cells.json"  # beside the summaries it details: corrupt/cells.json, eval/<set>/corrupt/cells.json
 REPORT_DIR = "figures"  # where the report is attached to the parent run
+# What a streamed dataset's loader applies to every training image before the config's `augment`
+# (trainables/data/stream.py): ImageNet's random-resized crop and flip. A trial with `augment: none`
+# on it is not unaugmented, and the analysis must not call it so.
+LOADER_AUGMENTATION = {"imagenet": "random-resized crop + flip"}
 
 # --- which knobs act -----------------------------------------------------------------------------
 # A knob has an effect only under some settings (METHOD.md section 1): the mollification knobs only

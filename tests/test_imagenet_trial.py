@@ -204,3 +204,18 @@ def test_an_imagenet_search_of_data_parallel_trials_streams_on_every_worker(imag
         assert 0 <= metrics[name] <= 1, name
     # the clean split whole: 15 images
     assert metrics["clean/error"] * 15 == pytest.approx(round(metrics["clean/error"] * 15), abs=1e-3)
+
+
+def test_the_loaders_own_augmentation_is_named_in_the_analysis_labels() -> None:
+    """A streamed dataset's loader crops and flips every training image (contract.LOADER_AUGMENTATION,
+    declared once for the analysis, which never imports trainables): `augment: none` on ImageNet is
+    not 'no augmentation' in a table."""
+    from analysis.configs import augment_words, describe
+    from contract import LOADER_AUGMENTATION
+
+    assert set(LOADER_AUGMENTATION) == set(STREAMED)
+    assert augment_words("none", "imagenet") == "random-resized crop + flip"
+    assert augment_words("trivaug", "imagenet") == "random-resized crop + flip + TrivAug"
+    assert augment_words("none", "tinyimagenet") == "no augmentation"
+    assert describe({"dataset": "imagenet", "augment": "none", "mollify": False}, ()) == \
+        "random-resized crop + flip, no mollification"
