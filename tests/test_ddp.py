@@ -321,3 +321,24 @@ def test_a_data_parallel_trial_that_fails_ends_its_run_failed_with_the_workers_c
     [run] = runs
     assert run.info.status == "FAILED"
     assert run.data.tags["mollify.status"].startswith("failed: TrialDivergedError: the training loss became nan")
+
+
+def test_batch_norm_swapped_back_keeps_the_network_it_was():
+    """A data-parallel trial's network is logged with plain BatchNorm2d (`swap_batch_norm`): the same
+    parameters, buffers and outputs as the GlobalBatchNorm network it trained as."""
+    from trainables.distributed import GlobalBatchNorm, global_batch_norm, swap_batch_norm
+    from trainables.models import create_model
+
+    torch.manual_seed(0)
+    model = global_batch_norm(create_model("smallcnn", 10))
+    model.train()(torch.randn(8, 3, 16, 16))  # one pass: running statistics away from their start
+    model.eval()
+    x = torch.randn(4, 3, 16, 16)
+    before, state = model(x), {k: v.clone() for k, v in model.state_dict().items()}
+    assert any(isinstance(m, GlobalBatchNorm) for m in model.modules())
+    plain = swap_batch_norm(model, torch.nn.BatchNorm2d)
+    assert not any(isinstance(m, GlobalBatchNorm) for m in plain.modules())
+    assert any(type(m) is torch.nn.BatchNorm2d for m in plain.modules())
+    assert plain.state_dict().keys() == state.keys()
+    assert all(torch.equal(plain.state_dict()[k], v) for k, v in state.items())
+    assert torch.equal(plain(x), before)

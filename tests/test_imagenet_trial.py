@@ -204,6 +204,18 @@ def test_an_imagenet_search_of_data_parallel_trials_streams_on_every_worker(imag
         assert 0 <= metrics[name] <= 1, name
     # the clean split whole: 15 images
     assert metrics["clean/error"] * 15 == pytest.approx(round(metrics["clean/error"] * 15), abs=1e-3)
+    # the network logged is a plain one (BatchNorm2d, not the workers' global batch norm): it loads
+    # and predicts without a process group
+    import mlflow.pytorch
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        model = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model", map_location="cpu")
+    finally:
+        mlflow.set_tracking_uri(before)  # the process's default, as the other tests expect it
+    assert {type(m).__name__ for m in model.modules()} >= {"BatchNorm2d"}
+    assert "GlobalBatchNorm" not in {type(m).__name__ for m in model.modules()}
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 3)
 
 
 def test_the_loaders_own_augmentation_is_named_in_the_analysis_labels() -> None:

@@ -123,16 +123,24 @@ class GlobalBatchNorm(nn.BatchNorm2d):
 
 
 def global_batch_norm(module: nn.Module) -> nn.Module:
-    """`module` with each BatchNorm2d made a GlobalBatchNorm holding the same parameters and buffers
-    (the same names: a checkpoint loads into either)."""
-    if type(module) is nn.BatchNorm2d:
-        swapped = GlobalBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
-                                  module.track_running_stats)
+    """`module` with each BatchNorm2d made a GlobalBatchNorm (`swap_batch_norm`)."""
+    return swap_batch_norm(module, GlobalBatchNorm)
+
+
+def swap_batch_norm(module: nn.Module, kind: type[nn.BatchNorm2d]) -> nn.Module:
+    """`module` with each 2-d batch norm (BatchNorm2d, GlobalBatchNorm, torch's SyncBatchNorm) made
+    a `kind` holding the same parameters and buffers, under the same names (a checkpoint loads into
+    either). Back to nn.BatchNorm2d, a data-parallel trial's network is the one a single process
+    trains: it loads and evaluates anywhere, without this module or a process group."""
+    if isinstance(module, (nn.BatchNorm2d, nn.SyncBatchNorm)):
+        if type(module) is kind:
+            return module
+        swapped = kind(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
         swapped.load_state_dict(module.state_dict())
         swapped.weight, swapped.bias = module.weight, module.bias  # the very parameters an optimizer may hold
         return swapped.to(module.weight.device if module.affine else module.running_mean.device).train(module.training)
     for name, child in module.named_children():
-        setattr(module, name, global_batch_norm(child))
+        setattr(module, name, swap_batch_norm(child, kind))
     return module
 
 

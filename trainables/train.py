@@ -28,7 +28,7 @@ from trainables.checkpoint import (CHECKPOINT_FILE, CheckpointError, TrainState,
 from trainables.config import ConfigError, TrialConfig
 from trainables.consistency import consistency_loss
 from trainables.corruptions.provision import check_corrupted_set, resolve_corruption_set
-from trainables.distributed import Workers, global_batch_norm
+from trainables.distributed import Workers, global_batch_norm, swap_batch_norm
 from trainables.evaluate import float32_digits
 from trainables.evaluation import evaluate_clean, evaluate_corrupted, evaluate_validation
 from trainables.losses import create_loss
@@ -208,7 +208,7 @@ def run_trial(cfg: TrialConfig, report: Report | None = None, checkpoint_dir: st
         reliability |= extras
     final = {k: v for k, v in state.history[-1].items() if k.startswith(FINAL_PREFIXES)}
     return TrialResult(metrics=final, history=state.history, reliability=reliability,
-                       model=state.model.eval(), model_card=model_card(cfg, test))
+                       model=swap_batch_norm(state.model, nn.BatchNorm2d).eval(), model_card=model_card(cfg, test))
 
 
 def wrap(cfg: TrialConfig, model: nn.Module, workers: Workers) -> nn.Module:
